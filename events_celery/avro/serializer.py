@@ -1,0 +1,188 @@
+"""PayloadSerializer: one event's payload as an Avro schema, validated, encoded and decoded.
+
+Creating a serializer only resolves the payload types (cheap, and where unsupported types are
+refused). The schema, fastavro's parsed schema and the converters are built on first use and
+cached, because every event definition creates a serializer at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from events_celery.avro import codec
+from events_celery.avro.codec import CodecRegistry
+from events_celery.avro.convert import Converter, compile_decoder, compile_encoder
+from events_celery.avro.resolve import resolve_payload
+from events_celery.avro.schema import build_schema, fingerprint
+from events_celery.avro.types import RecordNode
+from events_celery.avro.validate import compile_payload_validator
+from events_celery.exceptions import DecodeError, SerializationError
+
+__all__ = ["PayloadSerializer"]
+
+_WRITER_CACHE_SIZE = 32
+
+
+class PayloadSerializer:
+    """Validates, encodes and decodes the payload of one event type.
+
+    Example::
+
+        serializer = PayloadSerializer("org.example.shop.order.placed.v1", {"order": OrderData})
+        serializer.validate({"order": order})
+        body = serializer.encode({"order": order})
+        assert serializer.decode(body) == {"order": order}
+
+    Args:
+        event_type: the event type; it is the namespace of the schema's records.
+        data: payload kwarg name → type (an attrs class or a supported plain type), in the
+            order the fields are written.
+        codec_registry: custom codecs; defaults to :data:`events_celery.avro.codecs`.
+
+    Raises:
+        UnsupportedTypeError: a type in ``data`` cannot be carried in Avro; the message names
+            the event type and the dotted field path.
+        InvalidEventTypeError: ``event_type`` is not a valid Avro namespace.
+    """
+
+    def __init__(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        codec_registry: CodecRegistry | None = None,
+    ) -> None:
+        self.event_type = event_type
+        self.codec_registry = codec.codecs if codec_registry is None else codec_registry
+        self._root: RecordNode = resolve_payload(event_type, data, self.codec_registry)
+        # id(writer schema) -> (writer schema, parsed writer schema); the schema is kept so
+        # its id cannot be reused by another object while the entry exists.
+        self._writers: dict[int, tuple[Any, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"PayloadSerializer({self.event_type!r})"
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        """The Avro schema of the payload record (JSON form; treat it as read-only)."""
+        return build_schema(self._root, self.event_type)
+
+    @functools.cached_property
+    def parsed_schema(self) -> Any:
+        """The schema as parsed by fastavro (built once, on first use)."""
+        return parse_schema(self.schema)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The CRC-64-AVRO fingerprint of :attr:`schema` (see :func:`.fingerprint`)."""
+        return fingerprint(self.schema)
+
+    def validate(self, payload: Mapping[str, Any]) -> None:
+        """Check that ``payload`` has exactly the declared kwargs, each of its declared type.
+
+        Falsy values (``0``, ``""``, ``False``, ``[]``) are values like any other.
+
+        Raises:
+            PayloadValidationError: a kwarg is missing or extra, or a value anywhere in the
+                tree has the wrong type or does not fit (naive datetime, Decimal that would
+                need rounding, int beyond 64 bits...). The message names the field path.
+        """
+        self._validator(payload)
+
+    def encode(self, payload: Mapping[str, Any]) -> bytes:
+        """The Avro binary encoding (schemaless) of a payload that :meth:`validate` accepted.
+
+        Raises:
+            SerializationError: fastavro or a custom codec could not encode the payload.
+        """
+        try:
+            record = self._to_record(payload)
+            out = BytesIO()
+            schemaless_writer(out, self.parsed_schema, record)
+        except Exception as exc:
+            raise SerializationError(
+                f"{self.event_type}: cannot encode the payload as Avro ({type(exc).__name__}: "
+                f"{exc}); call validate() first to find the offending field"
+            ) from exc
+        return out.getvalue()
+
+    def decode(self, body: bytes, writer_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The payload kwargs encoded in ``body``, with attrs instances rebuilt.
+
+        Args:
+            body: Avro binary, as produced by :meth:`encode`.
+            writer_schema: the schema ``body`` was written with, when it is not this
+                serializer's own (an older or newer version of the event); the data is then
+                resolved from that schema to this one.
+
+        Raises:
+            DecodeError: the bytes are truncated or malformed, the writer schema cannot be
+                resolved to this one, or a payload class refused the decoded values.
+        """
+        record: Any
+        try:
+            if writer_schema is None:
+                record = schemaless_reader(BytesIO(body), self.parsed_schema, None)
+            else:
+                writer = self._parsed_writer(writer_schema)
+                record = schemaless_reader(BytesIO(body), writer, self.parsed_schema)
+            return self._from_record(record)
+        except Exception as exc:
+            raise DecodeError(
+                f"{self.event_type}: cannot decode the Avro payload ({len(body)} bytes): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _parsed_writer(self, writer_schema: Mapping[str, Any]) -> Any:
+        cached = self._writers.get(id(writer_schema))
+        if cached is not None and cached[0] is writer_schema:
+            return cached[1]
+        if len(self._writers) >= _WRITER_CACHE_SIZE:
+            self._writers.clear()
+        parsed = parse_schema(dict(writer_schema))
+        self._writers[id(writer_schema)] = (writer_schema, parsed)
+        return parsed
+
+    @functools.cached_property
+    def _validator(self) -> Callable[[Mapping[str, Any]], None]:
+        return compile_payload_validator(self.event_type, self._root)
+
+    @functools.cached_property
+    def _to_record(self) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+        memo: dict[RecordNode, Converter] = {}
+        steps = tuple(
+            (field.name, encode)
+            for field in self._root.fields
+            if (encode := compile_encoder(field.node, self.event_type, memo)) is not None
+        )
+        if not steps:
+            return lambda payload: payload
+
+        def to_record(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+            record = dict(payload)
+            for name, encode in steps:
+                record[name] = encode(record[name])
+            return record
+
+        return to_record
+
+    @functools.cached_property
+    def _from_record(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        memo: dict[RecordNode, Converter] = {}
+        steps = tuple(
+            (field.name, decode)
+            for field in self._root.fields
+            if (decode := compile_decoder(field.node, memo)) is not None
+        )
+
+        def from_record(record: dict[str, Any]) -> dict[str, Any]:
+            for name, decode in steps:
+                record[name] = decode(record[name])
+            return record
+
+        return from_record

@@ -1,0 +1,1 @@
+"""The event bus: topology, producer, wire format, consumer and dead letters."""

@@ -1,0 +1,165 @@
+"""The consumer: a Celery worker bootstep that reads this service's event queues.
+
+``celery -A proj worker`` is all it takes: when the worker starts, :func:`install` (connected
+to Celery's ``worker_init`` signal by the Django app) adds :class:`EventConsumerStep` and the
+service-private task queue to the worker. The step declares this service's topology, decodes
+each event message, and hands events in batches to the ``deliver_events`` task; it
+acknowledges the event messages only once the broker has confirmed that task. A message that
+can never become an event is dead-lettered with the reason, and the worker keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_init
+from kombu import Consumer
+from kombu.message import Message
+
+from events_celery.bus import topology
+from events_celery.bus.dead_letters import dead_letter, plain_headers
+from events_celery.bus.dispatch import PoisonMessageError, decode_event
+from events_celery.bus.tasks import DELIVER_EVENTS, envelope, send_task
+from events_celery.conf import BusSettings, bus_settings
+from events_celery.exceptions import PublishError
+
+logger = logging.getLogger(__name__)
+
+
+class EventConsumerStep(bootsteps.ConsumerStep):
+    """Consumes ``<service>.<topic>`` queues and hands events to receiver tasks in batches."""
+
+    name = "events_celery.EventConsumerStep"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.app: Celery = parent.app
+        self.timer: Any = None
+        self.settings: BusSettings = bus_settings()
+        self._pending: list[tuple[Message, dict[str, Any]]] = []
+        self._flush_entry: Any = None
+        # The hub runs everything in one thread; without it (in-memory transport) the timer
+        # runs in its own thread, and this lock keeps the two from handing off twice.
+        self._lock = threading.Lock()
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        """Declare this service's topology and consume its event queues."""
+        settings = self.settings = bus_settings()
+        settings.raise_for_problems()
+        service = settings.require_service_name()
+        topology.declare(channel.connection.client, topology.consumer_topology(settings))
+        queues = [
+            topology.service_queue(service, settings.topic_prefix, s, settings.queue_type)
+            for s in settings.subscriptions
+        ]
+        channel.basic_qos(0, settings.consumer_batch_size * 2, False)
+        logger.info(
+            "events_celery: service %r consuming %s",
+            service,
+            ", ".join(q.name for q in queues),
+        )
+        return [Consumer(channel, queues=queues, on_message=self.on_message, no_ack=False)]
+
+    def start(self, c: Any) -> None:
+        """Start consuming (called by Celery on worker start and after reconnecting)."""
+        self.timer = c.timer
+        self._pending = []
+        super().start(c)
+
+    def stop(self, c: Any) -> None:
+        """Stop consuming; pending messages stay unacknowledged and are redelivered."""
+        self._cancel_flush()
+        self._pending = []
+        super().stop(c)
+
+    def on_message(self, message: Message) -> None:
+        """Decode one event message and queue it for the next hand-off."""
+        settings = self.settings
+        try:
+            decode_event(
+                message.headers or {},
+                message.body,
+                content_type=message.content_type,
+                max_size=settings.max_message_size,
+            )
+        except PoisonMessageError as exc:
+            self._dead_letter(message, exc.reason)
+            return
+        item = envelope(plain_headers(message.headers), message.body)
+        with self._lock:
+            self._pending.append((message, item))
+            if len(self._pending) >= settings.consumer_batch_size:
+                self._flush_locked()
+            elif self._flush_entry is None and self.timer is not None:
+                self._flush_entry = self.timer.call_after(
+                    settings.consumer_flush_interval, self.flush
+                )
+
+    def flush(self) -> None:
+        """Hand the pending events to one ``deliver_events`` task, then ack them."""
+        with self._lock:
+            self._flush_entry = None
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._cancel_flush()
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            send_task(self.app, self.settings, DELIVER_EVENTS, [[item for _, item in batch]])
+        except PublishError:
+            logger.exception("handing %d event(s) to receivers failed; requeued", len(batch))
+            for message, _ in batch:
+                message.requeue()
+            return
+        for message, _ in batch:
+            message.ack()
+
+    def _cancel_flush(self) -> None:
+        if self._flush_entry is not None:
+            self._flush_entry.cancel()
+            self._flush_entry = None
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        info = message.delivery_info
+        try:
+            dead_letter(
+                self.settings,
+                message.body,
+                message.headers,
+                reason=reason,
+                content_type=message.content_type,
+                origin=f"{info.get('exchange')}/{info.get('routing_key')}",
+            )
+        except PublishError:
+            # The broker still dead-letters it (the queue's dead-letter exchange), without
+            # the reason: parked either way, never dropped.
+            logger.exception("could not record why a message is dead-lettered")
+            message.reject(requeue=False)
+            return
+        logger.error("dead-lettered a message that is not a valid event: %s", reason)
+        message.ack()
+
+
+def install(app: Celery) -> None:
+    """Add the event consumer and the service's task queue to a worker of ``app``.
+
+    Does nothing when this service consumes no topic. Opens no connection.
+    """
+    settings = bus_settings()
+    if not settings.subscriptions or EventConsumerStep in app.steps["consumer"]:
+        return
+    app.steps["consumer"].add(EventConsumerStep)
+    app.amqp.queues.select_add(
+        topology.task_queue(settings.require_service_name(), settings.queue_type)
+    )
+
+
+@worker_init.connect(dispatch_uid="events_celery.bus.consumer.install")
+def _install_on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    if sender is not None:
+        install(sender.app)

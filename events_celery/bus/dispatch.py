@@ -1,0 +1,156 @@
+"""The wire format, transport-free: an event ⇄ ``(headers, properties, body)``.
+
+Nothing here knows kombu or Celery; any AMQP client that writes these headers and this Avro
+body can publish events that a worker understands, and read the events it publishes.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from events_celery import schema_store
+from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
+from events_celery.metadata import AVRO_CONTENT_TYPE, HEADER_DATA_CONTENT_TYPE, EventMetadata
+from events_celery.registry import EventRegistry, registry
+from events_celery.signals import EventSignal
+
+#: Header carrying the writer schema's fingerprint (CRC-64-AVRO, 16 hex digits).
+HEADER_FINGERPRINT = "schemafingerprint"
+#: Header carrying the value at the topic's ``event_key_field`` (CloudEvents partitioning).
+HEADER_PARTITION_KEY = "ce_partitionkey"
+
+
+@attrs.frozen
+class OutgoingMessage:
+    """One event, ready for any AMQP client to publish."""
+
+    body: bytes
+    headers: dict[str, str]
+    properties: dict[str, Any]
+
+
+def encode_event(
+    signal: EventSignal,
+    metadata: EventMetadata,
+    body: bytes,
+    *,
+    partition_key: str | None = None,
+) -> OutgoingMessage:
+    """Wrap an encoded payload in the headers and properties of design section 4."""
+    headers = metadata.to_headers()
+    headers[HEADER_FINGERPRINT] = signal.serializer.fingerprint
+    if partition_key is not None:
+        headers[HEADER_PARTITION_KEY] = partition_key
+    properties = {
+        "content_type": AVRO_CONTENT_TYPE,
+        "content_encoding": "binary",
+        "delivery_mode": 2,
+        "message_id": str(metadata.id),
+        "type": metadata.event_type,
+        "timestamp": int(metadata.time.timestamp()),
+        "app_id": metadata.source,
+    }
+    return OutgoingMessage(body=body, headers=headers, properties=properties)
+
+
+def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], str]:
+    """Compile ``event_key_field`` (``"order.customer.id"``) into a payload → str function.
+
+    Raises:
+        AttributeError: the path names no field of the payload (``manage.py check`` reports it).
+    """
+    first, _, rest = path.partition(".")
+    if first not in signal.data:
+        raise AttributeError(f"{signal.event_type} has no payload argument {first!r}")
+    current: Any = signal.data[first]
+    for part in rest.split(".") if rest else ():
+        fields = attrs.fields_dict(current) if attrs.has(current) else {}
+        if part not in fields:
+            raise AttributeError(f"{signal.event_type}: {path!r} has no field {part!r}")
+        current = fields[part].type
+    attr = operator.attrgetter(rest) if rest else None
+
+    def get(payload: Mapping[str, Any]) -> str:
+        value = payload[first]
+        return str(attr(value) if attr is not None else value)
+
+    return get
+
+
+@attrs.frozen
+class ReceivedEvent:
+    """An event decoded from a message."""
+
+    signal: EventSignal
+    metadata: EventMetadata
+    payload: dict[str, Any]
+
+
+class PoisonMessageError(DecodeError):
+    """A message that can never become an event; it is dead-lettered with :attr:`reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def decode_event(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    event_registry: EventRegistry = registry,
+) -> ReceivedEvent:
+    """Turn a received message into an event.
+
+    The payload is read with the local definition's schema; a message written with another
+    schema is resolved against it when that schema is one of the stored golden schemas.
+
+    Raises:
+        PoisonMessageError: the message is not a decodable event (the reason says why).
+    """
+    if content_type != AVRO_CONTENT_TYPE:
+        raise PoisonMessageError(
+            f"content type is {content_type!r}; only {AVRO_CONTENT_TYPE!r} is accepted"
+        )
+    if len(body) > max_size:
+        raise PoisonMessageError(
+            f"body is {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE ({max_size})"
+        )
+    declared = headers.get(HEADER_DATA_CONTENT_TYPE)
+    if declared is not None and _text(declared) != AVRO_CONTENT_TYPE:
+        raise PoisonMessageError(f"header {HEADER_DATA_CONTENT_TYPE!r} is {declared!r}")
+    try:
+        metadata = EventMetadata.from_headers(headers)
+    except MetadataError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    try:
+        signal = event_registry.get(metadata.event_type)
+    except EventNotFoundError as exc:
+        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    fingerprint = headers.get(HEADER_FINGERPRINT)
+    if fingerprint is None:
+        raise PoisonMessageError(f"message header {HEADER_FINGERPRINT!r} is missing")
+    fingerprint = _text(fingerprint)
+    writer_schema = None
+    if fingerprint != signal.serializer.fingerprint:
+        writer_schema = schema_store.find_schema(signal, fingerprint)
+        if writer_schema is None:
+            raise PoisonMessageError(
+                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
+                "replay after upgrading this service to a version that knows the schema"
+            )
+    try:
+        payload = signal.serializer.decode(body, writer_schema)
+    except DecodeError as exc:
+        raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
+    return ReceivedEvent(signal, metadata, payload)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,195 @@
+"""Celery tasks that run receivers of events received from the bus.
+
+A worker's consumer hands events to :func:`deliver_events` in batches, on the service-private
+task queue. Each receiver of each event runs once; a receiver that raises gets its own retry
+task (:func:`run_receiver`), so receivers that succeeded never run again because another one
+failed. After the last attempt the event, the receiver, the error and the traceback go to the
+dead-letter store.
+
+Both tasks acknowledge late and are requeued when their worker process dies, so an event is
+owned by the broker until each of its receivers has succeeded or been handed to a retry task
+confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import traceback as tb
+from typing import Any
+
+from celery import Celery, shared_task
+from kombu import Producer
+
+from events_celery.bus import topology
+from events_celery.bus.dead_letters import dead_letter
+from events_celery.bus.dispatch import PoisonMessageError, ReceivedEvent, decode_event
+from events_celery.bus.producer import publisher
+from events_celery.conf import BusSettings, RetryPolicy, bus_settings
+from events_celery.metadata import AVRO_CONTENT_TYPE
+from events_celery.signals import Receiver, receiver_name
+
+logger = logging.getLogger(__name__)
+
+DELIVER_EVENTS = "events_celery.deliver_events"
+RUN_RECEIVER = "events_celery.run_receiver"
+
+#: One event as a task argument: its message headers and base64 Avro body (JSON-safe).
+Envelope = dict[str, Any]
+
+_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    # A task that raises (only when a hand-off to the broker failed) is rejected without
+    # requeue, so the task queue dead-letters it instead of acknowledging it away.
+    "acks_on_failure_or_timeout": False,
+    "serializer": "json",
+    "ignore_result": True,
+}
+
+
+def envelope(headers: dict[str, Any], body: bytes) -> Envelope:
+    """Pack a message into a task argument."""
+    return {"headers": headers, "body": base64.b64encode(body).decode("ascii")}
+
+
+def retry_delay(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait before ``attempt`` (2, 3, ...): exponential backoff with jitter."""
+    delay = min(policy.backoff * 2 ** (attempt - 2), policy.backoff_max)
+    if policy.jitter:
+        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - spreading retries, not security
+    return delay
+
+
+def send_task(
+    app: Celery,
+    settings: BusSettings,
+    name: str,
+    args: list[Any],
+    *,
+    countdown: float | None = None,
+) -> None:
+    """Publish a task to this service's task queue and wait for the broker's confirm.
+
+    Raises:
+        PublishError: not confirmed within the publish retry policy.
+    """
+    queue = topology.task_queue(settings.require_service_name(), settings.queue_type)
+
+    def publish(producer: Producer) -> None:
+        app.send_task(
+            name,
+            args=args,
+            queue=queue,
+            producer=producer,
+            countdown=countdown,
+            retry=False,
+            serializer="json",
+            declare=[],
+        )
+
+    publisher(settings).run(
+        publish, topology.Topology((), (queue,)), describe=f"task {name} to {queue.name!r}"
+    )
+
+
+def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
+    body = base64.b64decode(item["body"])
+    try:
+        return decode_event(
+            item["headers"], body, content_type=AVRO_CONTENT_TYPE, max_size=settings.max_message_size
+        )
+    except PoisonMessageError as exc:
+        dead_letter(
+            settings, body, item["headers"], reason=exc.reason, content_type=AVRO_CONTENT_TYPE
+        )
+        logger.error("dead-lettered an undecodable event: %s", exc.reason)
+        return None
+
+
+def _run(
+    app: Celery,
+    settings: BusSettings,
+    event: ReceivedEvent,
+    item: Envelope,
+    func: Receiver,
+    attempt: int,
+) -> None:
+    name = receiver_name(func)
+    try:
+        event.signal.call_receiver(func, event.metadata, event.payload, from_event_bus=True)
+    except Exception as exc:
+        policy = settings.retry_policy
+        if attempt < policy.max_attempts:
+            delay = retry_delay(policy, attempt + 1)
+            send_task(app, settings, RUN_RECEIVER, [item, name, attempt + 1], countdown=delay)
+            logger.warning(
+                "%s: receiver %s failed on attempt %d/%d (%s: %s); retry in %.1fs (event %s)",
+                event.metadata.event_type,
+                name,
+                attempt,
+                policy.max_attempts,
+                type(exc).__name__,
+                exc,
+                delay,
+                event.metadata.id,
+            )
+            return
+        dead_letter(
+            settings,
+            base64.b64decode(item["body"]),
+            item["headers"],
+            reason=f"receiver failed after {attempt} attempt(s)",
+            content_type=AVRO_CONTENT_TYPE,
+            receiver=name,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(tb.format_exception(exc)),
+            attempts=attempt,
+        )
+        logger.error(
+            "%s: receiver %s failed its last attempt (%d); event %s dead-lettered",
+            event.metadata.event_type,
+            name,
+            attempt,
+            event.metadata.id,
+            exc_info=exc,
+        )
+
+
+@shared_task(bind=True, name=DELIVER_EVENTS, **_TASK_OPTIONS)
+def deliver_events(self: Any, items: list[Envelope]) -> int:
+    """Run every connected receiver of each event once; returns how many events ran."""
+    settings = bus_settings()
+    delivered = 0
+    for item in items:
+        event = _decode(settings, item)
+        if event is None:
+            continue
+        for func in event.signal.receivers_for_dispatch():
+            _run(self.app, settings, event, item, func, attempt=1)
+        delivered += 1
+    return delivered
+
+
+@shared_task(bind=True, name=RUN_RECEIVER, **_TASK_OPTIONS)
+def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None:
+    """Run one receiver of one event again (attempt 2 and later)."""
+    settings = bus_settings()
+    event = _decode(settings, item)
+    if event is None:
+        return
+    for func in event.signal.receivers_for_dispatch():
+        if receiver_name(func) == receiver:
+            _run(self.app, settings, event, item, func, attempt)
+            return
+    dead_letter(
+        settings,
+        base64.b64decode(item["body"]),
+        item["headers"],
+        reason=f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
+        content_type=AVRO_CONTENT_TYPE,
+        receiver=receiver,
+        attempts=attempt - 1,
+    )
+    logger.error("%s: receiver %s to retry is not connected; dead-lettered", receiver, attempt)

@@ -1,0 +1,187 @@
+"""The RabbitMQ topology of the bus: exchanges and queues, their names and their declaration.
+
+* one durable ``topic`` exchange per topic, ``<prefix><topic>``; routing key = event type;
+* on each topic exchange an alternate exchange, ``<prefix><topic>.unrouted``, that parks events
+  no service subscribes to yet in a bounded queue of the same name;
+* per consuming service and topic, a durable queue ``<service>.<topic>`` bound with the event
+  types the service subscribes to (``#`` for all);
+* per service, a private queue ``<service>.events_celery.tasks`` for its receiver tasks, and a
+  dead-letter exchange and queue ``<service>.events_celery.dead_letters`` that every queue of
+  the service dead-letters to.
+
+Declaring is idempotent. It happens when a worker starts, on the first publish to a topic, and
+with ``manage.py declare_event_topology``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+from kombu import Connection, Exchange, Queue, binding
+
+from events_celery.conf import BusSettings, Subscription
+from events_celery.exceptions import ConfigurationError
+
+#: Queue and exchange names the library reserves inside each service's namespace.
+RESERVED_SEGMENT = "events_celery"
+
+
+def exchange_name(prefix: str, topic: str) -> str:
+    """Name of the topic exchange of ``topic``."""
+    return f"{prefix}{topic}"
+
+
+def topic_exchange(prefix: str, topic: str) -> Exchange:
+    """The durable topic exchange of ``topic``, with its alternate exchange for unrouted events."""
+    name = exchange_name(prefix, topic)
+    return Exchange(
+        name,
+        type="topic",
+        durable=True,
+        delivery_mode=2,
+        arguments={"alternate-exchange": f"{name}.unrouted"},
+    )
+
+
+def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
+    """The bounded queue that parks events of ``topic`` no service subscribes to.
+
+    When it is full the broker refuses (nacks) the publish, so the sender gets a
+    :class:`~events_celery.PublishError` instead of an event being dropped.
+    """
+    name = f"{exchange_name(prefix, topic)}.unrouted"
+    return Queue(
+        name,
+        exchange=Exchange(name, type="fanout", durable=True),
+        routing_key="",
+        durable=True,
+        queue_arguments={"x-max-length": max_length, "x-overflow": "reject-publish"},
+    )
+
+
+def dead_letter_exchange(service: str) -> Exchange:
+    """The exchange every queue of ``service`` dead-letters to."""
+    return Exchange(f"{service}.{RESERVED_SEGMENT}.dead_letters", type="fanout", durable=True)
+
+
+def dead_letter_queue(service: str, queue_type: str = "classic") -> Queue:
+    """The dead-letter store of ``service``: a durable queue, read and replayed by commands."""
+    exchange = dead_letter_exchange(service)
+    return Queue(
+        exchange.name,
+        exchange=exchange,
+        routing_key="",
+        durable=True,
+        queue_arguments={"x-queue-type": queue_type},
+    )
+
+
+def _dead_lettered(queue_type: str, service: str) -> dict[str, object]:
+    return {"x-queue-type": queue_type, "x-dead-letter-exchange": dead_letter_exchange(service).name}
+
+
+def task_queue(service: str, queue_type: str = "classic") -> Queue:
+    """The service-private queue of receiver tasks (first runs and retries)."""
+    name = f"{service}.{RESERVED_SEGMENT}.tasks"
+    return Queue(
+        name,
+        exchange=Exchange("", type="direct"),
+        routing_key=name,
+        durable=True,
+        queue_arguments=_dead_lettered(queue_type, service),
+    )
+
+
+def service_queue(
+    service: str, prefix: str, subscription: Subscription, queue_type: str = "classic"
+) -> Queue:
+    """The queue ``<service>.<topic>``, bound to the topic exchange with the subscribed types."""
+    exchange = topic_exchange(prefix, subscription.topic)
+    keys = subscription.event_types or ("#",)
+    return Queue(
+        f"{service}.{subscription.topic}",
+        bindings=[binding(exchange, routing_key=key) for key in keys],
+        durable=True,
+        queue_arguments=_dead_lettered(queue_type, service),
+    )
+
+
+@attrs.frozen
+class Topology:
+    """Everything one service declares: what it publishes to and what it consumes."""
+
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the exchanges, then the queues."""
+        return [e.name for e in self.exchanges] + [q.name for q in self.queues]
+
+
+def producer_topology(settings: BusSettings, topics: Iterable[str]) -> Topology:
+    """Exchanges (and their parking queues) for publishing to ``topics``."""
+    topics = sorted(set(topics))
+    return Topology(
+        exchanges=tuple(topic_exchange(settings.topic_prefix, t) for t in topics),
+        queues=tuple(
+            unrouted_queue(settings.topic_prefix, t, settings.unrouted_max_length) for t in topics
+        ),
+    )
+
+
+def consumer_topology(settings: BusSettings) -> Topology:
+    """The queues of this service: one per subscribed topic, tasks, and dead letters."""
+    service = settings.require_service_name()
+    producer = producer_topology(settings, (s.topic for s in settings.subscriptions))
+    return Topology(
+        exchanges=(*producer.exchanges, dead_letter_exchange(service)),
+        queues=(
+            *producer.queues,
+            dead_letter_queue(service, settings.queue_type),
+            task_queue(service, settings.queue_type),
+            *(
+                service_queue(service, settings.topic_prefix, s, settings.queue_type)
+                for s in settings.subscriptions
+            ),
+        ),
+    )
+
+
+def service_topology(settings: BusSettings) -> Topology:
+    """All this service declares: the exchanges it publishes to plus its consumer topology."""
+    published = {route.topic for routes in settings.routes.values() for route in routes}
+    consumer = consumer_topology(settings)
+    producer = producer_topology(settings, published - {s.topic for s in settings.subscriptions})
+    return Topology(
+        exchanges=consumer.exchanges + producer.exchanges,
+        queues=consumer.queues + producer.queues,
+    )
+
+
+def declare(connection: Connection, topology: Topology) -> None:
+    """Declare every exchange and queue of ``topology`` (idempotent).
+
+    Raises:
+        ConfigurationError: an entity exists on the broker with other arguments (for instance a
+            classic queue where the settings now ask for quorum).
+    """
+    channel = connection.default_channel
+    for exchange in topology.exchanges:
+        _declare_one(exchange, channel)
+    for queue in topology.queues:
+        _declare_one(queue, channel)  # declares its exchange and bindings too
+
+
+def _declare_one(entity: Exchange | Queue, channel: object) -> None:
+    try:
+        entity.bind(channel).declare()
+    except Exception as exc:
+        if getattr(exc, "code", None) == 406:  # PRECONDITION_FAILED: arguments differ
+            raise ConfigurationError(
+                f"{type(entity).__name__.lower()} {entity.name!r} already exists on the broker "
+                f"with other arguments ({exc}); keep the settings it was declared with, or "
+                "delete it (after draining it) so it can be declared again"
+            ) from exc
+        raise

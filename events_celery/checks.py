@@ -1,0 +1,82 @@
+"""Django system checks: ``manage.py check`` reports every misconfiguration at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from events_celery.bus.dispatch import key_getter
+from events_celery.bus.topology import RESERVED_SEGMENT
+from events_celery.conf import bus_settings
+from events_celery.registry import registry
+
+
+@register("events_celery")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check the ``EVENT_BUS_*`` settings against each other and the event definitions."""
+    settings = bus_settings()
+    messages: list[CheckMessage] = [
+        Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
+        for problem in settings.problems
+    ]
+    for event_type, routes in settings.routes.items():
+        signal = registry.find(event_type)
+        if signal is None:
+            messages.append(
+                Error(
+                    f"EVENT_BUS_PRODUCER_CONFIG routes {event_type!r}, which no installed app "
+                    "defines",
+                    hint="fix the event type, or add the app defining it (in its events.py) to "
+                    "INSTALLED_APPS",
+                    id="events_celery.E030",
+                )
+            )
+            continue
+        for route in routes:
+            if route.event_key_field is None:
+                continue
+            try:
+                key_getter(signal, route.event_key_field)
+            except AttributeError as exc:
+                messages.append(
+                    Error(
+                        f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{route.topic!r}]: "
+                        f"event_key_field {route.event_key_field!r} is not a payload field ({exc})",
+                        hint=f"use a dotted path into the payload, one of {sorted(signal.data)} "
+                        "first",
+                        id="events_celery.E031",
+                    )
+                )
+    for subscription in settings.subscriptions:
+        if subscription.topic.startswith(f"{RESERVED_SEGMENT}."):
+            messages.append(
+                Error(
+                    f"EVENT_BUS_CONSUMER_CONFIG topic {subscription.topic!r} starts with the "
+                    f"reserved '{RESERVED_SEGMENT}.'",
+                    hint="rename the topic",
+                    id="events_celery.E033",
+                )
+            )
+        for event_type in subscription.event_types or ():
+            if event_type not in registry:
+                messages.append(
+                    Error(
+                        f"EVENT_BUS_CONSUMER_CONFIG[{subscription.topic!r}] subscribes to "
+                        f"{event_type!r}, which no installed app defines",
+                        hint="a consumer decodes events with their definition: install the app "
+                        "that defines it, or fix the event type",
+                        id="events_celery.E032",
+                    )
+                )
+    published = {route.topic for routes in settings.routes.values() for route in routes}
+    if published and not settings.broker_url:
+        messages.append(
+            Warning(
+                "EVENT_BUS_BROKER_URL and CELERY_BROKER_URL are not set; events are published "
+                "to the Celery app's broker_url (amqp://guest@localhost// by default)",
+                hint="set CELERY_BROKER_URL (or EVENT_BUS_BROKER_URL) explicitly",
+                id="events_celery.W001",
+            )
+        )
+    return messages

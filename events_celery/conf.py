@@ -1,0 +1,475 @@
+"""Settings of events_celery, read from Django settings with documented defaults.
+
+Every setting is read here and nowhere else. :func:`bus_settings` returns them parsed and
+cached (the cache is cleared when Django's ``setting_changed`` fires, so ``override_settings``
+works in tests). Parsing never raises: problems are collected, and ``manage.py check`` reports
+all of them at once (see :mod:`events_celery.checks`); code that cannot work with broken
+settings calls :meth:`BusSettings.raise_for_problems`.
+
+Settings (all optional unless noted):
+
+``EVENT_BUS_SERVICE_NAME``
+    Name of this service (required). It is the CloudEvents ``source`` of events sent here and
+    the first part of this service's queue names. Lowercase letters, digits, ``-``, ``_``.
+``EVENT_BUS_PRODUCER_CONFIG``
+    Routing of events to topics, Open edX shape:
+    ``{event_type: {topic: {"event_key_field": "a.b", "enabled": True}}}``. Default ``{}``.
+``EVENT_BUS_CONSUMER_CONFIG``
+    Topics this service consumes: ``{topic: {"event_types": [event_type, ...]}}``; leave out
+    ``event_types`` (or set it to ``None``) to consume every event type of the topic.
+    Default ``{}``.
+``EVENT_BUS_TOPIC_PREFIX``
+    Prefix of every topic exchange name (``<prefix><topic>``). Default ``""``.
+``EVENT_BUS_BROKER_URL``
+    AMQP URL of the broker. Default: Celery's ``broker_url`` (``CELERY_BROKER_URL``).
+``EVENT_BUS_QUEUE_TYPE``
+    ``"classic"`` or ``"quorum"`` (use quorum on a multi-node RabbitMQ cluster). Default
+    ``"classic"``.
+``EVENT_BUS_PUBLISH_MODE``
+    ``"on_commit"`` publishes after the surrounding database transaction commits (nothing is
+    published when it rolls back); ``"immediate"`` publishes inside ``send_event``. Default
+    ``"on_commit"``.
+``EVENT_BUS_DB_ALIAS``
+    Database whose transactions ``on_commit`` publishing follows. Default ``"default"``.
+``EVENT_BUS_PUBLISH_TIMEOUT``
+    Seconds to wait for the broker to confirm one publish. Default ``5.0``.
+``EVENT_BUS_PUBLISH_RETRY_POLICY``
+    How often an unconfirmed publish is retried before :class:`~events_celery.PublishError`:
+    ``{"max_retries": 3, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 2.0}``.
+``EVENT_BUS_RETRY_POLICY``
+    Retries of each receiver in consuming services:
+    ``{"max_attempts": 5, "backoff": 2.0, "backoff_max": 300.0, "jitter": True}``. Attempt
+    ``n`` (n >= 2) waits ``min(backoff * 2 ** (n - 2), backoff_max)`` seconds, scaled by a random
+    factor in [0.5, 1] when ``jitter`` is on.
+``EVENT_BUS_MAX_MESSAGE_SIZE``
+    Largest Avro body, in bytes, that is published or consumed. Default ``1048576``.
+``EVENT_BUS_UNROUTED_MAX_LENGTH``
+    How many events, per topic, are parked when no service subscribes yet. Default ``10000``.
+``EVENT_BUS_CONSUMER_BATCH_SIZE``
+    How many events a worker hands to one receiver task. Default ``32``.
+``EVENT_BUS_CONSUMER_FLUSH_INTERVAL``
+    Seconds a worker waits to fill a batch before handing off a partial one. Default ``0.05``.
+``EVENT_BUS_STRICT_RECEIVERS``
+    ``False`` (default): a receiver error is logged with its traceback and returned by
+    ``send_event`` like ``Signal.send_robust``; ``True``: the first receiver error propagates.
+``EVENT_BUS_SCHEMA_DIR``
+    Directory of golden ``.avsc`` schemas. Default: ``avro_schemas/`` inside the app that
+    defines each event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from events_celery.exceptions import ConfigurationError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+TOPIC_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+QUEUE_TYPES = ("classic", "quorum")
+PUBLISH_MODES = ("on_commit", "immediate")
+
+
+@attrs.frozen
+class Problem:
+    """One misconfiguration: a check id suffix (``"E001"``), what is wrong and how to fix it."""
+
+    id: str
+    message: str
+    hint: str
+
+
+@attrs.frozen
+class Route:
+    """One enabled (event type → topic) route of the producer."""
+
+    event_type: str
+    topic: str
+    event_key_field: str | None
+
+
+@attrs.frozen
+class Subscription:
+    """One topic this service consumes; ``event_types`` ``None`` means all of them."""
+
+    topic: str
+    event_types: tuple[str, ...] | None
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Retries of each receiver (see ``EVENT_BUS_RETRY_POLICY``)."""
+
+    max_attempts: int = 5
+    backoff: float = 2.0
+    backoff_max: float = 300.0
+    jitter: bool = True
+
+
+@attrs.frozen(eq=False)  # compared and hashed by identity: caches key on the instance
+class BusSettings:
+    """The parsed settings, plus every problem found while parsing them."""
+
+    service_name: str | None
+    topic_prefix: str
+    broker_url: str | None
+    routes: Mapping[str, tuple[Route, ...]]
+    subscriptions: tuple[Subscription, ...]
+    queue_type: Literal["classic", "quorum"]
+    publish_mode: Literal["on_commit", "immediate"]
+    db_alias: str
+    publish_timeout: float
+    publish_retry_policy: Mapping[str, float]
+    retry_policy: RetryPolicy
+    max_message_size: int
+    unrouted_max_length: int
+    consumer_batch_size: int
+    consumer_flush_interval: float
+    strict_receivers: bool
+    schema_dir: str | None
+    problems: tuple[Problem, ...]
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`ConfigurationError` listing every problem, if there is any."""
+        if self.problems:
+            lines = "\n".join(f"- {p.id}: {p.message} ({p.hint})" for p in self.problems)
+            raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
+
+    def require_service_name(self) -> str:
+        """Return the service name, or raise :class:`ConfigurationError` saying how to set it."""
+        if not self.service_name or not NAME_PATTERN.match(self.service_name):
+            raise ConfigurationError(
+                "EVENT_BUS_SERVICE_NAME is not set to a valid name; set it in Django settings, "
+                "e.g. EVENT_BUS_SERVICE_NAME = 'orders' (lowercase letters, digits, '-', '_')"
+            )
+        return self.service_name
+
+
+_cache: BusSettings | None = None
+
+
+def bus_settings() -> BusSettings:
+    """Return the parsed settings (cached until a setting changes)."""
+    global _cache
+    if _cache is None:
+        _cache = _parse()
+    return _cache
+
+
+@receiver(setting_changed)
+def _clear_cache(**kwargs: Any) -> None:
+    global _cache
+    _cache = None
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(django_settings, name, default)
+
+
+def _number(
+    problems: list[Problem], name: str, value: Any, default: float, *, minimum: float
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        problems.append(
+            Problem("E020", f"{name} is {value!r}", f"use a number >= {minimum}, e.g. {default}")
+        )
+        return default
+    return float(value)
+
+
+def _parse() -> BusSettings:  # noqa: PLR0912, PLR0915 - one flat pass over every setting
+    problems: list[Problem] = []
+
+    service_name = _get("EVENT_BUS_SERVICE_NAME", None)
+    if not service_name:
+        problems.append(
+            Problem(
+                "E001",
+                "EVENT_BUS_SERVICE_NAME is not set",
+                "name this service, e.g. EVENT_BUS_SERVICE_NAME = 'orders'",
+            )
+        )
+    elif not isinstance(service_name, str) or not NAME_PATTERN.match(service_name):
+        problems.append(
+            Problem(
+                "E002",
+                f"EVENT_BUS_SERVICE_NAME {service_name!r} is not a valid service name",
+                "use lowercase letters, digits, '-' and '_', starting with a letter or digit",
+            )
+        )
+
+    prefix = _get("EVENT_BUS_TOPIC_PREFIX", "")
+    if not isinstance(prefix, str) or (prefix and not TOPIC_PATTERN.match(prefix)):
+        problems.append(
+            Problem(
+                "E003",
+                f"EVENT_BUS_TOPIC_PREFIX {prefix!r} is not a valid exchange name prefix",
+                "use letters, digits, '.', '-', '_', e.g. 'prod.'",
+            )
+        )
+        prefix = ""
+
+    broker_url = _get("EVENT_BUS_BROKER_URL", None) or _get("CELERY_BROKER_URL", None)
+    if broker_url is not None and not isinstance(broker_url, str):
+        problems.append(Problem("E004", "EVENT_BUS_BROKER_URL is not a string", "use an amqp:// URL"))
+        broker_url = None
+
+    routes = _parse_routes(problems, _get("EVENT_BUS_PRODUCER_CONFIG", {}))
+    subscriptions = _parse_subscriptions(problems, _get("EVENT_BUS_CONSUMER_CONFIG", {}))
+
+    queue_type = _get("EVENT_BUS_QUEUE_TYPE", "classic")
+    if queue_type not in QUEUE_TYPES:
+        problems.append(
+            Problem(
+                "E010",
+                f"EVENT_BUS_QUEUE_TYPE is {queue_type!r}",
+                "use 'classic' or 'quorum' (quorum for a multi-node RabbitMQ cluster)",
+            )
+        )
+        queue_type = "classic"
+
+    publish_mode = _get("EVENT_BUS_PUBLISH_MODE", "on_commit")
+    if publish_mode not in PUBLISH_MODES:
+        problems.append(
+            Problem(
+                "E011",
+                f"EVENT_BUS_PUBLISH_MODE is {publish_mode!r}",
+                "use 'on_commit' (publish after the transaction commits) or 'immediate'",
+            )
+        )
+        publish_mode = "on_commit"
+
+    db_alias = _get("EVENT_BUS_DB_ALIAS", "default")
+    timeout = _number(
+        problems, "EVENT_BUS_PUBLISH_TIMEOUT", _get("EVENT_BUS_PUBLISH_TIMEOUT", 5.0), 5.0,
+        minimum=0.001,
+    )
+    publish_retry = _parse_publish_retry(problems, _get("EVENT_BUS_PUBLISH_RETRY_POLICY", {}))
+    retry_policy = _parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
+    max_size = int(
+        _number(
+            problems, "EVENT_BUS_MAX_MESSAGE_SIZE", _get("EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20),
+            1 << 20, minimum=1,
+        )
+    )
+    unrouted = int(
+        _number(
+            problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", _get("EVENT_BUS_UNROUTED_MAX_LENGTH", 10000),
+            10000, minimum=1,
+        )
+    )
+    batch = int(
+        _number(
+            problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", _get("EVENT_BUS_CONSUMER_BATCH_SIZE", 32),
+            32, minimum=1,
+        )
+    )
+    flush = _number(
+        problems, "EVENT_BUS_CONSUMER_FLUSH_INTERVAL",
+        _get("EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.05), 0.05, minimum=0.001,
+    )
+    schema_dir = _get("EVENT_BUS_SCHEMA_DIR", None)
+
+    return BusSettings(
+        service_name=service_name if isinstance(service_name, str) else None,
+        topic_prefix=prefix,
+        broker_url=broker_url,
+        routes=routes,
+        subscriptions=subscriptions,
+        queue_type=queue_type,
+        publish_mode=publish_mode,
+        db_alias=db_alias,
+        publish_timeout=timeout,
+        publish_retry_policy=publish_retry,
+        retry_policy=retry_policy,
+        max_message_size=max_size,
+        unrouted_max_length=unrouted,
+        consumer_batch_size=batch,
+        consumer_flush_interval=flush,
+        strict_receivers=bool(_get("EVENT_BUS_STRICT_RECEIVERS", False)),
+        schema_dir=str(schema_dir) if schema_dir else None,
+        problems=tuple(problems),
+    )
+
+
+def _parse_routes(problems: list[Problem], config: Any) -> dict[str, tuple[Route, ...]]:
+    if not isinstance(config, Mapping):
+        problems.append(
+            Problem(
+                "E005",
+                "EVENT_BUS_PRODUCER_CONFIG is not a dict",
+                "use {event_type: {topic: {'event_key_field': 'a.b', 'enabled': True}}}",
+            )
+        )
+        return {}
+    routes: dict[str, tuple[Route, ...]] = {}
+    for event_type, topics in config.items():
+        if not isinstance(topics, Mapping):
+            problems.append(
+                Problem(
+                    "E005",
+                    f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}] is not a dict of topics",
+                    "use {topic: {'event_key_field': 'a.b', 'enabled': True}}",
+                )
+            )
+            continue
+        enabled: list[Route] = []
+        for topic, options in topics.items():
+            where = f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{topic!r}]"
+            if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+                problems.append(
+                    Problem(
+                        "E006",
+                        f"{where}: {topic!r} is not a valid topic name",
+                        "use letters, digits, '.', '-', '_', starting with a letter or digit",
+                    )
+                )
+                continue
+            if not isinstance(options, Mapping) or set(options) - {"event_key_field", "enabled"}:
+                problems.append(
+                    Problem(
+                        "E005",
+                        f"{where} must be a dict with keys 'event_key_field' and 'enabled'",
+                        "e.g. {'event_key_field': 'order.id', 'enabled': True}",
+                    )
+                )
+                continue
+            key_field = options.get("event_key_field")
+            if key_field is not None and not isinstance(key_field, str):
+                problems.append(
+                    Problem("E005", f"{where}: event_key_field is not a string", "e.g. 'order.id'")
+                )
+                continue
+            is_enabled = options.get("enabled", True)
+            if not isinstance(is_enabled, bool):
+                problems.append(
+                    Problem("E005", f"{where}: enabled is {is_enabled!r}", "use True or False")
+                )
+                continue
+            if is_enabled:
+                enabled.append(Route(str(event_type), topic, key_field))
+        routes[str(event_type)] = tuple(enabled)
+    return routes
+
+
+def _parse_subscriptions(problems: list[Problem], config: Any) -> tuple[Subscription, ...]:
+    if not isinstance(config, Mapping):
+        problems.append(
+            Problem(
+                "E007",
+                "EVENT_BUS_CONSUMER_CONFIG is not a dict",
+                "use {topic: {'event_types': [event_type, ...]}} (or {topic: {}} for all)",
+            )
+        )
+        return ()
+    subscriptions = []
+    for topic, options in config.items():
+        where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
+        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+            problems.append(
+                Problem(
+                    "E006",
+                    f"{where}: {topic!r} is not a valid topic name",
+                    "use letters, digits, '.', '-', '_', starting with a letter or digit",
+                )
+            )
+            continue
+        options = {} if options is None else options
+        if not isinstance(options, Mapping) or set(options) - {"event_types"}:
+            problems.append(
+                Problem(
+                    "E007",
+                    f"{where} must be a dict with the optional key 'event_types'",
+                    "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
+                )
+            )
+            continue
+        event_types = options.get("event_types")
+        if event_types is not None and (
+            isinstance(event_types, str)
+            or not all(isinstance(t, str) for t in event_types)
+            or not event_types
+        ):
+            problems.append(
+                Problem(
+                    "E007",
+                    f"{where}['event_types'] must be a non-empty list of event types",
+                    "list event types, or leave the key out to consume the whole topic",
+                )
+            )
+            continue
+        subscriptions.append(
+            Subscription(topic, tuple(event_types) if event_types is not None else None)
+        )
+    return tuple(subscriptions)
+
+
+def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, float]:
+    policy = {"max_retries": 3.0, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 2.0}
+    if not isinstance(config, Mapping) or set(config) - set(policy):
+        problems.append(
+            Problem(
+                "E021",
+                f"EVENT_BUS_PUBLISH_RETRY_POLICY is {config!r}",
+                f"use a dict with keys among {sorted(policy)}",
+            )
+        )
+        return policy
+    for key, value in config.items():
+        policy[key] = _number(
+            problems, f"EVENT_BUS_PUBLISH_RETRY_POLICY[{key!r}]", value, policy[key], minimum=0
+        )
+    return policy
+
+
+def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
+    default = RetryPolicy()
+    names = {f.name for f in attrs.fields(RetryPolicy)}
+    if not isinstance(config, Mapping) or set(config) - names:
+        problems.append(
+            Problem(
+                "E022",
+                f"EVENT_BUS_RETRY_POLICY is {config!r}",
+                f"use a dict with keys among {sorted(names)}",
+            )
+        )
+        return default
+    max_attempts = config.get("max_attempts", default.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        problems.append(
+            Problem(
+                "E022",
+                f"EVENT_BUS_RETRY_POLICY['max_attempts'] is {max_attempts!r}",
+                "use a whole number >= 1 (1 means no retry)",
+            )
+        )
+        max_attempts = default.max_attempts
+    backoff = _number(
+        problems, "EVENT_BUS_RETRY_POLICY['backoff']", config.get("backoff", default.backoff),
+        default.backoff, minimum=0,
+    )
+    backoff_max = _number(
+        problems, "EVENT_BUS_RETRY_POLICY['backoff_max']",
+        config.get("backoff_max", default.backoff_max), default.backoff_max, minimum=0,
+    )
+    if backoff_max < backoff:
+        problems.append(
+            Problem(
+                "E022",
+                f"EVENT_BUS_RETRY_POLICY backoff_max ({backoff_max}) is below backoff ({backoff})",
+                "make backoff_max at least as large as backoff",
+            )
+        )
+    jitter = config.get("jitter", default.jitter)
+    if not isinstance(jitter, bool):
+        problems.append(
+            Problem("E022", f"EVENT_BUS_RETRY_POLICY['jitter'] is {jitter!r}", "use True/False")
+        )
+        jitter = default.jitter
+    return RetryPolicy(max_attempts, backoff, backoff_max, jitter)

@@ -1,0 +1,83 @@
+"""The errors events_celery raises.
+
+One base, :class:`EventsCeleryError`, with a shallow tree below it. Where a builtin fits, an
+error inherits it too, so ``except ValueError`` keeps working for callers that do not know
+this library.
+"""
+
+from __future__ import annotations
+
+
+class EventsCeleryError(Exception):
+    """Base class of every error raised by events_celery."""
+
+
+class EventDefinitionError(EventsCeleryError, ValueError):
+    """An :class:`~events_celery.EventSignal` cannot be defined as written."""
+
+
+class InvalidEventTypeError(EventDefinitionError):
+    """An event type is not a lowercase reverse-DNS name ending in ``.vN``."""
+
+
+class DuplicateEventTypeError(EventDefinitionError):
+    """A second event definition uses an event type that is already defined."""
+
+
+class UnsupportedTypeError(EventDefinitionError, TypeError):
+    """A payload field has a Python type that cannot be carried in an Avro message."""
+
+
+class EventNotFoundError(EventsCeleryError, LookupError):
+    """No event definition is registered for an event type."""
+
+
+class PayloadValidationError(EventsCeleryError, ValueError):
+    """A payload passed to ``send_event`` does not match the event definition.
+
+    Attributes:
+        event_type: the event type being sent.
+        field: dotted path of the offending field (``"order.total"``), or ``None`` when the
+            problem is not tied to one field.
+    """
+
+    def __init__(self, event_type: str, field: str | None, problem: str) -> None:
+        self.event_type = event_type
+        self.field = field
+        self.problem = problem
+        where = f"field '{field}' " if field else ""
+        super().__init__(f"{event_type}: {where}{problem}")
+
+
+class MetadataError(EventsCeleryError, ValueError):
+    """Event metadata, or the message headers that carry it, is missing or malformed."""
+
+
+class SerializationError(EventsCeleryError):
+    """A payload could not be turned into Avro bytes."""
+
+
+class DecodeError(EventsCeleryError, ValueError):
+    """Bytes received from the bus could not be turned back into an event."""
+
+
+class SchemaCompatibilityError(EventsCeleryError):
+    """A current event definition cannot exchange data with a stored (golden) schema."""
+
+
+class ConfigurationError(EventsCeleryError):
+    """Settings are missing or inconsistent; ``manage.py check`` lists every problem."""
+
+
+class PublishError(EventsCeleryError):
+    """An event could not be published and confirmed by the broker.
+
+    Attributes:
+        event_id: the id of the event (``metadata.id``) that was not published.
+        topic: the topic it was meant for.
+    """
+
+    def __init__(self, message: str, *, event_id: object = None, topic: str | None = None):
+        self.event_id = event_id
+        self.topic = topic
+        super().__init__(message)

@@ -1,0 +1,27 @@
+"""``manage.py declare_event_topology``: declare this service's exchanges and queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from events_celery.bus import topology
+from events_celery.bus.producer import bus_connection
+from events_celery.conf import bus_settings
+
+
+class Command(BaseCommand):
+    help = (
+        "Declare, idempotently, the topic exchanges this service publishes to and the queues "
+        "it consumes (workers and the first publish also do this)."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = bus_settings()
+        settings.raise_for_problems()
+        wanted = topology.service_topology(settings)
+        with bus_connection(settings) as connection:
+            topology.declare(connection, wanted)
+        for name in wanted.names:
+            self.stdout.write(f"declared {name}")

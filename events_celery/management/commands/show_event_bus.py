@@ -1,0 +1,75 @@
+"""``manage.py show_event_bus``: what this service publishes and consumes, and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from events_celery.bus import topology
+from events_celery.bus.producer import bus_connection
+from events_celery.conf import bus_settings
+from events_celery.registry import registry
+
+
+class Command(BaseCommand):
+    help = (
+        "Print the events this service publishes (event type → topic → exchange) and consumes "
+        "(topic → queue, event types), with queue depths when the broker is reachable."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--offline", action="store_true", help="do not connect to the broker for queue depths"
+        )
+
+    def handle(self, *args: Any, offline: bool, **options: Any) -> None:
+        settings = bus_settings()
+        settings.raise_for_problems()
+        service = settings.require_service_name()
+        depth = self._depths(settings, offline)
+        self.stdout.write(f"service: {service}")
+        self.stdout.write(f"broker: {bus_connection(settings).as_uri()}")
+        self.stdout.write("publishes:")
+        for event_type, routes in sorted(settings.routes.items()):
+            for route in routes:
+                exchange = topology.exchange_name(settings.topic_prefix, route.topic)
+                key = f" key={route.event_key_field}" if route.event_key_field else ""
+                self.stdout.write(
+                    f"  {event_type} -> topic {route.topic} (exchange {exchange}{key}; "
+                    f"unrouted parked: {depth(exchange + '.unrouted')})"
+                )
+        self.stdout.write("consumes:")
+        for sub in settings.subscriptions:
+            queue = topology.service_queue(service, settings.topic_prefix, sub, settings.queue_type)
+            types = ", ".join(sub.event_types) if sub.event_types else "all event types (#)"
+            self.stdout.write(
+                f"  topic {sub.topic} -> queue {queue.name} [{settings.queue_type}] "
+                f"({types}; ready: {depth(queue.name)})"
+            )
+        if settings.subscriptions:
+            tasks = topology.task_queue(service).name
+            dead = topology.dead_letter_queue(service).name
+            self.stdout.write(f"receiver tasks: {tasks} (ready: {depth(tasks)})")
+            self.stdout.write(f"dead letters: {dead} (ready: {depth(dead)})")
+        self.stdout.write(f"events defined here: {len(registry)}")
+        for signal in registry.all():
+            self.stdout.write(f"  {signal.event_type} ({len(signal.receivers)} receiver(s))")
+
+    def _depths(self, settings: Any, offline: bool) -> Any:
+        if offline:
+            return lambda name: "?"
+        connection = bus_connection(settings)
+
+        def depth(name: str) -> str:
+            try:
+                channel = connection.channel()
+                try:
+                    _, count, _ = channel.queue_declare(name, passive=True)
+                finally:
+                    channel.close()
+                return str(count)
+            except Exception as exc:  # missing queue or broker down: say so, never fail
+                return f"n/a ({type(exc).__name__})"
+
+        return depth

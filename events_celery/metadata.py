@@ -1,0 +1,187 @@
+"""Event metadata: the CloudEvents attributes that travel beside every payload."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import metadata as package_metadata
+from typing import Any
+
+import attrs
+
+from events_celery.exceptions import MetadataError
+
+SPEC_VERSION = "1.0"
+
+#: Header names of the wire format (design section 4). ``ce_*`` are CloudEvents attributes.
+HEADER_SPEC_VERSION = "ce_specversion"
+HEADER_ID = "ce_id"
+HEADER_TYPE = "ce_type"
+HEADER_SOURCE = "ce_source"
+HEADER_TIME = "ce_time"
+HEADER_MINOR_VERSION = "ce_minorversion"
+HEADER_DATA_CONTENT_TYPE = "ce_datacontenttype"
+HEADER_SOURCE_HOST = "sourcehost"
+HEADER_SOURCE_LIB = "sourcelib"
+
+AVRO_CONTENT_TYPE = "application/avro"
+
+
+@cache
+def library_version() -> str:
+    """Version of the installed events_celery distribution."""
+    try:
+        return package_metadata.version("events_celery")
+    except package_metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+@cache
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+def _require_utc(instance: Any, attribute: attrs.Attribute[datetime], value: datetime) -> None:
+    if not isinstance(value, datetime):
+        raise MetadataError(f"EventMetadata.time must be a datetime, got {type(value).__name__}")
+    if value.utcoffset() != timedelta(0):
+        raise MetadataError(
+            f"EventMetadata.time must be timezone-aware UTC, got {value.isoformat()}; "
+            "use datetime.now(UTC)"
+        )
+
+
+def _check_event_type(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise MetadataError(f"EventMetadata.event_type must be a non-empty str, got {value!r}")
+
+
+def _check_minor_version(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MetadataError(f"EventMetadata.minor_version must be an int >= 0, got {value!r}")
+
+
+def _check_text(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise MetadataError(f"EventMetadata.{attribute.name} must be a non-empty str, got {value!r}")
+
+
+def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise MetadataError(f"EventMetadata.id must be a UUID, got {value!r}") from exc
+
+
+@attrs.frozen
+class EventMetadata:
+    """Who sent an event, when, and which event it is.
+
+    Build one with :meth:`create` (fresh id and time); receivers get the instance that
+    travelled with the event, so ``metadata.id`` is the same in every service and on every
+    redelivery: use it to make receivers idempotent.
+
+    Attributes:
+        id: unique id of this event.
+        event_type: the event type, e.g. ``org.example.shop.order.placed.v1``.
+        minor_version: minor version of the payload schema (compatible changes).
+        source: name of the service that sent the event (``EVENT_BUS_SERVICE_NAME``).
+        source_host: host name of the machine that sent it.
+        time: when it was sent, timezone-aware UTC.
+        spec_version: CloudEvents spec version, ``"1.0"``.
+        source_lib: events_celery version of the sender.
+    """
+
+    id: uuid.UUID = attrs.field(converter=_to_uuid)
+    event_type: str = attrs.field(validator=_check_event_type)
+    minor_version: int = attrs.field(validator=_check_minor_version)
+    source: str = attrs.field(validator=_check_text)
+    source_host: str = attrs.field(validator=_check_text)
+    time: datetime = attrs.field(validator=_require_utc)
+    spec_version: str = attrs.field(default=SPEC_VERSION, validator=_check_text)
+    source_lib: str = attrs.field(factory=library_version, validator=_check_text)
+
+    @classmethod
+    def create(cls, event_type: str, *, minor_version: int = 0, source: str) -> EventMetadata:
+        """Metadata for a new event: a fresh UUID4 id, the current UTC time and this host."""
+        return cls(
+            id=uuid.uuid4(),
+            event_type=event_type,
+            minor_version=minor_version,
+            source=source,
+            source_host=_hostname(),
+            time=datetime.now(UTC),
+        )
+
+    def to_headers(self) -> dict[str, str]:
+        """The message headers that carry this metadata (all values are strings)."""
+        return {
+            HEADER_SPEC_VERSION: self.spec_version,
+            HEADER_ID: str(self.id),
+            HEADER_TYPE: self.event_type,
+            HEADER_SOURCE: self.source,
+            HEADER_TIME: format_time(self.time),
+            HEADER_MINOR_VERSION: str(self.minor_version),
+            HEADER_DATA_CONTENT_TYPE: AVRO_CONTENT_TYPE,
+            HEADER_SOURCE_HOST: self.source_host,
+            HEADER_SOURCE_LIB: self.source_lib,
+        }
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, Any]) -> EventMetadata:
+        """Rebuild metadata from message headers.
+
+        Raises:
+            MetadataError: a header is missing or malformed; the message names it.
+        """
+
+        def header(name: str) -> str:
+            value = headers.get(name)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if value is None or value == "":
+                raise MetadataError(f"message header {name!r} is missing")
+            return str(value)
+
+        minor = header(HEADER_MINOR_VERSION)
+        if not minor.isdigit():
+            raise MetadataError(f"message header {HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
+        try:
+            time = parse_time(header(HEADER_TIME))
+        except ValueError as exc:
+            raise MetadataError(f"message header {HEADER_TIME!r}: {exc}") from exc
+        return cls(
+            id=header(HEADER_ID),
+            event_type=header(HEADER_TYPE),
+            minor_version=int(minor),
+            source=header(HEADER_SOURCE),
+            source_host=header(HEADER_SOURCE_HOST),
+            time=time,
+            spec_version=header(HEADER_SPEC_VERSION),
+            source_lib=header(HEADER_SOURCE_LIB),
+        )
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 text of a UTC datetime, with microseconds and a ``Z`` suffix."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    Raises:
+        ValueError: the text is not an RFC 3339 timestamp with a UTC offset.
+    """
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return value.astimezone(UTC)

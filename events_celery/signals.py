@@ -1,0 +1,227 @@
+"""Event definitions: :class:`EventSignal`, a Django signal with a typed, versioned payload."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.dispatch import Signal
+from django.utils.inspect import func_accepts_kwargs
+
+from events_celery.avro import PayloadSerializer
+from events_celery.conf import bus_settings
+from events_celery.exceptions import (
+    EventDefinitionError,
+    InvalidEventTypeError,
+    PayloadValidationError,
+)
+from events_celery.metadata import EventMetadata
+from events_celery.registry import EventRegistry, registry
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v[1-9][0-9]*$")
+
+Receiver = Callable[..., Any]
+Responses = list[tuple[Receiver, Any]]
+
+#: Keyword arguments every receiver gets besides the payload; a payload may not use them.
+RESERVED_KWARGS = frozenset({"signal", "sender", "metadata", "from_event_bus"})
+
+
+def receiver_name(func: Receiver) -> str:
+    """Dotted name of a receiver (``module.qualname``), stable across processes."""
+    module = getattr(func, "__module__", None) or type(func).__module__
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{qualname}"
+
+
+def _defining_module() -> str:
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    return str(frame.f_globals.get("__name__", "?"))
+
+
+class EventSignal(Signal):
+    """The definition of one event: its versioned type and the types of its payload.
+
+    Define it once, as a module-level constant in an app's ``events.py``::
+
+        ORDER_PLACED = EventSignal("org.example.shop.order.placed.v1", data={"order": OrderData})
+
+    Args:
+        event_type: lowercase reverse-DNS segments ending in ``.vN``.
+        data: payload keyword argument name → type (an attrs class or a supported plain type).
+        minor_version: bumped for compatible changes to the payload.
+        event_registry: the registry to join; the global one unless a test passes another.
+
+    Raises:
+        InvalidEventTypeError: ``event_type`` is malformed.
+        UnsupportedTypeError: a payload type cannot travel as Avro (names the field).
+        DuplicateEventTypeError: ``event_type`` is already defined.
+    """
+
+    def __init__(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        minor_version: int = 0,
+        *,
+        event_registry: EventRegistry | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
+            raise InvalidEventTypeError(
+                f"{event_type!r} is not a valid event type: use lowercase reverse-DNS segments "
+                "(letters, digits, '_') ending in a version, e.g. "
+                "'org.example.shop.order.placed.v1'"
+            )
+        if isinstance(minor_version, bool) or not isinstance(minor_version, int) or minor_version < 0:
+            raise EventDefinitionError(
+                f"{event_type}: minor_version must be an int >= 0, got {minor_version!r}"
+            )
+        if not isinstance(data, Mapping) or not data:
+            raise EventDefinitionError(
+                f"{event_type}: data must map each payload argument to its type, "
+                "e.g. data={'order': OrderData}"
+            )
+        clashes = RESERVED_KWARGS.intersection(data)
+        if clashes:
+            raise EventDefinitionError(
+                f"{event_type}: payload argument(s) {sorted(clashes)} clash with the arguments "
+                f"every receiver gets ({sorted(RESERVED_KWARGS)}); rename them"
+            )
+        self.event_type = event_type
+        self.minor_version = minor_version
+        self.data = dict(data)
+        self.serializer = PayloadSerializer(event_type, self.data)
+        self.defined_in = _defining_module()
+        self.enabled = True
+        (event_registry if event_registry is not None else registry).register(self)
+
+    def __repr__(self) -> str:
+        return f"<EventSignal {self.event_type}>"
+
+    def connect(
+        self,
+        receiver: Receiver,
+        sender: object = None,
+        weak: bool = True,
+        dispatch_uid: str | None = None,
+    ) -> None:
+        """Connect a receiver; it must accept ``**kwargs`` (checked whatever ``DEBUG`` says)."""
+        if not callable(receiver):
+            raise EventDefinitionError(f"{self.event_type}: receiver {receiver!r} is not callable")
+        if not func_accepts_kwargs(receiver):
+            raise EventDefinitionError(
+                f"{self.event_type}: receiver {receiver_name(receiver)} must accept **kwargs "
+                "(it gets signal, sender, metadata, from_event_bus and the payload)"
+            )
+        super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
+
+    def receivers_for_dispatch(self) -> list[Receiver]:
+        """The receivers connected now, in connection order."""
+        if not self.receivers:
+            return []
+        live = self._live_receivers(None)
+        if isinstance(live, tuple):  # Django >= 5.0 splits sync and async receivers
+            sync_receivers, async_receivers = live
+            return [*sync_receivers, *(async_to_sync(r) for r in async_receivers)]
+        return list(live)
+
+    def send_event(self, **payload: Any) -> Responses:
+        """Trigger the event: validate, publish where routed, and run the local receivers.
+
+        Returns:
+            ``[(receiver, response_or_exception), ...]`` like ``Signal.send_robust``.
+
+        Raises:
+            PayloadValidationError: an argument is missing, extra or of the wrong type.
+            PublishError: routed to the bus, and the broker did not confirm the message.
+        """
+        self.serializer.validate(payload)
+        if not self.enabled:
+            return []
+        metadata = EventMetadata.create(
+            self.event_type,
+            minor_version=self.minor_version,
+            source=bus_settings().require_service_name(),
+        )
+        if bus_settings().routes.get(self.event_type):
+            from events_celery.bus.producer import publish_event
+
+            publish_event(self, metadata, payload)
+        return self.dispatch(metadata, payload, from_event_bus=False)
+
+    def send_event_with_metadata(self, metadata: EventMetadata, **payload: Any) -> Responses:
+        """Re-emit an event received from the bus with its original metadata.
+
+        Receivers get ``from_event_bus=True``, and the event is never published again.
+        """
+        if not isinstance(metadata, EventMetadata) or metadata.event_type != self.event_type:
+            raise PayloadValidationError(
+                self.event_type,
+                None,
+                f"metadata must be an EventMetadata of this event type, got {metadata!r}",
+            )
+        self.serializer.validate(payload)
+        if not self.enabled:
+            return []
+        return self.dispatch(metadata, payload, from_event_bus=True)
+
+    def dispatch(
+        self,
+        metadata: EventMetadata,
+        payload: Mapping[str, Any],
+        *,
+        from_event_bus: bool,
+        receivers: list[Receiver] | None = None,
+    ) -> Responses:
+        """Call receivers (all connected ones unless given) with an already validated payload."""
+        responses: Responses = []
+        strict = bus_settings().strict_receivers
+        for func in self.receivers_for_dispatch() if receivers is None else receivers:
+            try:
+                response = self.call_receiver(func, metadata, payload, from_event_bus=from_event_bus)
+            except Exception as exc:
+                if strict:
+                    raise
+                logger.error(
+                    "%s: receiver %s raised %s (event %s)",
+                    self.event_type,
+                    receiver_name(func),
+                    type(exc).__name__,
+                    metadata.id,
+                    exc_info=exc,
+                )
+                responses.append((func, exc))
+            else:
+                responses.append((func, response))
+        return responses
+
+    def call_receiver(
+        self,
+        func: Receiver,
+        metadata: EventMetadata,
+        payload: Mapping[str, Any],
+        *,
+        from_event_bus: bool,
+    ) -> Any:
+        """Call one receiver with the arguments every receiver gets; its errors propagate."""
+        return func(
+            signal=self, sender=None, metadata=metadata, from_event_bus=from_event_bus, **payload
+        )
+
+    def enable(self) -> None:
+        """Let ``send_event`` run receivers and publish again."""
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Make ``send_event`` validate and then do nothing (no receivers, no publish)."""
+        self.enabled = False
+

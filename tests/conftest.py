@@ -1,0 +1,47 @@
+"""Fixtures shared by every tier of the test suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+RABBITMQ_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}//"
+
+
+def _reachable() -> bool:
+    try:
+        socket.create_connection((RABBITMQ_HOST, RABBITMQ_PORT), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def ensure_rabbitmq() -> str | None:
+    """Start the local RabbitMQ if it is installed and not running; the reason it is not up."""
+    if _reachable():
+        return None
+    if shutil.which("rabbitmq-server") is None:
+        return "RabbitMQ is not running on 127.0.0.1:5672 and rabbitmq-server is not installed"
+    subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "await_startup", "--timeout", "120"], check=False, capture_output=True
+    )
+    if _reachable():
+        return None
+    return "rabbitmq-server -detached did not bring RabbitMQ up on 127.0.0.1:5672"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """URL of the real local RabbitMQ; started if needed. Under CI=true it never skips."""
+    problem = ensure_rabbitmq()
+    if problem is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem}; CI runs the real-broker tests and cannot skip them")
+        pytest.skip(problem)
+    return RABBITMQ_URL

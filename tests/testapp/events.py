@@ -1,0 +1,37 @@
+"""Events the test suite sends: a small shop."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import attrs
+
+from events_celery import EventSignal
+
+
+class Mode(enum.Enum):
+    AUDIT = "audit"
+    VERIFIED = "verified"
+
+
+@attrs.frozen
+class CustomerData:
+    id: UUID
+    email: str
+
+
+@attrs.frozen
+class OrderData:
+    id: UUID
+    customer: CustomerData
+    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
+    placed_at: datetime
+    mode: Mode = Mode.AUDIT
+    note: str | None = None
+
+
+ORDER_PLACED = EventSignal("org.example.shop.order.placed.v1", data={"order": OrderData})
+PING = EventSignal("org.example.test.ping.v1", data={"n": int})
