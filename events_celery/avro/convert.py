@@ -114,10 +114,10 @@ def _record_encoder(
     )
     values = _values_getter(names)
     if not steps:
-        return lambda value: dict(zip(names, values(value), strict=True))
+        return lambda value: dict(zip(names, values(value)))  # noqa: B905 - same length by construction
 
     def encode_record(value: Any) -> dict[str, Any]:
-        record = dict(zip(names, values(value), strict=True))
+        record = dict(zip(names, values(value)))  # noqa: B905 - same length by construction
         for name, encode in steps:
             record[name] = encode(record[name])
         return record

@@ -35,3 +35,5 @@ class OrderData:
 
 ORDER_PLACED = EventSignal("org.example.shop.order.placed.v1", data={"order": OrderData})
 PING = EventSignal("org.example.test.ping.v1", data={"n": int})
+FLAKY = EventSignal("org.example.test.flaky.v1", data={"n": int})
+DOOMED = EventSignal("org.example.test.doomed.v1", data={"n": int})

@@ -1,0 +1,59 @@
+"""Receivers of the service processes: each one records what it saw in TEST_RESULTS."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from django.dispatch import receiver
+
+from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING
+
+
+def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
+    line = {
+        "service": os.environ["TEST_SERVICE"],
+        "receiver": receiver_name,
+        "event_id": str(metadata.id),
+        "outcome": outcome,
+        "pid": os.getpid(),
+        **extra,
+    }
+    with open(os.environ["TEST_RESULTS"], "a") as results:
+        results.write(json.dumps(line) + "\n")
+
+
+def attempts_so_far(receiver_name: str, event_id: str) -> int:
+    with open(os.environ["TEST_RESULTS"]) as results:
+        lines = [json.loads(line) for line in results if line.strip()]
+    return sum(1 for x in lines if x["receiver"] == receiver_name and x["event_id"] == event_id)
+
+
+@receiver(PING)
+def on_ping(metadata: Any, n: int, from_event_bus: bool, **kwargs: Any) -> None:
+    record("on_ping", metadata, "ok", n=n, from_event_bus=from_event_bus)
+
+
+@receiver(ORDER_PLACED)
+def on_order(metadata: Any, order: Any, **kwargs: Any) -> None:
+    record("on_order", metadata, "ok", total=str(order.total), email=order.customer.email)
+
+
+@receiver(FLAKY)
+def steady(metadata: Any, n: int, **kwargs: Any) -> None:
+    record("steady", metadata, "ok", n=n)
+
+
+@receiver(FLAKY)
+def flaky(metadata: Any, n: int, **kwargs: Any) -> None:
+    if attempts_so_far("flaky", str(metadata.id)) < 2:
+        record("flaky", metadata, "failed", n=n)
+        raise RuntimeError("flaky receiver fails its first two attempts")
+    record("flaky", metadata, "ok", n=n)
+
+
+@receiver(DOOMED)
+def doomed(metadata: Any, n: int, **kwargs: Any) -> None:
+    record("doomed", metadata, "failed", n=n)
+    raise ValueError(f"doomed receiver always fails (n={n})")

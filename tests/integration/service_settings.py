@@ -1,0 +1,17 @@
+"""Settings of a service process started by the integration tests (configured by env vars)."""
+
+import json
+import os
+
+from tests.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.integration.receivers"]  # noqa: F405
+
+EVENT_BUS_SERVICE_NAME = os.environ["TEST_SERVICE"]
+EVENT_BUS_TOPIC_PREFIX = os.environ["TEST_PREFIX"]
+EVENT_BUS_CONSUMER_CONFIG = json.loads(os.environ.get("TEST_CONSUMER_CONFIG", "{}"))
+EVENT_BUS_PRODUCER_CONFIG = json.loads(os.environ.get("TEST_PRODUCER_CONFIG", "{}"))
+EVENT_BUS_RETRY_POLICY = {"max_attempts": 3, "backoff": 0.05, "backoff_max": 0.2, "jitter": True}
+EVENT_BUS_PUBLISH_MODE = "immediate"
+CELERY_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
