@@ -183,7 +183,7 @@ def _number(
     return float(value)
 
 
-def _parse() -> BusSettings:  # noqa: PLR0912, PLR0915 - one flat pass over every setting
+def _parse() -> BusSettings:
     problems: list[Problem] = []
 
     service_name = _get("EVENT_BUS_SERVICE_NAME", None)
@@ -217,7 +217,9 @@ def _parse() -> BusSettings:  # noqa: PLR0912, PLR0915 - one flat pass over ever
 
     broker_url = _get("EVENT_BUS_BROKER_URL", None) or _get("CELERY_BROKER_URL", None)
     if broker_url is not None and not isinstance(broker_url, str):
-        problems.append(Problem("E004", "EVENT_BUS_BROKER_URL is not a string", "use an amqp:// URL"))
+        problems.append(
+            Problem("E004", "EVENT_BUS_BROKER_URL is not a string", "use an amqp:// URL")
+        )
         broker_url = None
 
     routes = _parse_routes(problems, _get("EVENT_BUS_PRODUCER_CONFIG", {}))
@@ -247,32 +249,47 @@ def _parse() -> BusSettings:  # noqa: PLR0912, PLR0915 - one flat pass over ever
 
     db_alias = _get("EVENT_BUS_DB_ALIAS", "default")
     timeout = _number(
-        problems, "EVENT_BUS_PUBLISH_TIMEOUT", _get("EVENT_BUS_PUBLISH_TIMEOUT", 5.0), 5.0,
+        problems,
+        "EVENT_BUS_PUBLISH_TIMEOUT",
+        _get("EVENT_BUS_PUBLISH_TIMEOUT", 5.0),
+        5.0,
         minimum=0.001,
     )
     publish_retry = _parse_publish_retry(problems, _get("EVENT_BUS_PUBLISH_RETRY_POLICY", {}))
     retry_policy = _parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
     max_size = int(
         _number(
-            problems, "EVENT_BUS_MAX_MESSAGE_SIZE", _get("EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20),
-            1 << 20, minimum=1,
+            problems,
+            "EVENT_BUS_MAX_MESSAGE_SIZE",
+            _get("EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20),
+            1 << 20,
+            minimum=1,
         )
     )
     unrouted = int(
         _number(
-            problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", _get("EVENT_BUS_UNROUTED_MAX_LENGTH", 10000),
-            10000, minimum=1,
+            problems,
+            "EVENT_BUS_UNROUTED_MAX_LENGTH",
+            _get("EVENT_BUS_UNROUTED_MAX_LENGTH", 10000),
+            10000,
+            minimum=1,
         )
     )
     batch = int(
         _number(
-            problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", _get("EVENT_BUS_CONSUMER_BATCH_SIZE", 32),
-            32, minimum=1,
+            problems,
+            "EVENT_BUS_CONSUMER_BATCH_SIZE",
+            _get("EVENT_BUS_CONSUMER_BATCH_SIZE", 32),
+            32,
+            minimum=1,
         )
     )
     flush = _number(
-        problems, "EVENT_BUS_CONSUMER_FLUSH_INTERVAL",
-        _get("EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.05), 0.05, minimum=0.001,
+        problems,
+        "EVENT_BUS_CONSUMER_FLUSH_INTERVAL",
+        _get("EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.05),
+        0.05,
+        minimum=0.001,
     )
     schema_dir = _get("EVENT_BUS_SCHEMA_DIR", None)
 
@@ -451,12 +468,18 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         )
         max_attempts = default.max_attempts
     backoff = _number(
-        problems, "EVENT_BUS_RETRY_POLICY['backoff']", config.get("backoff", default.backoff),
-        default.backoff, minimum=0,
+        problems,
+        "EVENT_BUS_RETRY_POLICY['backoff']",
+        config.get("backoff", default.backoff),
+        default.backoff,
+        minimum=0,
     )
     backoff_max = _number(
-        problems, "EVENT_BUS_RETRY_POLICY['backoff_max']",
-        config.get("backoff_max", default.backoff_max), default.backoff_max, minimum=0,
+        problems,
+        "EVENT_BUS_RETRY_POLICY['backoff_max']",
+        config.get("backoff_max", default.backoff_max),
+        default.backoff_max,
+        minimum=0,
     )
     if backoff_max < backoff:
         problems.append(

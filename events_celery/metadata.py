@@ -66,7 +66,9 @@ def _check_minor_version(instance: Any, attribute: attrs.Attribute[int], value: 
 
 def _check_text(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value:
-        raise MetadataError(f"EventMetadata.{attribute.name} must be a non-empty str, got {value!r}")
+        raise MetadataError(
+            f"EventMetadata.{attribute.name} must be a non-empty str, got {value!r}"
+        )
 
 
 def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
@@ -150,7 +152,9 @@ class EventMetadata:
 
         minor = header(HEADER_MINOR_VERSION)
         if not minor.isdigit():
-            raise MetadataError(f"message header {HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
+            raise MetadataError(
+                f"message header {HEADER_MINOR_VERSION!r} is {minor!r}, not a number"
+            )
         try:
             time = parse_time(header(HEADER_TIME))
         except ValueError as exc:

@@ -36,8 +36,8 @@ def schema_dir(signal: EventSignal, directory: str | Path | None = None) -> Path
     app = apps.get_containing_app_config(signal.defined_in)
     if app is None:
         raise ConfigurationError(
-            f"{signal.event_type}: defined in {signal.defined_in}, which is not inside an installed "
-            "app; pass a directory or set EVENT_BUS_SCHEMA_DIR"
+            f"{signal.event_type}: defined in {signal.defined_in}, which is not inside an "
+            "installed app; pass a directory or set EVENT_BUS_SCHEMA_DIR"
         )
     return Path(app.path) / "avro_schemas"
 

@@ -81,7 +81,11 @@ class EventSignal(Signal):
                 "(letters, digits, '_') ending in a version, e.g. "
                 "'org.example.shop.order.placed.v1'"
             )
-        if isinstance(minor_version, bool) or not isinstance(minor_version, int) or minor_version < 0:
+        if (
+            isinstance(minor_version, bool)
+            or not isinstance(minor_version, int)
+            or minor_version < 0
+        ):
             raise EventDefinitionError(
                 f"{event_type}: minor_version must be an int >= 0, got {minor_version!r}"
             )
@@ -132,7 +136,7 @@ class EventSignal(Signal):
         if isinstance(live, tuple):  # Django >= 5.0 splits sync and async receivers
             sync_receivers, async_receivers = live
             return [*sync_receivers, *(async_to_sync(r) for r in async_receivers)]
-        return list(live)
+        return list(live)  # type: ignore[unreachable]  # Django 4.2 returns one list
 
     def send_event(self, **payload: Any) -> Responses:
         """Trigger the event: validate, publish where routed, and run the local receivers.
@@ -187,7 +191,9 @@ class EventSignal(Signal):
         strict = bus_settings().strict_receivers
         for func in self.receivers_for_dispatch() if receivers is None else receivers:
             try:
-                response = self.call_receiver(func, metadata, payload, from_event_bus=from_event_bus)
+                response = self.call_receiver(
+                    func, metadata, payload, from_event_bus=from_event_bus
+                )
             except Exception as exc:
                 if strict:
                     raise
@@ -224,4 +230,3 @@ class EventSignal(Signal):
     def disable(self) -> None:
         """Make ``send_event`` validate and then do nothing (no receivers, no publish)."""
         self.enabled = False
-

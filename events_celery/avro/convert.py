@@ -17,6 +17,7 @@ from decimal import Context, Decimal
 from operator import attrgetter
 from typing import Any
 
+from events_celery.avro.defaults import default_reader
 from events_celery.avro.types import (
     ArrayNode,
     CodecNode,
@@ -135,38 +136,44 @@ def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return lambda value: ()
 
 
-def compile_decoder(node: TypeNode, memo: dict[RecordNode, Converter]) -> Converter | None:
+def compile_decoder(
+    node: TypeNode, memo: dict[RecordNode, Converter], *, resolving: bool = False
+) -> Converter | None:
     """Build the function turning what fastavro read into a payload value, or ``None``.
 
     Args:
         node: the value's type node.
-        memo: converters of records already compiled in this tree.
+        memo: converters of records already compiled in this tree (and mode).
+        resolving: build decoders for data resolved from another writer schema, where
+            fastavro fills fields the writer did not send with their raw JSON defaults.
     """
     if isinstance(node, ScalarNode | DecimalNode):
-        return None
+        return default_reader(node) if resolving else None
     if isinstance(node, EnumNode):
         return dict(node.enum_class.__members__).__getitem__
     if isinstance(node, CodecNode):
         return node.codec.from_avro
     if isinstance(node, ArrayNode):
-        return _each_item(compile_decoder(node.items, memo))
+        return _each_item(compile_decoder(node.items, memo, resolving=resolving))
     if isinstance(node, MapNode):
-        return _each_value(compile_decoder(node.values, memo))
+        return _each_value(compile_decoder(node.values, memo, resolving=resolving))
     if isinstance(node, OptionalNode):
-        return _unless_none(compile_decoder(node.inner, memo))
+        return _unless_none(compile_decoder(node.inner, memo, resolving=resolving))
     decoder = memo.get(node)
     if decoder is None:
-        decoder = memo[node] = _record_decoder(node, memo)
+        decoder = memo[node] = _record_decoder(node, memo, resolving)
     return decoder
 
 
-def _record_decoder(node: RecordNode, memo: dict[RecordNode, Converter]) -> Converter:
+def _record_decoder(
+    node: RecordNode, memo: dict[RecordNode, Converter], resolving: bool
+) -> Converter:
     cls = node.record_class
     assert cls is not None, "the payload record is decoded by the serializer"
     steps = tuple(
         (field.name, decode)
         for field in node.fields
-        if (decode := compile_decoder(field.node, memo)) is not None
+        if (decode := compile_decoder(field.node, memo, resolving=resolving)) is not None
     )
     renames = tuple(
         (field.name, field.init_name) for field in node.fields if field.name != field.init_name

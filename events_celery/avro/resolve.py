@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
+from collections import abc
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -42,6 +43,12 @@ SUPPORTED_TYPES = (
     "Decimal (in an attrs class, with precision/scale metadata), Enum subclasses, attrs "
     "classes, list[T], dict[str, T], T | None, and types registered with register_codec()"
 )
+
+_CONTAINER_HINTS: dict[object, str] = {
+    **dict.fromkeys((set, frozenset, abc.Set, abc.Sequence, abc.Iterable), " (use list[T])"),
+    tuple: " (use list[T], or an attrs class for fields of different types)",
+    abc.Mapping: " (use dict[str, T])",
+}
 
 _DECIMAL_HINT = "attrs.field(metadata={'precision': 12, 'scale': 2})"
 
@@ -116,9 +123,7 @@ class _Resolver:
         if tp is list or tp is dict:
             raise self.error(path, f"has type {_show(tp)} without item types; write e.g. list[str]")
         if origin is not None or not isinstance(tp, type):
-            raise self.error(
-                path, f"has type {_show(tp)}, which is not supported; {SUPPORTED_TYPES}"
-            )
+            raise self.unsupported(tp, origin, path)
         return self._class_node(tp, path, metadata)
 
     def _class_node(self, tp: type, path: str, metadata: Mapping[Any, Any] | None) -> TypeNode:
@@ -137,7 +142,13 @@ class _Resolver:
             return self._enum(tp, path)
         if attrs.has(tp):
             return self._record(tp, path)
-        raise self.error(path, f"has type {_show(tp)}, which is not supported; {SUPPORTED_TYPES}")
+        raise self.unsupported(tp, None, path)
+
+    def unsupported(self, tp: object, origin: object, path: str) -> UnsupportedTypeError:
+        hint = _CONTAINER_HINTS.get(origin or tp, "")
+        return self.error(
+            path, f"has type {_show(tp)}, which is not supported{hint}; {SUPPORTED_TYPES}"
+        )
 
     def _decimal(self, path: str, metadata: Mapping[Any, Any] | None) -> DecimalNode:
         if metadata is None:

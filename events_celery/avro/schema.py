@@ -9,15 +9,12 @@ reader can only fill a field the writer did not send from its default).
 from __future__ import annotations
 
 import copy
-import math
-from datetime import UTC, date, datetime, timedelta
-from decimal import Context, Decimal
-from typing import Any, Final
-from uuid import UUID
+from typing import Any
 
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from events_celery.avro.defaults import DefaultEncoder
 from events_celery.avro.types import (
     NO_DEFAULT,
     PAYLOAD_RECORD_NAME,
@@ -32,14 +29,9 @@ from events_celery.avro.types import (
     ScalarNode,
     TypeNode,
 )
-from events_celery.avro.validate import Invalid, Validator, compile_validator
 from events_celery.exceptions import SchemaCompatibilityError
 
 __all__ = ["build_schema", "fingerprint"]
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DATE: Final = date(1970, 1, 1)
-_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def fingerprint(schema: Any) -> str:
@@ -83,7 +75,7 @@ class _SchemaBuilder:
 
     def __init__(self) -> None:
         self._defined: set[str] = set()
-        self._defaults = _DefaultEncoder()
+        self._defaults = DefaultEncoder()
 
     def fields(self, record: RecordNode) -> list[dict[str, Any]]:
         return [self.field(field) for field in record.fields]
@@ -142,91 +134,6 @@ class _SchemaBuilder:
             return name
         self._defined.add(name)
         return None
-
-
-class _DefaultEncoder:
-    """Turns attrs defaults into the JSON form Avro field defaults take.
-
-    Returns :data:`~events_celery.avro.types.NO_DEFAULT` for a default that cannot be
-    represented (a non-finite float, a value not of the field's type, a codec value that is
-    not a plain JSON scalar), so the field simply has no Avro default.
-    """
-
-    def __init__(self) -> None:
-        self._validators: dict[RecordNode, Validator] = {}
-
-    def field_default(self, field: FieldNode) -> Any:
-        if field.default is NO_DEFAULT:
-            return NO_DEFAULT
-        try:
-            compile_validator(field.node, self._validators)(field.default)
-        except Invalid:
-            return NO_DEFAULT
-        return self.encode(field.node, field.default)
-
-    def encode(self, node: TypeNode, value: Any) -> Any:
-        if isinstance(node, OptionalNode):
-            return None if value is None else self.encode(node.inner, value)
-        if isinstance(node, ScalarNode):
-            return _scalar_default(value)
-        if isinstance(node, DecimalNode):
-            return _decimal_default(node, value)
-        if isinstance(node, EnumNode):
-            return value.name
-        if isinstance(node, ArrayNode):
-            items = [self.encode(node.items, item) for item in value]
-            return NO_DEFAULT if NO_DEFAULT in items else items
-        if isinstance(node, MapNode):
-            values = {key: self.encode(node.values, item) for key, item in value.items()}
-            return NO_DEFAULT if NO_DEFAULT in values.values() else values
-        if isinstance(node, CodecNode):
-            return _json_default(node.codec.to_avro(value))
-        return self._record_default(node, value)
-
-    def _record_default(self, node: RecordNode, value: Any) -> Any:
-        result = {}
-        for field in node.fields:
-            encoded = self.encode(field.node, getattr(value, field.name))
-            if encoded is NO_DEFAULT:
-                return NO_DEFAULT
-            if isinstance(field.node, OptionalNode):
-                # A union value in a default is read as the union's first branch, which is
-                # the value branch only when the field's own default is a non-None value.
-                own = self.field_default(field)
-                value_first = own is not NO_DEFAULT and own is not None
-                if (encoded is None) == value_first:
-                    return NO_DEFAULT
-            result[field.name] = encoded
-        return result
-
-
-def _scalar_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value - _EPOCH) // _MICROSECOND
-    if isinstance(value, date):
-        return (value - _EPOCH_DATE).days
-    if isinstance(value, UUID):
-        return str(value)
-    return _json_default(value)
-
-
-def _json_default(value: Any) -> Any:
-    """A plain value as Avro JSON: bytes as one code point per byte; no NaN or infinity."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else NO_DEFAULT
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return NO_DEFAULT
-
-
-def _decimal_default(node: DecimalNode, value: Decimal) -> str:
-    quantized = value.quantize(Decimal(1).scaleb(-node.scale), context=Context(prec=node.precision))
-    sign, digits, _ = quantized.as_tuple()
-    unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-    size = (unscaled.bit_length() + 8) // 8
-    return unscaled.to_bytes(size, "big", signed=True).decode("latin-1")
 
 
 def _short(schema: Any) -> str:

@@ -128,10 +128,10 @@ class PayloadSerializer:
         try:
             if writer_schema is None:
                 record = schemaless_reader(BytesIO(body), self.parsed_schema, None)
-            else:
-                writer = self._parsed_writer(writer_schema)
-                record = schemaless_reader(BytesIO(body), writer, self.parsed_schema)
-            return self._from_record(record)
+                return self._from_record(record)
+            writer = self._parsed_writer(writer_schema)
+            record = schemaless_reader(BytesIO(body), writer, self.parsed_schema)
+            return self._from_resolved_record(record)
         except Exception as exc:
             raise DecodeError(
                 f"{self.event_type}: cannot decode the Avro payload ({len(body)} bytes): "
@@ -173,11 +173,18 @@ class PayloadSerializer:
 
     @functools.cached_property
     def _from_record(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return self._record_decoder(resolving=False)
+
+    @functools.cached_property
+    def _from_resolved_record(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return self._record_decoder(resolving=True)
+
+    def _record_decoder(self, *, resolving: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
         memo: dict[RecordNode, Converter] = {}
         steps = tuple(
             (field.name, decode)
             for field in self._root.fields
-            if (decode := compile_decoder(field.node, memo)) is not None
+            if (decode := compile_decoder(field.node, memo, resolving=resolving)) is not None
         )
 
         def from_record(record: dict[str, Any]) -> dict[str, Any]:

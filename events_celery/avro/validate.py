@@ -247,12 +247,15 @@ def _decimal_validator(node: DecimalNode) -> Validator:
         if not isinstance(value, Decimal):
             raise _fail("Decimal", value)
         try:
-            value.quantize(quantum, context=exact)
+            # NaN and infinities quantize without a signal, hence is_finite().
+            fits = value.is_finite() and value.quantize(quantum, context=exact) is not None
         except (Inexact, InvalidOperation):
+            fits = False
+        if not fits:
             raise Invalid(
-                f"expects Decimal with {limits}, got {describe(value)}; it is never rounded "
-                "silently: round it yourself (Decimal.quantize) or widen the field"
-            ) from None
+                f"expects a finite Decimal with {limits}, got {describe(value)}; it is never "
+                "rounded silently: round it yourself (Decimal.quantize) or widen the field"
+            )
 
     return check_decimal
 

@@ -78,17 +78,18 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     def on_message(self, message: Message) -> None:
         """Decode one event message and queue it for the next hand-off."""
         settings = self.settings
+        body = raw_body(message)
         try:
             decode_event(
                 message.headers or {},
-                message.body,
+                body,
                 content_type=message.content_type,
                 max_size=settings.max_message_size,
             )
         except PoisonMessageError as exc:
             self._dead_letter(message, exc.reason)
             return
-        item = envelope(plain_headers(message.headers), message.body)
+        item = envelope(plain_headers(message.headers), body)
         with self._lock:
             self._pending.append((message, item))
             if len(self._pending) >= settings.consumer_batch_size:
@@ -129,7 +130,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         try:
             dead_letter(
                 self.settings,
-                message.body,
+                raw_body(message),
                 message.headers,
                 reason=reason,
                 content_type=message.content_type,
@@ -143,6 +144,14 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             return
         logger.error("dead-lettered a message that is not a valid event: %s", reason)
         message.ack()
+
+
+def raw_body(message: Message) -> bytes:
+    """The undecoded body of a message (events are never passed through kombu serializers)."""
+    body = message.body
+    if isinstance(body, str):  # virtual transports may hand text back
+        return body.encode("utf-8")
+    return body or b""
 
 
 def install(app: Celery) -> None:

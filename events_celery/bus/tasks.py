@@ -56,9 +56,9 @@ def envelope(headers: dict[str, Any], body: bytes) -> Envelope:
 
 def retry_delay(policy: RetryPolicy, attempt: int) -> float:
     """Seconds to wait before ``attempt`` (2, 3, ...): exponential backoff with jitter."""
-    delay = min(policy.backoff * 2 ** (attempt - 2), policy.backoff_max)
+    delay = float(min(policy.backoff * 2 ** (attempt - 2), policy.backoff_max))
     if policy.jitter:
-        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - spreading retries, not security
+        delay *= random.uniform(0.5, 1.0)
     return delay
 
 
@@ -81,7 +81,9 @@ def send_task(
         app.send_task(
             name,
             args=args,
-            queue=queue,
+            # A Queue object, not its name: the name alone would be routed through an exchange
+            # Celery creates on the fly. (celery-types only admits the name.)
+            queue=queue,  # type: ignore[arg-type]
             producer=producer,
             countdown=countdown,
             retry=False,
@@ -98,7 +100,10 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
     body = base64.b64decode(item["body"])
     try:
         return decode_event(
-            item["headers"], body, content_type=AVRO_CONTENT_TYPE, max_size=settings.max_message_size
+            item["headers"],
+            body,
+            content_type=AVRO_CONTENT_TYPE,
+            max_size=settings.max_message_size,
         )
     except PoisonMessageError as exc:
         dead_letter(

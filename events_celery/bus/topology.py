@@ -16,6 +16,7 @@ with ``manage.py declare_event_topology``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 from kombu import Connection, Exchange, Queue, binding
@@ -78,7 +79,10 @@ def dead_letter_queue(service: str, queue_type: str = "classic") -> Queue:
 
 
 def _dead_lettered(queue_type: str, service: str) -> dict[str, object]:
-    return {"x-queue-type": queue_type, "x-dead-letter-exchange": dead_letter_exchange(service).name}
+    return {
+        "x-queue-type": queue_type,
+        "x-dead-letter-exchange": dead_letter_exchange(service).name,
+    }
 
 
 def task_queue(service: str, queue_type: str = "classic") -> Queue:
@@ -174,7 +178,7 @@ def declare(connection: Connection, topology: Topology) -> None:
         _declare_one(queue, channel)  # declares its exchange and bindings too
 
 
-def _declare_one(entity: Exchange | Queue, channel: object) -> None:
+def _declare_one(entity: Exchange | Queue, channel: Any) -> None:
     try:
         entity.bind(channel).declare()
     except Exception as exc:

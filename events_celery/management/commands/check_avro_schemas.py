@@ -21,7 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("event_types", nargs="*", help="only these event types")
         parser.add_argument("--dir", dest="directory", help="read the schemas from this directory")
 
-    def handle(self, *args: Any, event_types: list[str], directory: str | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, event_types: list[str], directory: str | None, **options: Any
+    ) -> None:
         signals = [registry.get(t) for t in event_types] if event_types else registry.all()
         problems = []
         for signal in signals:

@@ -19,9 +19,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("event_types", nargs="*", help="only these event types")
-        parser.add_argument("--dir", dest="directory", help="write every schema into this directory")
+        parser.add_argument(
+            "--dir", dest="directory", help="write every schema into this directory"
+        )
 
-    def handle(self, *args: Any, event_types: list[str], directory: str | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, event_types: list[str], directory: str | None, **options: Any
+    ) -> None:
         signals = [registry.get(t) for t in event_types] if event_types else registry.all()
         if not signals:
             raise CommandError("no events are defined; add apps with events.py to INSTALLED_APPS")

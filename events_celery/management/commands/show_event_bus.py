@@ -63,7 +63,7 @@ class Command(BaseCommand):
 
         def depth(name: str) -> str:
             try:
-                channel = connection.channel()
+                channel: Any = connection.channel()
                 try:
                     _, count, _ = channel.queue_declare(name, passive=True)
                 finally:

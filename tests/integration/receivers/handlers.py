@@ -14,6 +14,7 @@ from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING
 def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
     line = {
         "service": os.environ["TEST_SERVICE"],
+        "node": os.environ.get("TEST_NODE", ""),
         "receiver": receiver_name,
         "event_id": str(metadata.id),
         "outcome": outcome,
@@ -27,7 +28,12 @@ def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> Non
 def attempts_so_far(receiver_name: str, event_id: str) -> int:
     with open(os.environ["TEST_RESULTS"]) as results:
         lines = [json.loads(line) for line in results if line.strip()]
-    return sum(1 for x in lines if x["receiver"] == receiver_name and x["event_id"] == event_id)
+    service = os.environ["TEST_SERVICE"]
+    return sum(
+        1
+        for x in lines
+        if x["receiver"] == receiver_name and x["event_id"] == event_id and x["service"] == service
+    )
 
 
 @receiver(PING)

@@ -1,0 +1,158 @@
+"""Real-RabbitMQ harness: services run as real ``celery worker`` processes.
+
+Each test gets its own topic prefix and service names, so queues never leak between tests;
+everything it declared is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import amqp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 60.0  # generous: a slow CI machine must not fail a correct run
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+class Worker:
+    """One ``celery worker`` process of a service."""
+
+    def __init__(self, env: dict[str, str], node: str, log: Path) -> None:
+        self.log = log
+        self.node = node
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
+                    "-c", "2", "-l", "info", "-n", f"{node}@%h",
+                    "--without-heartbeat", "--without-gossip", "--without-mingle",
+                ],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_for(self._ready, f"worker {node} to start (log: {log})")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"worker {self.node} exited:\n{self.log.read_text()[-4000:]}")
+        return " ready." in self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Bus:
+    """Services of one test, a plain AMQP client, and what the receivers recorded."""
+
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        self.url = url
+        self.tmp_path = tmp_path
+        self.run_id = uuid.uuid4().hex[:8]
+        self.prefix = f"t{self.run_id}."
+        self.results = tmp_path / "results.jsonl"
+        self.results.touch()
+        self.workers: list[Worker] = []
+        self.services: set[str] = set()
+        self.topics: set[str] = set()
+        self.amqp = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+        self.amqp.connect()
+        self.channel = self.amqp.channel()
+
+    def service_name(self, base: str) -> str:
+        return f"{base}-{self.run_id}"
+
+    def start(
+        self,
+        service: str,
+        consumer_config: dict[str, Any],
+        *,
+        producer_config: dict[str, Any] | None = None,
+        node: str | None = None,
+        batch_size: int = 32,
+    ) -> Worker:
+        self.services.add(service)
+        self.topics.update(consumer_config)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.integration.service_settings",
+            "TEST_SERVICE": service,
+            "TEST_NODE": node or service,
+            "TEST_PREFIX": self.prefix,
+            "TEST_RESULTS": str(self.results),
+            "TEST_BROKER_URL": self.url,
+            "TEST_BATCH_SIZE": str(batch_size),
+            "TEST_CONSUMER_CONFIG": json.dumps(consumer_config),
+            "TEST_PRODUCER_CONFIG": json.dumps(producer_config or {}),
+        }
+        worker = Worker(env, node or service, self.tmp_path / f"{node or service}.log")
+        self.workers.append(worker)
+        return worker
+
+    def records(self, **match: Any) -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in self.results.read_text().splitlines() if x.strip()]
+        return [x for x in lines if all(x.get(k) == v for k, v in match.items())]
+
+    def depth(self, queue: str) -> int:
+        _, count, _ = self.channel.queue_declare(queue, passive=True)
+        return int(count)
+
+    def get(self, queue: str) -> amqp.Message | None:
+        return self.channel.basic_get(queue, no_ack=True)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        channel = self.amqp.channel()
+        queues = [f"{self.prefix}{t}.unrouted" for t in self.topics]
+        for service in self.services:
+            queues += [f"{service}.{t}" for t in self.topics]
+            queues += [f"{service}.events_celery.tasks", f"{service}.events_celery.dead_letters"]
+        exchanges = [f"{self.prefix}{t}" for t in self.topics]
+        exchanges += [f"{self.prefix}{t}.unrouted" for t in self.topics]
+        exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
+        for queue in queues:
+            channel.queue_delete(queue)
+        for exchange in exchanges:
+            channel.exchange_delete(exchange)
+        self.amqp.close()
+
+
+@pytest.fixture
+def bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[Bus]:
+    """A clean bus for one test; the test process publishes as service ``tests``."""
+    harness = Bus(rabbitmq_url, tmp_path)
+    settings.CELERY_BROKER_URL = rabbitmq_url
+    settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "immediate"
+    try:
+        yield harness
+    finally:
+        harness.close()

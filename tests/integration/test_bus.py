@@ -1,0 +1,251 @@
+"""The event bus against the real local RabbitMQ with real Celery worker processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import amqp
+import pytest
+from django.db import transaction
+
+from events_celery.bus.dead_letters import (
+    HEADER_ATTEMPTS,
+    HEADER_REASON,
+    HEADER_RECEIVER,
+    HEADER_TRACEBACK,
+)
+from events_celery.bus.dispatch import encode_event
+from events_celery.exceptions import PublishError
+from events_celery.metadata import EventMetadata
+from tests.integration.conftest import Bus, wait_for
+from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, CustomerData, OrderData
+
+pytestmark = pytest.mark.rabbitmq
+
+TOPIC = "shop"
+
+
+def route(*signals: Any, topic: str = TOPIC) -> dict[str, Any]:
+    return {s.event_type: {topic: {"event_key_field": None, "enabled": True}} for s in signals}
+
+
+def test_each_subscribing_service_gets_every_event(bus: Bus, settings: Any) -> None:
+    billing, notifications = bus.service_name("billing"), bus.service_name("notifications")
+    bus.start(billing, {TOPIC: {}})
+    bus.start(notifications, {TOPIC: {"event_types": [PING.event_type]}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+
+    for n in range(10):
+        PING.send_event(n=n)
+
+    for service in (billing, notifications):
+        wait_for(lambda s=service: len(bus.records(service=s)) >= 10, f"10 pings in {service}")
+        records = bus.records(service=service)
+        assert sorted(r["n"] for r in records) == list(range(10))
+        assert all(r["from_event_bus"] for r in records)
+        assert len({r["event_id"] for r in records}) == 10
+
+
+def test_payload_travels_intact_with_its_metadata(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {TOPIC: {"event_key_field": "order.customer.id", "enabled": True}}
+    }
+    order = OrderData(
+        id=uuid.uuid4(),
+        customer=CustomerData(id=uuid.uuid4(), email="ada@example.org"),
+        total=Decimal("1234.50"),
+        placed_at=datetime.now(UTC),
+    )
+    queue = f"probe-{bus.run_id}"
+    bus.channel.queue_declare(queue, auto_delete=True)
+    ORDER_PLACED.send_event(order=order)  # declares the exchange on first publish
+    bus.channel.queue_bind(queue, f"{bus.prefix}{TOPIC}", routing_key="#")
+    ORDER_PLACED.send_event(order=order)
+
+    record = wait_for(lambda: bus.records(service=billing, receiver="on_order"), "the order")[0]
+    assert record["total"] == "1234.50"
+    assert record["email"] == "ada@example.org"
+    message = wait_for(lambda: bus.get(queue), "the probe copy of the message")
+    assert message.properties["content_type"] == "application/avro"
+    assert message.properties["delivery_mode"] == 2
+    assert message.properties["type"] == ORDER_PLACED.event_type
+    headers = message.properties["application_headers"]
+    assert headers["ce_type"] == ORDER_PLACED.event_type
+    assert headers["ce_partitionkey"] == str(order.customer.id)
+    assert headers["schemafingerprint"] == ORDER_PLACED.serializer.fingerprint
+
+
+def test_workers_of_one_service_share_the_work(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}}, node="billing-a", batch_size=2)
+    bus.start(billing, {TOPIC: {}}, node="billing-b", batch_size=2)
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+
+    for n in range(200):
+        PING.send_event(n=n)
+
+    wait_for(lambda: len(bus.records(service=billing)) >= 200, "200 pings handled")
+    records = bus.records(service=billing)
+    assert sorted(r["n"] for r in records) == list(range(200)), "each event handled once"
+    assert {r["node"] for r in records} == {"billing-a", "billing-b"}
+
+
+def test_a_failing_receiver_is_retried_alone(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(FLAKY)
+
+    FLAKY.send_event(n=7)
+
+    wait_for(lambda: bus.records(service=billing, receiver="flaky", outcome="ok"), "flaky ok")
+    flaky = bus.records(service=billing, receiver="flaky")
+    assert [r["outcome"] for r in flaky] == ["failed", "failed", "ok"]
+    time.sleep(0.5)  # a wrong re-run of the steady receiver would show up by now
+    assert len(bus.records(service=billing, receiver="steady")) == 1
+
+
+def test_a_receiver_failing_every_attempt_is_dead_lettered(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(DOOMED)
+
+    DOOMED.send_event(n=13)
+
+    store = f"{billing}.events_celery.dead_letters"
+    message = wait_for(lambda: bus.get(store), "the dead letter")
+    headers = message.properties["application_headers"]
+    assert headers[HEADER_RECEIVER] == "tests.integration.receivers.handlers.doomed"
+    assert headers[HEADER_ATTEMPTS] == 3
+    assert "after 3 attempt" in headers[HEADER_REASON]
+    assert "ValueError: doomed receiver always fails (n=13)" in headers[HEADER_TRACEBACK]
+    assert headers["ce_type"] == DOOMED.event_type
+    assert DOOMED.serializer.decode(message.body) == {"n": 13}
+    assert len(bus.records(service=billing, receiver="doomed")) == 3
+
+
+def _publish_raw(bus: Bus, body: bytes, headers: dict[str, Any], **properties: Any) -> None:
+    channel = bus.amqp.channel()
+    channel.basic_publish(
+        amqp.Message(body, application_headers=headers, **properties),
+        exchange=f"{bus.prefix}{TOPIC}",
+        routing_key=headers.get("ce_type", PING.event_type),
+    )
+    channel.close()
+
+
+def test_undecodable_messages_are_dead_lettered_and_the_worker_keeps_going(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+    PING.send_event(n=1)
+    wait_for(lambda: bus.records(service=billing, n=1), "the first ping")
+    good = encode_event(
+        PING,
+        EventMetadata.create(PING.event_type, source="plain-client"),
+        PING.serializer.encode({"n": 2}),
+    )
+    avro = {"content_type": "application/avro"}
+    unknown = {**good.headers, "ce_type": "org.example.nobody.defines.this.v1"}
+    _publish_raw(bus, b"\xff\xff\xff garbage", good.headers, **avro)
+    _publish_raw(bus, good.body, unknown, **avro)
+    _publish_raw(bus, good.body, {"ce_type": PING.event_type}, **avro)
+    _publish_raw(bus, b'{"n": 2}', good.headers, content_type="application/json")
+    _publish_raw(bus, good.body, {**good.headers, "schemafingerprint": "0" * 16}, **avro)
+    PING.send_event(n=3)
+
+    wait_for(lambda: bus.records(service=billing, n=3), "the ping after the poison messages")
+    store = f"{billing}.events_celery.dead_letters"
+    reasons = []
+    while (message := bus.get(store)) is not None:
+        reasons.append(message.properties["application_headers"][HEADER_REASON])
+    assert len(reasons) == 5, reasons
+    joined = "\n".join(reasons)
+    assert "undecodable Avro body" in joined
+    assert "unknown event type 'org.example.nobody.defines.this.v1'" in joined
+    assert "is missing" in joined
+    assert "content type is 'application/json'" in joined
+    assert "unknown writer schema fingerprint" in joined
+    assert bus.records(service=billing, n=2) == []
+
+
+def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    # The consuming service routes the same event to the same topic: a loop would show up
+    # as the event arriving again and again.
+    bus.start(billing, {TOPIC: {}}, producer_config=route(PING))
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+
+    for n in range(3):
+        PING.send_event(n=n)
+
+    wait_for(lambda: len(bus.records(service=billing)) >= 3, "three pings")
+    time.sleep(1.0)  # a republished event would have come round by now
+    assert len(bus.records(service=billing)) == 3
+    assert bus.depth(f"{billing}.{TOPIC}") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishing_waits_for_commit_and_a_rollback_publishes_nothing(
+    bus: Bus, settings: Any
+) -> None:
+    bus.topics.add(TOPIC)
+    settings.EVENT_BUS_PUBLISH_MODE = "on_commit"
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+    queue = f"probe-{bus.run_id}"
+    PING.send_event(n=0)  # declares the topic exchange
+    bus.channel.queue_declare(queue, auto_delete=True)
+    bus.channel.queue_bind(queue, f"{bus.prefix}{TOPIC}", routing_key="#")
+
+    with transaction.atomic():
+        PING.send_event(n=1)
+        assert bus.depth(queue) == 0, "nothing is published before the commit"
+    wait_for(lambda: bus.depth(queue) == 1, "the event after commit")
+
+    class RollbackError(Exception):
+        pass
+
+    def send_then_fail() -> None:
+        with transaction.atomic():
+            PING.send_event(n=2)
+            raise RollbackError
+
+    with pytest.raises(RollbackError):
+        send_then_fail()
+    PING.send_event(n=3)  # outside a transaction: published at once
+    wait_for(lambda: bus.depth(queue) == 2, "the event sent after the rollback")
+    bodies = [PING.serializer.decode(bus.get(queue).body)["n"] for _ in range(2)]
+    assert bodies == [1, 3]
+
+
+def test_events_nobody_subscribes_to_yet_are_parked(bus: Bus, settings: Any) -> None:
+    bus.topics.add("lonely")
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING, topic="lonely")
+
+    PING.send_event(n=1)
+    PING.send_event(n=2)
+
+    assert bus.depth(f"{bus.prefix}lonely.unrouted") == 2
+
+
+def test_an_unreachable_broker_raises_publish_error_naming_event_and_topic(
+    bus: Bus, settings: Any
+) -> None:
+    settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
+    settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.0}
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+
+    with pytest.raises(PublishError) as raised:
+        PING.send_event(n=1)
+
+    assert raised.value.topic == TOPIC
+    assert raised.value.event_id
+    assert str(raised.value.event_id) in str(raised.value)
