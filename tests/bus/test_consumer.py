@@ -1,0 +1,88 @@
+"""The consumer on kombu's in-memory transport: a real Celery worker, in this process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from events_celery.bus.consumer import EventConsumerStep
+from tests.testapp.events import PING
+
+TOPIC = "memory"
+
+
+@pytest.fixture
+def memory_worker(settings: Any) -> Iterator[Celery]:
+    settings.CELERY_BROKER_URL = "memory://"
+    settings.EVENT_BUS_SERVICE_NAME = "memory-tests"
+    settings.EVENT_BUS_PUBLISH_MODE = "immediate"
+    settings.EVENT_BUS_CONSUMER_FLUSH_INTERVAL = 0.01
+    settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01}
+    settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {}}
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {TOPIC: {"enabled": True}}}
+    app = Celery("memory-tests", broker="memory://", set_as_current=True)
+    app.conf.task_default_queue = "memory-tests.celery"
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        yield app
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_worker_start_installs_the_event_consumer(memory_worker: Celery) -> None:
+    assert EventConsumerStep in memory_worker.steps["consumer"]
+
+
+def test_events_reach_receivers_through_the_worker(memory_worker: Celery) -> None:
+    seen: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def on_ping(n: int, from_event_bus: bool, **kwargs: Any) -> None:
+        with lock:
+            seen.append((n, from_event_bus))
+
+    PING.connect(on_ping, weak=False, dispatch_uid="memory-test")
+    try:
+        for n in range(5):
+            PING.send_event(n=n)
+        wait_until(lambda: len([s for s in seen if s[1]]) == 5, "five events from the bus")
+    finally:
+        PING.disconnect(dispatch_uid="memory-test")
+    assert sorted(n for n, bus in seen if bus) == list(range(5))
+    assert sorted(n for n, bus in seen if not bus) == list(range(5)), "local receivers ran too"
+
+
+def test_a_failing_receiver_is_retried_without_rerunning_the_others(memory_worker: Celery) -> None:
+    calls: dict[str, int] = {"steady": 0, "flaky": 0}
+
+    def steady(from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            calls["steady"] += 1
+
+    def flaky(from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            calls["flaky"] += 1
+            if calls["flaky"] == 1:
+                raise RuntimeError("first attempt fails")
+
+    PING.connect(steady, weak=False, dispatch_uid="memory-steady")
+    PING.connect(flaky, weak=False, dispatch_uid="memory-flaky")
+    try:
+        PING.send_event(n=1)
+        wait_until(lambda: calls["flaky"] == 2, "the retry of the flaky receiver")
+        time.sleep(0.1)  # a wrong re-run of the steady receiver would show up by now
+    finally:
+        PING.disconnect(dispatch_uid="memory-steady")
+        PING.disconnect(dispatch_uid="memory-flaky")
+    assert calls == {"steady": 1, "flaky": 2}
