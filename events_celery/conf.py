@@ -59,6 +59,7 @@ Settings (all optional unless noted):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -173,14 +174,37 @@ def _get(name: str, default: Any) -> Any:
 
 
 def _number(
-    problems: list[Problem], name: str, value: Any, default: float, *, minimum: float
+    problems: list[Problem],
+    name: str,
+    value: Any,
+    default: float,
+    *,
+    minimum: float,
+    check_id: str = "E020",
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
         problems.append(
-            Problem("E020", f"{name} is {value!r}", f"use a number >= {minimum}, e.g. {default}")
+            Problem(check_id, f"{name} is {value!r}", f"use a number >= {minimum}, e.g. {default}")
         )
         return default
     return float(value)
+
+
+def _count(problems: list[Problem], name: str, default: int, *, minimum: int = 1) -> int:
+    value = _get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        problems.append(
+            Problem(
+                "E020", f"{name} is {value!r}", f"use a whole number >= {minimum}, e.g. {default}"
+            )
+        )
+        return default
+    return value
 
 
 def _parse() -> BusSettings:
@@ -257,33 +281,9 @@ def _parse() -> BusSettings:
     )
     publish_retry = _parse_publish_retry(problems, _get("EVENT_BUS_PUBLISH_RETRY_POLICY", {}))
     retry_policy = _parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
-    max_size = int(
-        _number(
-            problems,
-            "EVENT_BUS_MAX_MESSAGE_SIZE",
-            _get("EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20),
-            1 << 20,
-            minimum=1,
-        )
-    )
-    unrouted = int(
-        _number(
-            problems,
-            "EVENT_BUS_UNROUTED_MAX_LENGTH",
-            _get("EVENT_BUS_UNROUTED_MAX_LENGTH", 10000),
-            10000,
-            minimum=1,
-        )
-    )
-    batch = int(
-        _number(
-            problems,
-            "EVENT_BUS_CONSUMER_BATCH_SIZE",
-            _get("EVENT_BUS_CONSUMER_BATCH_SIZE", 32),
-            32,
-            minimum=1,
-        )
-    )
+    max_size = _count(problems, "EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20)
+    unrouted = _count(problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", 10000)
+    batch = _count(problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", 32)
     flush = _number(
         problems,
         "EVENT_BUS_CONSUMER_FLUSH_INTERVAL",
@@ -409,9 +409,9 @@ def _parse_subscriptions(problems: list[Problem], config: Any) -> tuple[Subscrip
             continue
         event_types = options.get("event_types")
         if event_types is not None and (
-            isinstance(event_types, str)
-            or not all(isinstance(t, str) for t in event_types)
+            not isinstance(event_types, list | tuple)
             or not event_types
+            or not all(isinstance(t, str) for t in event_types)
         ):
             problems.append(
                 Problem(
@@ -440,7 +440,12 @@ def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, floa
         return policy
     for key, value in config.items():
         policy[key] = _number(
-            problems, f"EVENT_BUS_PUBLISH_RETRY_POLICY[{key!r}]", value, policy[key], minimum=0
+            problems,
+            f"EVENT_BUS_PUBLISH_RETRY_POLICY[{key!r}]",
+            value,
+            policy[key],
+            minimum=0,
+            check_id="E021",
         )
     return policy
 
@@ -473,6 +478,7 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         config.get("backoff", default.backoff),
         default.backoff,
         minimum=0,
+        check_id="E022",
     )
     backoff_max = _number(
         problems,
@@ -480,6 +486,7 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         config.get("backoff_max", default.backoff_max),
         default.backoff_max,
         minimum=0,
+        check_id="E022",
     )
     if backoff_max < backoff:
         problems.append(

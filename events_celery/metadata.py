@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ HEADER_SOURCE_HOST = "sourcehost"
 HEADER_SOURCE_LIB = "sourcelib"
 
 AVRO_CONTENT_TYPE = "application/avro"
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @cache
@@ -151,7 +154,7 @@ class EventMetadata:
             return str(value)
 
         minor = header(HEADER_MINOR_VERSION)
-        if not minor.isdigit():
+        if not _DIGITS.fullmatch(minor):
             raise MetadataError(
                 f"message header {HEADER_MINOR_VERSION!r} is {minor!r}, not a number"
             )
@@ -173,7 +176,8 @@ class EventMetadata:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 text of a UTC datetime, with microseconds and a ``Z`` suffix."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, where strftime("%Y") does not before year 1000.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:

@@ -11,6 +11,7 @@ services that run the older definition. ``<dir>`` is ``EVENT_BUS_SCHEMA_DIR`` if
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from events_celery.exceptions import ConfigurationError
 from events_celery.signals import EventSignal
 
 SUFFIX = ".avsc"
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 def schema_dir(signal: EventSignal, directory: str | Path | None = None) -> Path:
@@ -123,7 +125,10 @@ def _stored(signal: EventSignal, directory: str | Path | None) -> list[tuple[Pat
     found = []
     for path in sorted(folder.glob(f"{signal.event_type}*{SUFFIX}")):
         stem = path.name[: -len(SUFFIX)]
-        if stem == signal.event_type or stem.rpartition(".")[0] == signal.event_type:
+        base, _, suffix = stem.rpartition(".")
+        if stem == signal.event_type or (
+            base == signal.event_type and _FINGERPRINT.fullmatch(suffix)
+        ):
             found.append((path, json.loads(path.read_text())))
     return found
 

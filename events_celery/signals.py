@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.dispatch import Signal
 from django.utils.inspect import func_accepts_kwargs
 
@@ -135,7 +135,7 @@ class EventSignal(Signal):
         live = self._live_receivers(None)
         if isinstance(live, tuple):  # Django >= 5.0 splits sync and async receivers
             sync_receivers, async_receivers = live
-            return [*sync_receivers, *(async_to_sync(r) for r in async_receivers)]
+            return [*sync_receivers, *async_receivers]
         return list(live)  # type: ignore[unreachable]  # Django 4.2 returns one list
 
     def send_event(self, **payload: Any) -> Responses:
@@ -218,7 +218,12 @@ class EventSignal(Signal):
         *,
         from_event_bus: bool,
     ) -> Any:
-        """Call one receiver with the arguments every receiver gets; its errors propagate."""
+        """Call one receiver with the arguments every receiver gets; its errors propagate.
+
+        An ``async def`` receiver runs to completion before this returns.
+        """
+        if iscoroutinefunction(func):
+            func = async_to_sync(func)
         return func(
             signal=self, sender=None, metadata=metadata, from_event_bus=from_event_bus, **payload
         )

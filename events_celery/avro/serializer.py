@@ -126,15 +126,25 @@ class PayloadSerializer:
         """
         record: Any
         try:
+            stream = BytesIO(body)
             if writer_schema is None:
-                record = schemaless_reader(BytesIO(body), self.parsed_schema, None)
+                record = schemaless_reader(stream, self.parsed_schema, None)
+            else:
+                writer = self._parsed_writer(writer_schema)
+                record = schemaless_reader(stream, writer, self.parsed_schema)
+            left_over = len(body) - stream.tell()
+            if left_over:
+                raise ValueError(
+                    f"{left_over} bytes are left over after the payload, so it was not "
+                    "written with the schema used to read it"
+                )
+            if writer_schema is None:
                 return self._from_record(record)
-            writer = self._parsed_writer(writer_schema)
-            record = schemaless_reader(BytesIO(body), writer, self.parsed_schema)
             return self._from_resolved_record(record)
         except Exception as exc:
+            size = f"{len(body)} bytes" if isinstance(body, bytes | bytearray) else repr(type(body))
             raise DecodeError(
-                f"{self.event_type}: cannot decode the Avro payload ({len(body)} bytes): "
+                f"{self.event_type}: cannot decode the Avro payload ({size}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any
 
 import attrs
@@ -76,7 +77,10 @@ def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], 
 
     def get(payload: Mapping[str, Any]) -> str:
         value = payload[first]
-        return str(attr(value) if attr is not None else value)
+        if attr is not None:
+            value = attr(value)
+        # An enum travels as its symbol (member name), so the key does too.
+        return value.name if isinstance(value, Enum) else str(value)
 
     return get
 

@@ -197,4 +197,9 @@ def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None
         receiver=receiver,
         attempts=attempt - 1,
     )
-    logger.error("%s: receiver %s to retry is not connected; dead-lettered", receiver, attempt)
+    logger.error(
+        "%s: receiver %s to retry is no longer connected; event %s dead-lettered",
+        event.metadata.event_type,
+        receiver,
+        event.metadata.id,
+    )

@@ -1,0 +1,192 @@
+"""Management commands that need no broker: schemas and ``show_event_bus --offline``."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from events_celery import registry
+from events_celery.avro import fingerprint
+from events_celery.exceptions import ConfigurationError
+from events_celery.testing import isolated_registry
+from tests.testapp.events import ORDER_PLACED, PING
+
+
+def run(*args):
+    """Run a command; return what it wrote to stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def add_required_field(path, name):
+    """Edit a stored schema: give the order record a field without default."""
+    schema = json.loads(path.read_text())
+    schema["fields"][0]["type"]["fields"].append({"name": name, "type": "string"})
+    path.write_text(json.dumps(schema, indent=2))
+    return schema
+
+
+# --- generate_avro_schemas ------------------------------------------------------------------
+
+
+def test_generate_writes_one_avsc_per_event_type(tmp_path):
+    out, _ = run("generate_avro_schemas", "--dir", str(tmp_path))
+
+    expected = {f"{signal.event_type}.avsc" for signal in registry.all()}
+    assert {path.name for path in tmp_path.iterdir()} == expected
+    golden = tmp_path / f"{ORDER_PLACED.event_type}.avsc"
+    assert json.loads(golden.read_text()) == ORDER_PLACED.serializer.schema
+    assert f"wrote {golden}" in out
+
+
+def test_generate_only_the_named_event_types(tmp_path):
+    run("generate_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+
+    assert [path.name for path in tmp_path.iterdir()] == [f"{PING.event_type}.avsc"]
+
+
+def test_generate_again_reports_unchanged(tmp_path):
+    run("generate_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+
+    out, _ = run("generate_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+
+    assert out.strip() == f"unchanged {tmp_path / f'{PING.event_type}.avsc'}"
+
+
+def test_generate_without_any_event_is_an_error(tmp_path):
+    with isolated_registry() as events:
+        for signal in events.all():
+            events.unregister(signal.event_type)
+
+        with pytest.raises(CommandError, match="no events are defined"):
+            run("generate_avro_schemas", "--dir", str(tmp_path))
+
+
+def test_regenerating_keeps_the_previous_schema_by_fingerprint(tmp_path):
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+    golden = tmp_path / f"{ORDER_PLACED.event_type}.avsc"
+    previous = add_required_field(golden, "gift_message")
+
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+
+    kept = tmp_path / f"{ORDER_PLACED.event_type}.{fingerprint(previous)}.avsc"
+    assert json.loads(kept.read_text()) == previous
+    assert json.loads(golden.read_text()) == ORDER_PLACED.serializer.schema
+
+
+# --- check_avro_schemas ---------------------------------------------------------------------
+
+
+def test_check_passes_right_after_generate(tmp_path):
+    run("generate_avro_schemas", "--dir", str(tmp_path))
+
+    out, err = run("check_avro_schemas", "--dir", str(tmp_path))
+
+    for signal in registry.all():
+        assert f"{signal.event_type}: compatible" in out
+    assert err == ""
+
+
+def test_check_fails_naming_the_event_type_and_the_field(tmp_path):
+    run("generate_avro_schemas", "--dir", str(tmp_path))
+    add_required_field(tmp_path / f"{ORDER_PLACED.event_type}.avsc", "gift_message")
+
+    with pytest.raises(CommandError) as excinfo:
+        run("check_avro_schemas", "--dir", str(tmp_path))
+
+    message = str(excinfo.value)
+    assert "incompatible with stored schemas" in message
+    assert f"{ORDER_PLACED.event_type}: field 'order.gift_message'" in message
+    assert PING.event_type not in message
+
+
+def test_check_of_other_event_types_ignores_the_broken_one(tmp_path):
+    run("generate_avro_schemas", "--dir", str(tmp_path))
+    add_required_field(tmp_path / f"{ORDER_PLACED.event_type}.avsc", "gift_message")
+
+    out, _ = run("check_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+
+    assert out.strip() == f"{PING.event_type}: compatible"
+
+
+def test_check_still_fails_after_regenerating_over_an_incompatible_schema(tmp_path):
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+    add_required_field(tmp_path / f"{ORDER_PLACED.event_type}.avsc", "gift_message")
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+
+    with pytest.raises(CommandError, match=r"order\.gift_message"):
+        run("check_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+
+
+def test_check_without_stored_schema_says_to_generate(tmp_path):
+    out, err = run("check_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+
+    assert out == ""
+    assert f"{PING.event_type}: no stored schema yet; run generate_avro_schemas" in err
+
+
+# --- show_event_bus --offline ---------------------------------------------------------------
+
+
+@pytest.fixture
+def routed(settings):
+    settings.EVENT_BUS_SERVICE_NAME = "shop"
+    settings.EVENT_BUS_TOPIC_PREFIX = "prod."
+    settings.EVENT_BUS_QUEUE_TYPE = "quorum"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": "order.id"}},
+        PING.event_type: {"pings": {"enabled": False}},
+    }
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "orders": {"event_types": [ORDER_PLACED.event_type]},
+        "pings": {},
+    }
+    return settings
+
+
+def test_show_event_bus_offline_prints_what_is_published_and_consumed(routed):
+    out, _ = run("show_event_bus", "--offline")
+    lines = out.splitlines()
+
+    assert lines[0] == "service: shop"
+    assert (
+        f"  {ORDER_PLACED.event_type} -> topic orders (exchange prod.orders key=order.id; "
+        "unrouted parked: ?)"
+    ) in lines
+    assert not any(line.startswith(f"  {PING.event_type} -> topic") for line in lines)
+    assert (
+        f"  topic orders -> queue shop.orders [quorum] ({ORDER_PLACED.event_type}; ready: ?)"
+    ) in lines
+    assert "  topic pings -> queue shop.pings [quorum] (all event types (#); ready: ?)" in lines
+    assert "receiver tasks: shop.events_celery.tasks (ready: ?)" in lines
+    assert "dead letters: shop.events_celery.dead_letters (ready: ?)" in lines
+    assert f"events defined here: {len(registry)}" in lines
+    assert f"  {ORDER_PLACED.event_type} (0 receiver(s))" in lines
+
+
+def test_show_event_bus_never_prints_the_broker_password(routed):
+    routed.CELERY_BROKER_URL = "amqp://shop:s3cret-pass@rabbit.internal:5672/prod"
+
+    out, _ = run("show_event_bus", "--offline")
+
+    assert "s3cret-pass" not in out
+    assert "rabbit.internal" in out
+
+
+def test_show_event_bus_with_nothing_routed(settings):
+    out, _ = run("show_event_bus", "--offline")
+
+    assert "publishes:\nconsumes:\nevents defined here:" in out
+    assert "dead letters" not in out
+
+
+def test_show_event_bus_refuses_broken_settings(settings):
+    settings.EVENT_BUS_QUEUE_TYPE = "mirrored"
+
+    with pytest.raises(ConfigurationError, match="E010"):
+        run("show_event_bus", "--offline")

@@ -1,0 +1,170 @@
+"""System checks: ``manage.py check`` reports every misconfiguration at once."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from events_celery.checks import check_settings
+from tests.testapp.events import ORDER_PLACED, PING
+
+UNKNOWN = "org.example.shop.order.cancelled.v1"
+
+
+def by_id(messages):
+    return {message.id: message for message in messages}
+
+
+@pytest.fixture
+def broken(settings):
+    """Settings with one problem of each kind the checks report."""
+    settings.EVENT_BUS_SERVICE_NAME = None
+    settings.EVENT_BUS_QUEUE_TYPE = "mirrored"
+    settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 0}
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        UNKNOWN: {"orders": {}},
+        ORDER_PLACED.event_type: {
+            "bad topic!": {},
+            "orders": {"event_key_field": "order.customer.phone"},
+        },
+    }
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {"event_types": [PING.event_type, UNKNOWN]}}
+    return settings
+
+
+def test_valid_configuration_has_no_errors(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": "order.customer.id"}},
+        PING.event_type: {"pings": {"event_key_field": "n", "enabled": True}},
+    }
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "orders": {"event_types": [ORDER_PLACED.event_type]},
+        "pings": {},
+    }
+    settings.EVENT_BUS_QUEUE_TYPE = "quorum"
+    settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 3, "backoff": 1.0, "backoff_max": 60}
+
+    assert check_settings() == []
+
+
+def test_check_command_passes_with_a_valid_configuration():
+    call_command("check")
+
+
+def test_check_reports_every_problem_at_once(broken):
+    with pytest.raises(SystemCheckError) as excinfo:
+        call_command("check")
+
+    output = str(excinfo.value)
+    for problem_id in ("E001", "E006", "E010", "E022", "E030", "E031", "E032"):
+        assert f"events_celery.{problem_id}" in output
+    assert output.count("HINT:") >= 7
+
+
+def test_every_problem_is_an_error_with_a_hint(broken):
+    messages = check_settings()
+
+    assert sorted(by_id(messages)) == [
+        f"events_celery.{problem_id}"
+        for problem_id in ("E001", "E006", "E010", "E022", "E030", "E031", "E032")
+    ]
+    assert all(message.level == checks.ERROR for message in messages)
+    assert all(message.hint for message in messages)
+
+
+def test_unknown_produced_event_type_is_e030(broken):
+    error = by_id(check_settings())["events_celery.E030"]
+
+    assert UNKNOWN in error.msg
+    assert "INSTALLED_APPS" in error.hint
+
+
+def test_event_key_field_that_is_not_a_payload_field_is_e031(broken):
+    error = by_id(check_settings())["events_celery.E031"]
+
+    assert "'order.customer.phone'" in error.msg
+    assert "'phone'" in error.msg
+    assert "['order']" in error.hint
+
+
+@pytest.mark.parametrize("key_field", ["order.nope", "customer.id", "order.total.cents", ""])
+def test_event_key_field_paths_that_lead_nowhere_are_e031(settings, key_field):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": key_field}}
+    }
+
+    assert list(by_id(check_settings())) == ["events_celery.E031"]
+
+
+def test_bad_topic_name_is_e006(broken):
+    error = by_id(check_settings())["events_celery.E006"]
+
+    assert "'bad topic!'" in error.msg
+    assert "letters, digits" in error.hint
+
+
+def test_bad_queue_type_is_e010(broken):
+    error = by_id(check_settings())["events_celery.E010"]
+
+    assert "'mirrored'" in error.msg
+    assert "quorum" in error.hint
+
+
+def test_bad_retry_policy_is_e022(broken):
+    error = by_id(check_settings())["events_celery.E022"]
+
+    assert "max_attempts" in error.msg
+    assert ">= 1" in error.hint
+
+
+def test_missing_service_name_is_e001(broken):
+    error = by_id(check_settings())["events_celery.E001"]
+
+    assert "EVENT_BUS_SERVICE_NAME" in error.msg
+    assert "EVENT_BUS_SERVICE_NAME = 'orders'" in error.hint
+
+
+def test_unknown_consumed_event_type_is_e032(broken):
+    [error] = [m for m in check_settings() if m.id == "events_celery.E032"]
+
+    assert "'pings'" in error.msg
+    assert UNKNOWN in error.msg
+    assert PING.event_type not in error.msg
+    assert "install the app" in error.hint
+
+
+def test_reserved_topic_name_is_e033(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"events_celery.tasks": {}}
+
+    error = by_id(check_settings())["events_celery.E033"]
+
+    assert "events_celery." in error.msg
+
+
+def test_publishing_without_a_broker_url_is_a_warning(settings):
+    settings.CELERY_BROKER_URL = None
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {}}}
+
+    [warning] = check_settings()
+
+    assert warning.id == "events_celery.W001"
+    assert warning.level == checks.WARNING
+    assert "CELERY_BROKER_URL" in warning.hint
+
+
+def test_no_broker_url_is_fine_when_nothing_is_published(settings):
+    settings.CELERY_BROKER_URL = None
+
+    assert check_settings() == []
+
+
+def test_disabled_route_of_an_unknown_event_is_still_reported(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {UNKNOWN: {"orders": {"enabled": False}}}
+
+    assert list(by_id(check_settings())) == ["events_celery.E030"]
+
+
+def test_checks_are_registered_with_django():
+    assert check_settings in checks.registry.registry.get_checks()

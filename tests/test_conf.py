@@ -1,0 +1,221 @@
+"""Settings: defaults, parsing, and problems collected instead of raised."""
+
+from __future__ import annotations
+
+import pytest
+
+from events_celery.conf import Route, Subscription, bus_settings
+from events_celery.exceptions import ConfigurationError
+
+ORDER_PLACED = "org.example.shop.order.placed.v1"
+PING = "org.example.test.ping.v1"
+
+
+def problem_ids():
+    return [problem.id for problem in bus_settings().problems]
+
+
+def test_defaults_of_a_minimal_configuration():
+    settings = bus_settings()
+
+    assert settings.service_name == "tests"
+    assert settings.topic_prefix == ""
+    assert settings.broker_url == "memory://"
+    assert dict(settings.routes) == {}
+    assert settings.subscriptions == ()
+    assert settings.queue_type == "classic"
+    assert settings.publish_mode == "on_commit"
+    assert settings.db_alias == "default"
+    assert settings.publish_timeout == 5.0
+    assert dict(settings.publish_retry_policy) == {
+        "max_retries": 3.0,
+        "interval_start": 0.0,
+        "interval_step": 0.5,
+        "interval_max": 2.0,
+    }
+    assert settings.retry_policy.max_attempts == 5
+    assert settings.retry_policy.backoff == 2.0
+    assert settings.retry_policy.backoff_max == 300.0
+    assert settings.retry_policy.jitter is True
+    assert settings.max_message_size == 1048576
+    assert settings.unrouted_max_length == 10000
+    assert settings.consumer_batch_size == 32
+    assert settings.consumer_flush_interval == 0.05
+    assert settings.strict_receivers is False
+    assert settings.schema_dir is None
+    assert settings.problems == ()
+
+
+def test_settings_are_read_again_after_a_change(settings):
+    assert bus_settings().topic_prefix == ""
+
+    settings.EVENT_BUS_TOPIC_PREFIX = "prod."
+
+    assert bus_settings().topic_prefix == "prod."
+
+
+def test_producer_config_becomes_enabled_routes(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED: {
+            "orders": {"event_key_field": "order.id", "enabled": True},
+            "audit": {"enabled": False},
+            "analytics": {},
+        },
+    }
+
+    routes = bus_settings().routes
+
+    assert routes[ORDER_PLACED] == (
+        Route(ORDER_PLACED, "orders", "order.id"),
+        Route(ORDER_PLACED, "analytics", None),
+    )
+    assert bus_settings().problems == ()
+
+
+def test_event_with_every_route_disabled_has_no_routes(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {ORDER_PLACED: {"orders": {"enabled": False}}}
+
+    assert bus_settings().routes[ORDER_PLACED] == ()
+
+
+def test_consumer_config_becomes_subscriptions(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "orders": {"event_types": [ORDER_PLACED]},
+        "pings": {},
+        "everything": None,
+    }
+
+    assert bus_settings().subscriptions == (
+        Subscription("orders", (ORDER_PLACED,)),
+        Subscription("pings", None),
+        Subscription("everything", None),
+    )
+
+
+def test_broker_url_falls_back_to_celery_and_can_be_overridden(settings):
+    settings.CELERY_BROKER_URL = "amqp://celery-host//"
+    assert bus_settings().broker_url == "amqp://celery-host//"
+
+    settings.EVENT_BUS_BROKER_URL = "amqp://bus-host//"
+    assert bus_settings().broker_url == "amqp://bus-host//"
+
+
+def test_retry_policy_is_read(settings):
+    settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 2, "backoff": 1, "jitter": False}
+
+    policy = bus_settings().retry_policy
+
+    assert (policy.max_attempts, policy.backoff, policy.backoff_max, policy.jitter) == (
+        2,
+        1.0,
+        300.0,
+        False,
+    )
+
+
+def test_strict_receivers_and_schema_dir_are_read(settings, tmp_path):
+    settings.EVENT_BUS_STRICT_RECEIVERS = True
+    settings.EVENT_BUS_SCHEMA_DIR = tmp_path
+
+    assert bus_settings().strict_receivers is True
+    assert bus_settings().schema_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem_id"),
+    [
+        ("EVENT_BUS_SERVICE_NAME", None, "E001"),
+        ("EVENT_BUS_SERVICE_NAME", "Orders Service", "E002"),
+        ("EVENT_BUS_TOPIC_PREFIX", "bad prefix!", "E003"),
+        ("EVENT_BUS_BROKER_URL", 42, "E004"),
+        ("EVENT_BUS_PRODUCER_CONFIG", ["not", "a", "dict"], "E005"),
+        ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"orders": {"key": "x"}}}, "E005"),
+        ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"orders": {"enabled": "yes"}}}, "E005"),
+        ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"bad topic": {}}}, "E006"),
+        ("EVENT_BUS_CONSUMER_CONFIG", {"bad topic": {}}, "E006"),
+        ("EVENT_BUS_CONSUMER_CONFIG", {"orders": {"event_types": ORDER_PLACED}}, "E007"),
+        ("EVENT_BUS_CONSUMER_CONFIG", {"orders": {"event_types": []}}, "E007"),
+        ("EVENT_BUS_QUEUE_TYPE", "mirrored", "E010"),
+        ("EVENT_BUS_PUBLISH_MODE", "later", "E011"),
+        ("EVENT_BUS_PUBLISH_TIMEOUT", 0, "E020"),
+        ("EVENT_BUS_MAX_MESSAGE_SIZE", "1MB", "E020"),
+        ("EVENT_BUS_PUBLISH_RETRY_POLICY", {"retries": 3}, "E021"),
+        ("EVENT_BUS_RETRY_POLICY", {"attempts": 3}, "E022"),
+        ("EVENT_BUS_RETRY_POLICY", {"max_attempts": 0}, "E022"),
+        ("EVENT_BUS_RETRY_POLICY", {"backoff": 10, "backoff_max": 5}, "E022"),
+        ("EVENT_BUS_RETRY_POLICY", {"jitter": "yes"}, "E022"),
+    ],
+)
+def test_misconfiguration_is_collected_not_raised(settings, name, value, problem_id):
+    setattr(settings, name, value)
+
+    problems = bus_settings().problems
+
+    assert problem_id in [problem.id for problem in problems]
+    assert all(problem.message and problem.hint for problem in problems)
+
+
+def test_every_problem_is_collected_at_once(settings):
+    settings.EVENT_BUS_SERVICE_NAME = None
+    settings.EVENT_BUS_QUEUE_TYPE = "mirrored"
+    settings.EVENT_BUS_PUBLISH_MODE = "later"
+
+    assert problem_ids() == ["E001", "E010", "E011"]
+
+
+def test_broken_values_fall_back_to_defaults(settings):
+    settings.EVENT_BUS_QUEUE_TYPE = "mirrored"
+    settings.EVENT_BUS_PUBLISH_TIMEOUT = -1
+
+    assert bus_settings().queue_type == "classic"
+    assert bus_settings().publish_timeout == 5.0
+
+
+def test_raise_for_problems_lists_every_problem_with_its_hint(settings):
+    settings.EVENT_BUS_SERVICE_NAME = None
+    settings.EVENT_BUS_QUEUE_TYPE = "mirrored"
+
+    with pytest.raises(ConfigurationError) as excinfo:
+        bus_settings().raise_for_problems()
+
+    message = str(excinfo.value)
+    assert "E001: EVENT_BUS_SERVICE_NAME is not set" in message
+    assert "EVENT_BUS_SERVICE_NAME = 'orders'" in message
+    assert "E010: EVENT_BUS_QUEUE_TYPE is 'mirrored'" in message
+    assert "quorum" in message
+
+
+def test_raise_for_problems_is_silent_for_valid_settings():
+    bus_settings().raise_for_problems()
+
+
+def test_require_service_name_returns_it():
+    assert bus_settings().require_service_name() == "tests"
+
+
+@pytest.mark.parametrize("value", [None, "", "Orders Service"])
+def test_require_service_name_says_how_to_set_it(settings, value):
+    settings.EVENT_BUS_SERVICE_NAME = value
+
+    with pytest.raises(ConfigurationError) as excinfo:
+        bus_settings().require_service_name()
+
+    assert "EVENT_BUS_SERVICE_NAME = 'orders'" in str(excinfo.value)
+
+
+def test_infinite_count_setting_is_a_problem_not_a_crash(settings):
+    settings.EVENT_BUS_MAX_MESSAGE_SIZE = float("inf")
+
+    assert "E020" in problem_ids()
+
+
+def test_nan_timeout_is_reported(settings):
+    settings.EVENT_BUS_PUBLISH_TIMEOUT = float("nan")
+
+    assert "E020" in problem_ids()
+
+
+def test_non_list_event_types_is_reported(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": {"event_types": 5}}
+
+    assert "E007" in problem_ids()
