@@ -401,3 +401,9 @@ def test_key_path_that_is_not_in_the_payload_is_an_attribute_error(path, named):
 
     assert ORDER_PLACED.event_type in str(excinfo.value)
     assert named in str(excinfo.value)
+
+
+def test_an_enum_partition_key_is_the_member_name_as_on_the_wire():
+    get = key_getter(ORDER_PLACED, "order.mode")
+
+    assert get({"order": make_order(mode=Mode.VERIFIED)}) == "VERIFIED"
