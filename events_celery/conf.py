@@ -21,7 +21,9 @@ Settings (all optional unless noted):
 ``EVENT_BUS_TOPIC_PREFIX``
     Prefix of every topic exchange name (``<prefix><topic>``). Default ``""``.
 ``EVENT_BUS_BROKER_URL``
-    AMQP URL of the broker. Default: Celery's ``broker_url`` (``CELERY_BROKER_URL``).
+    AMQP URL of the broker. Default: the ``CELERY_BROKER_URL`` environment variable, else the
+    ``CELERY_BROKER_URL`` setting, else the current Celery app's ``broker_url``: the broker
+    Celery itself uses.
 ``EVENT_BUS_QUEUE_TYPE``
     ``"classic"`` or ``"quorum"`` (use quorum on a multi-node RabbitMQ cluster). Default
     ``"classic"``.
@@ -60,6 +62,7 @@ Settings (all optional unless noted):
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -239,7 +242,13 @@ def _parse() -> BusSettings:
         )
         prefix = ""
 
-    broker_url = _get("EVENT_BUS_BROKER_URL", None) or _get("CELERY_BROKER_URL", None)
+    # Celery lets the CELERY_BROKER_URL environment variable override settings; follow it too,
+    # so the publisher and the workers of one service always talk to the same broker.
+    broker_url = (
+        _get("EVENT_BUS_BROKER_URL", None)
+        or os.environ.get("CELERY_BROKER_URL")
+        or _get("CELERY_BROKER_URL", None)
+    )
     if broker_url is not None and not isinstance(broker_url, str):
         problems.append(
             Problem("E004", "EVENT_BUS_BROKER_URL is not a string", "use an amqp:// URL")

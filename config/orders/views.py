@@ -1,0 +1,18 @@
+"""The web side of the orders service: ``POST /orders/`` places an order."""
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from config.orders.services import place_order
+
+
+@csrf_exempt  # an example API called with curl; a real one authenticates its clients
+@require_POST
+def place_order_view(request: HttpRequest) -> JsonResponse:
+    """Place an order (optionally ``email=...``) and return it; its event is on its way."""
+    order = place_order(email=request.POST.get("email"))
+    return JsonResponse(
+        {"id": str(order.id), "email": order.customer.email, "total": str(order.total)},
+        status=201,
+    )

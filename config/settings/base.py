@@ -1,0 +1,42 @@
+"""Settings shared by the example's services: orders, billing and notifications.
+
+Each service is the same Django project started with its own settings module
+(``DJANGO_SETTINGS_MODULE=config.settings.<service>``), as separate deployments would be.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+SECRET_KEY = "events-celery-example-not-a-secret"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+ROOT_URLCONF = "config.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "events_celery",
+    "config.shop",  # the event definitions every service shares
+]
+
+
+def service_database(service: str) -> dict[str, dict[str, object]]:
+    """One SQLite database per service, in the temp directory (each service owns its data)."""
+    path = Path(tempfile.gettempdir()) / f"events_celery_demo_{service}.sqlite3"
+    return {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": path}}
+
+
+# Celery, and the broker the event bus publishes to (EVENT_BUS_BROKER_URL defaults to it).
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
+CELERY_ACCEPT_CONTENT = ["json"]
+
+# The event bus: exchanges are named "<prefix><topic>", e.g. "demo.orders".
+EVENT_BUS_TOPIC_PREFIX = "demo."
+# EVENT_BUS_PUBLISH_MODE is left at its default, "on_commit": an event sent inside a
+# transaction is published when it commits, and not at all when it rolls back.
+
+# Event types, as the services' routing settings name them.
+ORDER_PLACED = "org.example.shop.order.placed.v1"
+ORDER_CANCELLED = "org.example.shop.order.cancelled.v1"
