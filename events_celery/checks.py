@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from events_celery.bus.dispatch import key_getter
@@ -69,6 +70,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="events_celery.E032",
                     )
                 )
+    messages.extend(_check_task_serialization())
     published = {route.topic for routes in settings.routes.values() for route in routes}
     if published and not settings.broker_url:
         messages.append(
@@ -79,4 +81,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W001",
             )
         )
+    return messages
+
+
+#: Celery settings whose values name serializers a worker accepts or uses.
+_SERIALIZER_SETTINGS = (
+    "CELERY_ACCEPT_CONTENT",
+    "CELERY_TASK_SERIALIZER",
+    "CELERY_RESULT_SERIALIZER",
+    "CELERY_RESULT_ACCEPT_CONTENT",
+)
+
+
+def _check_task_serialization() -> list[CheckMessage]:
+    """Receiver tasks travel as JSON; a worker that also unpickles can be made to run code."""
+    messages: list[CheckMessage] = []
+    for name in _SERIALIZER_SETTINGS:
+        value = getattr(django_settings, name, None)
+        values = [value] if isinstance(value, str) else list(value or ())
+        unsafe = [v for v in values if isinstance(v, str) and "pickle" in v.lower()]
+        if unsafe:
+            messages.append(
+                Error(
+                    f"{name} allows {unsafe}: a worker that unpickles messages runs whatever code "
+                    "a message carries",
+                    hint="use JSON only (Celery's default): remove pickle from this setting",
+                    id="events_celery.E040",
+                )
+            )
     return messages

@@ -168,3 +168,28 @@ def test_disabled_route_of_an_unknown_event_is_still_reported(settings):
 
 def test_checks_are_registered_with_django():
     assert check_settings in checks.registry.registry.get_checks()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CELERY_ACCEPT_CONTENT", ["json", "pickle"]),
+        ("CELERY_TASK_SERIALIZER", "pickle"),
+        ("CELERY_RESULT_ACCEPT_CONTENT", ["application/x-python-serialize", "pickle"]),
+    ],
+)
+def test_pickle_in_celery_serialization_settings_is_an_error(settings, name, value):
+    setattr(settings, name, value)
+
+    errors = [m for m in check_settings() if m.id == "events_celery.E040"]
+
+    assert len(errors) == 1
+    assert name in errors[0].msg
+    assert "JSON" in errors[0].hint
+
+
+def test_json_only_celery_serialization_passes(settings):
+    settings.CELERY_ACCEPT_CONTENT = ["json"]
+    settings.CELERY_TASK_SERIALIZER = "json"
+
+    assert not [m for m in check_settings() if m.id == "events_celery.E040"]
