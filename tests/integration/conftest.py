@@ -50,6 +50,7 @@ class Worker:
                     "--without-heartbeat", "--without-gossip", "--without-mingle",
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so kill() reaches the pool
             )  # fmt: skip
         wait_for(self._ready, f"worker {node} to start (log: {log})")
 
@@ -57,6 +58,11 @@ class Worker:
         if self.process.poll() is not None:
             pytest.fail(f"worker {self.node} exited:\n{self.log.read_text()[-4000:]}")
         return " ready." in self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once, as a crash or OOM kill would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -22,7 +22,7 @@ from events_celery.bus.dispatch import encode_event
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
 from tests.integration.conftest import Bus, wait_for
-from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, CustomerData, OrderData
+from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, SLOW, CustomerData, OrderData
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -249,3 +249,23 @@ def test_an_unreachable_broker_raises_publish_error_naming_event_and_topic(
     assert raised.value.topic == TOPIC
     assert raised.value.event_id
     assert str(raised.value.event_id) in str(raised.value)
+
+
+def test_a_worker_killed_mid_event_leaves_the_event_to_another_worker(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    first = bus.start(billing, {TOPIC: {}}, node="billing-a")
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(SLOW)
+
+    SLOW.send_event(n=5)
+    wait_for(lambda: bus.records(service=billing, receiver="slow"), "the receiver to start")
+    first.kill()
+    bus.start(billing, {TOPIC: {}}, node="billing-b")
+
+    done = wait_for(
+        lambda: bus.records(service=billing, receiver="slow", outcome="ok"), "the redelivery"
+    )
+    assert [r["node"] for r in done] == ["billing-b"]
+    started = bus.records(service=billing, receiver="slow", outcome="started")
+    assert [r["node"] for r in started] == ["billing-a", "billing-b"]

@@ -37,3 +37,4 @@ ORDER_PLACED = EventSignal("org.example.shop.order.placed.v1", data={"order": Or
 PING = EventSignal("org.example.test.ping.v1", data={"n": int})
 FLAKY = EventSignal("org.example.test.flaky.v1", data={"n": int})
 DOOMED = EventSignal("org.example.test.doomed.v1", data={"n": int})
+SLOW = EventSignal("org.example.test.slow.v1", data={"n": int})

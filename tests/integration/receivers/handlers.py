@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from django.dispatch import receiver
 
-from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING
+from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, SLOW
 
 
 def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
@@ -63,3 +64,12 @@ def flaky(metadata: Any, n: int, **kwargs: Any) -> None:
 def doomed(metadata: Any, n: int, **kwargs: Any) -> None:
     record("doomed", metadata, "failed", n=n)
     raise ValueError(f"doomed receiver always fails (n={n})")
+
+
+@receiver(SLOW)
+def slow(metadata: Any, n: int, **kwargs: Any) -> None:
+    first = attempts_so_far("slow", str(metadata.id)) == 0
+    record("slow", metadata, "started", n=n)
+    if first:
+        time.sleep(60)  # the test kills the worker meanwhile
+    record("slow", metadata, "ok", n=n)
