@@ -73,9 +73,17 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from events_celery.exceptions import ConfigurationError
+from events_celery.routing import (
+    TOPIC_PATTERN,
+    Route,
+    Subscription,
+    parse_routes,
+    parse_subscriptions,
+)
+
+__all__ = ["BusSettings", "Problem", "RetryPolicy", "Route", "Subscription", "bus_settings"]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-TOPIC_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 QUEUE_TYPES = ("classic", "quorum")
 PUBLISH_MODES = ("on_commit", "immediate")
 
@@ -87,23 +95,6 @@ class Problem:
     id: str
     message: str
     hint: str
-
-
-@attrs.frozen
-class Route:
-    """One enabled (event type → topic) route of the producer."""
-
-    event_type: str
-    topic: str
-    event_key_field: str | None
-
-
-@attrs.frozen
-class Subscription:
-    """One topic this service consumes; ``event_types`` ``None`` means all of them."""
-
-    topic: str
-    event_types: tuple[str, ...] | None
 
 
 @attrs.frozen
@@ -255,8 +246,11 @@ def _parse() -> BusSettings:
         )
         broker_url = None
 
-    routes = _parse_routes(problems, _get("EVENT_BUS_PRODUCER_CONFIG", {}))
-    subscriptions = _parse_subscriptions(problems, _get("EVENT_BUS_CONSUMER_CONFIG", {}))
+    def report(check_id: str, message: str, hint: str) -> None:
+        problems.append(Problem(check_id, message, hint))
+
+    routes = parse_routes(report, _get("EVENT_BUS_PRODUCER_CONFIG", {}))
+    subscriptions = parse_subscriptions(report, _get("EVENT_BUS_CONSUMER_CONFIG", {}))
 
     queue_type = _get("EVENT_BUS_QUEUE_TYPE", "classic")
     if queue_type not in QUEUE_TYPES:
@@ -322,118 +316,6 @@ def _parse() -> BusSettings:
         schema_dir=str(schema_dir) if schema_dir else None,
         problems=tuple(problems),
     )
-
-
-def _parse_routes(problems: list[Problem], config: Any) -> dict[str, tuple[Route, ...]]:
-    if not isinstance(config, Mapping):
-        problems.append(
-            Problem(
-                "E005",
-                "EVENT_BUS_PRODUCER_CONFIG is not a dict",
-                "use {event_type: {topic: {'event_key_field': 'a.b', 'enabled': True}}}",
-            )
-        )
-        return {}
-    routes: dict[str, tuple[Route, ...]] = {}
-    for event_type, topics in config.items():
-        if not isinstance(topics, Mapping):
-            problems.append(
-                Problem(
-                    "E005",
-                    f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}] is not a dict of topics",
-                    "use {topic: {'event_key_field': 'a.b', 'enabled': True}}",
-                )
-            )
-            continue
-        enabled: list[Route] = []
-        for topic, options in topics.items():
-            where = f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{topic!r}]"
-            if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
-                problems.append(
-                    Problem(
-                        "E006",
-                        f"{where}: {topic!r} is not a valid topic name",
-                        "use letters, digits, '.', '-', '_', starting with a letter or digit",
-                    )
-                )
-                continue
-            if not isinstance(options, Mapping) or set(options) - {"event_key_field", "enabled"}:
-                problems.append(
-                    Problem(
-                        "E005",
-                        f"{where} must be a dict with keys 'event_key_field' and 'enabled'",
-                        "e.g. {'event_key_field': 'order.id', 'enabled': True}",
-                    )
-                )
-                continue
-            key_field = options.get("event_key_field")
-            if key_field is not None and not isinstance(key_field, str):
-                problems.append(
-                    Problem("E005", f"{where}: event_key_field is not a string", "e.g. 'order.id'")
-                )
-                continue
-            is_enabled = options.get("enabled", True)
-            if not isinstance(is_enabled, bool):
-                problems.append(
-                    Problem("E005", f"{where}: enabled is {is_enabled!r}", "use True or False")
-                )
-                continue
-            if is_enabled:
-                enabled.append(Route(str(event_type), topic, key_field))
-        routes[str(event_type)] = tuple(enabled)
-    return routes
-
-
-def _parse_subscriptions(problems: list[Problem], config: Any) -> tuple[Subscription, ...]:
-    if not isinstance(config, Mapping):
-        problems.append(
-            Problem(
-                "E007",
-                "EVENT_BUS_CONSUMER_CONFIG is not a dict",
-                "use {topic: {'event_types': [event_type, ...]}} (or {topic: {}} for all)",
-            )
-        )
-        return ()
-    subscriptions = []
-    for topic, options in config.items():
-        where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
-        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
-            problems.append(
-                Problem(
-                    "E006",
-                    f"{where}: {topic!r} is not a valid topic name",
-                    "use letters, digits, '.', '-', '_', starting with a letter or digit",
-                )
-            )
-            continue
-        options = {} if options is None else options
-        if not isinstance(options, Mapping) or set(options) - {"event_types"}:
-            problems.append(
-                Problem(
-                    "E007",
-                    f"{where} must be a dict with the optional key 'event_types'",
-                    "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
-                )
-            )
-            continue
-        event_types = options.get("event_types")
-        if event_types is not None and (
-            not isinstance(event_types, list | tuple)
-            or not event_types
-            or not all(isinstance(t, str) for t in event_types)
-        ):
-            problems.append(
-                Problem(
-                    "E007",
-                    f"{where}['event_types'] must be a non-empty list of event types",
-                    "list event types, or leave the key out to consume the whole topic",
-                )
-            )
-            continue
-        subscriptions.append(
-            Subscription(topic, tuple(event_types) if event_types is not None else None)
-        )
-    return tuple(subscriptions)
 
 
 def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, float]:
