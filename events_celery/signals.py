@@ -40,6 +40,14 @@ def receiver_name(func: Receiver) -> str:
     return f"{module}.{qualname}"
 
 
+def _receiver_key(func: Receiver) -> Any:
+    # Bound methods are created anew on each attribute access: key them by instance + function.
+    bound_to = getattr(func, "__self__", None)
+    if bound_to is not None and hasattr(func, "__func__"):
+        return (id(bound_to), id(func.__func__))
+    return id(func)
+
+
 def _defining_module() -> str:
     frame = sys._getframe(1)
     while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
@@ -106,6 +114,7 @@ class EventSignal(Signal):
         self.serializer = PayloadSerializer(event_type, self.data)
         self.defined_in = _defining_module()
         self.enabled = True
+        self._bus_names: dict[Any, str] = {}
         (event_registry if event_registry is not None else registry).register(self)
 
     def __repr__(self) -> str:
@@ -118,7 +127,16 @@ class EventSignal(Signal):
         weak: bool = True,
         dispatch_uid: str | None = None,
     ) -> None:
-        """Connect a receiver; it must accept ``**kwargs`` (checked whatever ``DEBUG`` says)."""
+        """Connect a receiver; it must accept ``**kwargs`` (checked whatever ``DEBUG`` says).
+
+        Each receiver has a name on the bus: ``dispatch_uid`` when given, else its dotted name
+        (``module.qualname``). Retries of a receiver in a worker find it by that name, so two
+        receivers connected at once may not share one.
+
+        Raises:
+            EventDefinitionError: the receiver is not callable, does not accept ``**kwargs``, or
+                its bus name is taken by another connected receiver.
+        """
         if not callable(receiver):
             raise EventDefinitionError(f"{self.event_type}: receiver {receiver!r} is not callable")
         if not func_accepts_kwargs(receiver):
@@ -126,7 +144,36 @@ class EventSignal(Signal):
                 f"{self.event_type}: receiver {receiver_name(receiver)} must accept **kwargs "
                 "(it gets signal, sender, metadata, from_event_bus and the payload)"
             )
+        name = dispatch_uid or receiver_name(receiver)
+        key = _receiver_key(receiver)
+        live = {_receiver_key(r) for r in self.receivers_for_dispatch()}
+        self._bus_names = {k: v for k, v in self._bus_names.items() if k in live}
+        if any(other == name and other_key != key for other_key, other in self._bus_names.items()):
+            raise EventDefinitionError(
+                f"{self.event_type}: another receiver is already connected as {name!r}; a worker "
+                "finds the receiver to retry by this name, so each needs its own: connect this "
+                "one with a distinct dispatch_uid, or make it a module-level function"
+            )
         super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
+        if any(_receiver_key(r) == key for r in self.receivers_for_dispatch()):
+            self._bus_names[key] = name
+
+    def disconnect(
+        self,
+        receiver: Receiver | None = None,
+        sender: object = None,
+        dispatch_uid: str | None = None,
+    ) -> bool:
+        """Disconnect a receiver, by itself or by its ``dispatch_uid``."""
+        if receiver is not None:
+            self._bus_names.pop(_receiver_key(receiver), None)
+        if dispatch_uid is not None:
+            self._bus_names = {k: v for k, v in self._bus_names.items() if v != dispatch_uid}
+        return bool(super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid))
+
+    def bus_name(self, func: Receiver) -> str:
+        """The name a worker knows ``func`` by (see :meth:`connect`)."""
+        return self._bus_names.get(_receiver_key(func)) or receiver_name(func)
 
     def receivers_for_dispatch(self) -> list[Receiver]:
         """The receivers connected now, in connection order."""
@@ -200,7 +247,7 @@ class EventSignal(Signal):
                 logger.error(
                     "%s: receiver %s raised %s (event %s)",
                     self.event_type,
-                    receiver_name(func),
+                    self.bus_name(func),
                     type(exc).__name__,
                     metadata.id,
                     exc_info=exc,

@@ -20,7 +20,7 @@ from events_celery.exceptions import (
 )
 from events_celery.signals import RESERVED_KWARGS, receiver_name
 from events_celery.testing import isolated_registry
-from tests.testapp.events import ORDER_PLACED, CustomerData, OrderData
+from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
 PING_TYPE = "org.example.test.signals.ping.v1"
 MIXED_TYPE = "org.example.test.signals.mixed.v1"
@@ -554,3 +554,66 @@ def test_invalid_service_name_is_a_configuration_error(ping, settings):
 
     with pytest.raises(ConfigurationError, match="EVENT_BUS_SERVICE_NAME"):
         ping.send_event(n=1)
+
+
+def _factory(label, calls):
+    def handler(**kwargs):
+        calls.append(label)
+
+    return handler
+
+
+def test_two_receivers_with_one_dotted_name_need_distinct_dispatch_uids():
+    calls = []
+    first, second = _factory("a", calls), _factory("b", calls)
+    PING.connect(first)
+    try:
+        with pytest.raises(EventDefinitionError) as raised:
+            PING.connect(second)
+    finally:
+        PING.disconnect(first)
+
+    assert "_factory.<locals>.handler" in str(raised.value)
+    assert "dispatch_uid" in str(raised.value)
+
+
+def test_dispatch_uid_is_the_bus_name_of_a_receiver():
+    calls = []
+    first, second = _factory("a", calls), _factory("b", calls)
+    PING.connect(first, dispatch_uid="pings.a")
+    PING.connect(second, dispatch_uid="pings.b")
+    try:
+        assert [PING.bus_name(r) for r in PING.receivers_for_dispatch()][-2:] == [
+            "pings.a",
+            "pings.b",
+        ]
+        PING.send_event(n=1)
+    finally:
+        PING.disconnect(dispatch_uid="pings.a")
+        PING.disconnect(dispatch_uid="pings.b")
+    assert calls == ["a", "b"]
+
+
+def test_a_disconnected_receiver_frees_its_bus_name():
+    calls = []
+    first, second = _factory("a", calls), _factory("b", calls)
+    PING.connect(first)
+    PING.disconnect(first)
+    PING.connect(second)
+    try:
+        PING.send_event(n=1)
+    finally:
+        PING.disconnect(second)
+    assert calls == ["b"]
+
+
+def test_connecting_the_same_receiver_twice_is_not_a_name_clash():
+    calls = []
+    handler = _factory("a", calls)
+    PING.connect(handler)
+    PING.connect(handler)
+    try:
+        PING.send_event(n=1)
+    finally:
+        PING.disconnect(handler)
+    assert calls == ["a"]

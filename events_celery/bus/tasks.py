@@ -28,7 +28,7 @@ from events_celery.bus.dispatch import PoisonMessageError, ReceivedEvent, decode
 from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings, RetryPolicy, bus_settings
 from events_celery.metadata import AVRO_CONTENT_TYPE
-from events_celery.signals import Receiver, receiver_name
+from events_celery.signals import Receiver
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _run(
     func: Receiver,
     attempt: int,
 ) -> None:
-    name = receiver_name(func)
+    name = event.signal.bus_name(func)
     try:
         event.signal.call_receiver(func, event.metadata, event.payload, from_event_bus=True)
     except Exception as exc:
@@ -185,7 +185,7 @@ def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None
     if event is None:
         return
     for func in event.signal.receivers_for_dispatch():
-        if receiver_name(func) == receiver:
+        if event.signal.bus_name(func) == receiver:
             _run(self.app, settings, event, item, func, attempt)
             return
     dead_letter(

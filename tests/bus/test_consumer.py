@@ -86,3 +86,28 @@ def test_a_failing_receiver_is_retried_without_rerunning_the_others(memory_worke
         PING.disconnect(dispatch_uid="memory-steady")
         PING.disconnect(dispatch_uid="memory-flaky")
     assert calls == {"steady": 1, "flaky": 2}
+
+
+def test_a_retry_reaches_the_receiver_that_failed_among_look_alikes(memory_worker: Celery) -> None:
+    calls: list[str] = []
+
+    def make(label: str, failures: int) -> Any:
+        def handler(from_event_bus: bool, **kwargs: Any) -> None:
+            if from_event_bus:
+                calls.append(label)
+                if calls.count(label) <= failures:
+                    raise RuntimeError(f"{label} fails")
+
+        return handler
+
+    ok, bad = make("ok", 0), make("bad", 1)
+    PING.connect(ok, weak=False, dispatch_uid="memory-look-alike-ok")
+    PING.connect(bad, weak=False, dispatch_uid="memory-look-alike-bad")
+    try:
+        PING.send_event(n=1)
+        wait_until(lambda: calls.count("bad") == 2, "the retry of the failing receiver")
+        time.sleep(0.1)  # a retry sent to the wrong receiver would show up by now
+    finally:
+        PING.disconnect(dispatch_uid="memory-look-alike-ok")
+        PING.disconnect(dispatch_uid="memory-look-alike-bad")
+    assert sorted(calls) == ["bad", "bad", "ok"]
