@@ -40,7 +40,7 @@ def test_defaults_of_a_minimal_configuration():
     assert settings.max_message_size == 1048576
     assert settings.unrouted_max_length == 10000
     assert settings.consumer_batch_size == 32
-    assert settings.consumer_flush_interval == 0.05
+    assert settings.consumer_flush_interval == 0.005
     assert settings.strict_receivers is False
     assert settings.schema_dir is None
     assert settings.problems == ()

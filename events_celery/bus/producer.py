@@ -112,7 +112,7 @@ class Publisher:
         self.run(
             publish_once,
             declare,
-            describe=f"event {message.properties.get('message_id')} to exchange {exchange!r}",
+            describe=lambda: f"event {message.properties.get('message_id')} to {exchange!r}",
             event_id=message.properties.get("message_id"),
         )
 
@@ -121,7 +121,7 @@ class Publisher:
         operation: Callable[[Producer], object],
         declare: topology.Topology,
         *,
-        describe: str,
+        describe: Callable[[], str],
         event_id: object = None,
     ) -> None:
         """Run a confirmed publishing ``operation``, retrying it on a fresh connection.
@@ -135,24 +135,23 @@ class Publisher:
         for attempt in range(1, attempts + 1):
             try:
                 producer = self._ensure()
-                key = tuple(declare.names)
-                if key not in self._declared:
+                if declare.names not in self._declared:
                     assert self._connection is not None
                     topology.declare(self._connection, declare)
-                    self._declared.add(key)
+                    self._declared.add(declare.names)
                 operation(producer)
                 return
             except Exception as exc:
                 self.close()
                 if attempt == attempts:
                     raise PublishError(
-                        f"publishing {describe} was not confirmed by the broker after "
+                        f"publishing {describe()} was not confirmed by the broker after "
                         f"{attempts} attempt(s): {type(exc).__name__}: {exc}",
                         event_id=event_id,
                     ) from exc
                 logger.warning(
                     "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
-                    describe,
+                    describe(),
                     type(exc).__name__,
                     exc,
                     attempt,
@@ -168,12 +167,13 @@ class Publisher:
         Raises:
             PublishError: not confirmed; carries the event id and the topic.
         """
+        declare = topology.topic_topology(self.settings, topic)
         try:
             self.publish(
                 message,
-                exchange=topology.exchange_name(self.settings.topic_prefix, topic),
+                exchange=declare.exchanges[0].name,
                 routing_key=message.properties["type"],
-                declare=topology.producer_topology(self.settings, [topic]),
+                declare=declare,
             )
         except PublishError as exc:
             exc.topic = topic

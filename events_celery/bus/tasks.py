@@ -92,7 +92,7 @@ def send_task(
         )
 
     publisher(settings).run(
-        publish, topology.Topology((), (queue,)), describe=f"task {name} to {queue.name!r}"
+        publish, topology.Topology((), (queue,)), describe=lambda: f"task {name} to {queue.name!r}"
     )
 
 

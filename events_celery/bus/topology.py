@@ -16,6 +16,7 @@ with ``manage.py declare_event_topology``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import attrs
@@ -113,15 +114,27 @@ def service_queue(
 
 @attrs.frozen
 class Topology:
-    """Everything one service declares: what it publishes to and what it consumes."""
+    """Exchanges and queues to declare together.
+
+    Attributes:
+        exchanges: the exchanges.
+        queues: the queues (each declares its own exchange and bindings too).
+        names: names of the exchanges, then the queues; identifies what was declared.
+    """
 
     exchanges: tuple[Exchange, ...]
     queues: tuple[Queue, ...]
+    names: tuple[str, ...] = attrs.field(init=False, eq=False)
 
-    @property
-    def names(self) -> list[str]:
-        """Names of the exchanges, then the queues."""
-        return [e.name for e in self.exchanges] + [q.name for q in self.queues]
+    def __attrs_post_init__(self) -> None:
+        names = tuple(e.name for e in self.exchanges) + tuple(q.name for q in self.queues)
+        object.__setattr__(self, "names", names)
+
+
+@lru_cache(maxsize=1024)
+def topic_topology(settings: BusSettings, topic: str) -> Topology:
+    """What publishing to ``topic`` needs (cached: it is looked up on every publish)."""
+    return producer_topology(settings, [topic])
 
 
 def producer_topology(settings: BusSettings, topics: Iterable[str]) -> Topology:
