@@ -192,4 +192,7 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None

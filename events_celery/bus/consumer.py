@@ -50,7 +50,10 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         settings = self.settings = bus_settings()
         settings.raise_for_problems()
         service = settings.require_service_name()
-        topology.declare(channel.connection.client, topology.consumer_topology(settings))
+        topology.declare(
+            channel.connection.client,
+            topology.consumer_topology(settings, self.app.conf.task_queue_max_priority),
+        )
         queues = [
             topology.service_queue(service, settings.topic_prefix, s, settings.queue_type)
             for s in settings.subscriptions
@@ -89,7 +92,16 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         except PoisonMessageError as exc:
             self._dead_letter(message, exc.reason)
             return
-        item = envelope(plain_headers(message.headers), body)
+        except Exception as exc:  # a decoder bug must park the message, not wedge the worker
+            logger.exception("unexpected error while decoding a message; dead-lettering it")
+            self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
+            return
+        info = message.delivery_info
+        item = envelope(
+            plain_headers(message.headers),
+            body,
+            origin=f"{info.get('exchange')}/{info.get('routing_key')}",
+        )
         with self._lock:
             self._pending.append((message, item))
             if len(self._pending) >= settings.consumer_batch_size:
@@ -135,6 +147,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 reason=reason,
                 content_type=message.content_type,
                 origin=f"{info.get('exchange')}/{info.get('routing_key')}",
+                properties=message.properties,
             )
         except PublishError:
             # The broker still dead-letters it (the queue's dead-letter exchange), without
@@ -164,7 +177,11 @@ def install(app: Celery) -> None:
         return
     app.steps["consumer"].add(EventConsumerStep)
     app.amqp.queues.select_add(
-        topology.task_queue(settings.require_service_name(), settings.queue_type)
+        topology.task_queue(
+            settings.require_service_name(),
+            settings.queue_type,
+            app.conf.task_queue_max_priority,
+        )
     )
 
 

@@ -27,6 +27,9 @@ HEADER_ATTEMPTS = "x-events-celery-attempts"
 HEADER_ORIGIN = "x-events-celery-origin"
 HEADER_TIME = "x-events-celery-dead-lettered-at"
 
+#: AMQP properties of the original message that a dead letter keeps.
+KEPT_PROPERTIES = frozenset({"message_id", "type", "timestamp", "app_id", "correlation_id"})
+
 #: Longest traceback kept in a dead letter's headers (the tail is kept: it names the error).
 MAX_TRACEBACK = 16_000
 
@@ -54,6 +57,7 @@ def dead_letter(
     error: str | None = None,
     traceback: str | None = None,
     attempts: int | None = None,
+    properties: Mapping[str, Any] | None = None,
 ) -> None:
     """Park a message in this service's dead-letter store (confirmed by the broker).
 
@@ -76,6 +80,7 @@ def dead_letter(
         body=body,
         headers={**plain_headers(headers), **extra},
         properties={
+            **{k: v for k, v in (properties or {}).items() if k in KEPT_PROPERTIES},
             "content_type": content_type or "application/octet-stream",
             "content_encoding": "binary",
             "delivery_mode": 2,

@@ -46,7 +46,12 @@ def encode_event(
     headers[HEADER_FINGERPRINT] = signal.serializer.fingerprint
     if partition_key is not None:
         headers[HEADER_PARTITION_KEY] = partition_key
-    properties = {
+    return OutgoingMessage(body=body, headers=headers, properties=event_properties(metadata))
+
+
+def event_properties(metadata: EventMetadata) -> dict[str, Any]:
+    """The AMQP properties of an event message."""
+    return {
         "content_type": AVRO_CONTENT_TYPE,
         "content_encoding": "binary",
         "delivery_mode": 2,
@@ -55,7 +60,6 @@ def encode_event(
         "timestamp": int(metadata.time.timestamp()),
         "app_id": metadata.source,
     }
-    return OutgoingMessage(body=body, headers=headers, properties=properties)
 
 
 def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], str]:

@@ -68,13 +68,17 @@ class Publisher:
         return self._producer
 
     def close(self) -> None:
-        """Close the connection; the next publish opens a new one."""
+        """Drop the connection; the next publish opens a new one.
+
+        The socket is dropped without the AMQP close handshake: this runs after a failure, and
+        a broker that stopped reading (a blocked connection, a dead peer) would never answer it.
+        """
         connection, self._connection, self._producer = self._connection, None, None
         if connection is not None:
             try:
-                connection.release()
+                connection.collect()
             except Exception:  # the connection is already broken; nothing more to release
-                logger.debug("closing a broken broker connection failed", exc_info=True)
+                logger.debug("dropping a broken broker connection failed", exc_info=True)
 
     def publish(
         self,
@@ -139,6 +143,7 @@ class Publisher:
                     assert self._connection is not None
                     topology.declare(self._connection, declare)
                     self._declared.add(declare.names)
+                    self._report_parked(declare)
                 operation(producer)
                 return
             except Exception as exc:
@@ -160,6 +165,21 @@ class Publisher:
                 )
                 time.sleep(interval)
                 interval = min(interval + policy["interval_step"], policy["interval_max"])
+
+    def _report_parked(self, declared: topology.Topology) -> None:
+        # Once per connection and topic: the log line that counts unrouted events.
+        assert self._connection is not None
+        for queue in declared.queues:
+            if queue.name.endswith(".unrouted"):
+                parked = topology.parked_count(self._connection, queue.name)
+                if parked:
+                    logger.warning(
+                        "%d event(s) are parked in %s: no service subscribes to their event "
+                        "type on this topic yet (the oldest are dropped past "
+                        "EVENT_BUS_UNROUTED_MAX_LENGTH)",
+                        parked,
+                        queue.name,
+                    )
 
     def publish_to_topic(self, topic: str, message: OutgoingMessage) -> None:
         """Publish an event message to its topic exchange, routed by its event type.

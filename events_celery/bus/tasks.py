@@ -20,13 +20,20 @@ import traceback as tb
 from typing import Any
 
 from celery import Celery, shared_task
+from celery.exceptions import Reject
 from kombu import Producer
 
 from events_celery.bus import topology
 from events_celery.bus.dead_letters import dead_letter
-from events_celery.bus.dispatch import PoisonMessageError, ReceivedEvent, decode_event
+from events_celery.bus.dispatch import (
+    PoisonMessageError,
+    ReceivedEvent,
+    decode_event,
+    event_properties,
+)
 from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings, RetryPolicy, bus_settings
+from events_celery.exceptions import PublishError
 from events_celery.metadata import AVRO_CONTENT_TYPE
 from events_celery.signals import Receiver
 
@@ -41,17 +48,19 @@ Envelope = dict[str, Any]
 _TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    # A task that raises (only when a hand-off to the broker failed) is rejected without
-    # requeue, so the task queue dead-letters it instead of acknowledging it away.
+    # A task that raises (only when a hand-off to the broker failed) is not acknowledged away;
+    # set explicitly, so CELERY_TASK_ACKS_ON_FAILURE / _ON_TIMEOUT cannot turn it into an ack.
     "acks_on_failure_or_timeout": False,
+    "acks_on_failure": False,
+    "acks_on_timeout": False,
     "serializer": "json",
     "ignore_result": True,
 }
 
 
-def envelope(headers: dict[str, Any], body: bytes) -> Envelope:
-    """Pack a message into a task argument."""
-    return {"headers": headers, "body": base64.b64encode(body).decode("ascii")}
+def envelope(headers: dict[str, Any], body: bytes, *, origin: str | None = None) -> Envelope:
+    """Pack a message into a task argument (``origin``: the exchange/routing key it came by)."""
+    return {"headers": headers, "body": base64.b64encode(body).decode("ascii"), "origin": origin}
 
 
 def retry_delay(policy: RetryPolicy, attempt: int) -> float:
@@ -75,7 +84,9 @@ def send_task(
     Raises:
         PublishError: not confirmed within the publish retry policy.
     """
-    queue = topology.task_queue(settings.require_service_name(), settings.queue_type)
+    queue = topology.task_queue(
+        settings.require_service_name(), settings.queue_type, app.conf.task_queue_max_priority
+    )
 
     def publish(producer: Producer) -> None:
         app.send_task(
@@ -84,11 +95,17 @@ def send_task(
             # A Queue object, not its name: the name alone would be routed through an exchange
             # Celery creates on the fly. (celery-types only admits the name.)
             queue=queue,  # type: ignore[arg-type]
+            exchange=queue.exchange.name,
+            routing_key=queue.routing_key,
             producer=producer,
             countdown=countdown,
             retry=False,
             serializer="json",
             declare=[],
+            # Confirmed and unroutable would still be lost: mandatory turns a missing queue
+            # into an error (then a retry on a fresh connection, which declares it again).
+            mandatory=True,
+            delivery_mode=2,
         )
 
     publisher(settings).run(
@@ -107,7 +124,12 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
         )
     except PoisonMessageError as exc:
         dead_letter(
-            settings, body, item["headers"], reason=exc.reason, content_type=AVRO_CONTENT_TYPE
+            settings,
+            body,
+            item["headers"],
+            reason=exc.reason,
+            content_type=AVRO_CONTENT_TYPE,
+            origin=item.get("origin"),
         )
         logger.error("dead-lettered an undecodable event: %s", exc.reason)
         return None
@@ -151,6 +173,8 @@ def _run(
             error=f"{type(exc).__name__}: {exc}",
             traceback="".join(tb.format_exception(exc)),
             attempts=attempt,
+            origin=item.get("origin"),
+            properties=event_properties(event.metadata),
         )
         logger.error(
             "%s: receiver %s failed its last attempt (%d); event %s dead-lettered",
@@ -162,18 +186,34 @@ def _run(
         )
 
 
+def _requeue_on_publish_error(failures: list[PublishError]) -> None:
+    if failures:
+        # Not acknowledged: the broker delivers the task again later, and every receiver of
+        # it runs again (at least once; receivers are idempotent by metadata.id).
+        raise Reject(
+            f"{len(failures)} hand-off(s) to the broker failed; requeued: {failures[0]}",
+            requeue=True,
+        )
+
+
 @shared_task(bind=True, name=DELIVER_EVENTS, **_TASK_OPTIONS)
 def deliver_events(self: Any, items: list[Envelope]) -> int:
     """Run every connected receiver of each event once; returns how many events ran."""
     settings = bus_settings()
     delivered = 0
+    failures: list[PublishError] = []
     for item in items:
-        event = _decode(settings, item)
-        if event is None:
+        try:
+            event = _decode(settings, item)
+            if event is None:
+                continue
+            for func in event.signal.receivers_for_dispatch():
+                _run(self.app, settings, event, item, func, attempt=1)
+        except PublishError as exc:
+            failures.append(exc)
             continue
-        for func in event.signal.receivers_for_dispatch():
-            _run(self.app, settings, event, item, func, attempt=1)
         delivered += 1
+    _requeue_on_publish_error(failures)
     return delivered
 
 
@@ -181,12 +221,21 @@ def deliver_events(self: Any, items: list[Envelope]) -> int:
 def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None:
     """Run one receiver of one event again (attempt 2 and later)."""
     settings = bus_settings()
+    try:
+        _retry_receiver(self.app, settings, item, receiver, attempt)
+    except PublishError as exc:
+        _requeue_on_publish_error([exc])
+
+
+def _retry_receiver(
+    app: Celery, settings: BusSettings, item: Envelope, receiver: str, attempt: int
+) -> None:
     event = _decode(settings, item)
     if event is None:
         return
     for func in event.signal.receivers_for_dispatch():
         if event.signal.bus_name(func) == receiver:
-            _run(self.app, settings, event, item, func, attempt)
+            _run(app, settings, event, item, func, attempt)
             return
     dead_letter(
         settings,
@@ -196,6 +245,8 @@ def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None
         content_type=AVRO_CONTENT_TYPE,
         receiver=receiver,
         attempts=attempt - 1,
+        origin=item.get("origin"),
+        properties=event_properties(event.metadata),
     )
     logger.error(
         "%s: receiver %s to retry is no longer connected; event %s dead-lettered",

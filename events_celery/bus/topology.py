@@ -49,17 +49,25 @@ def topic_exchange(prefix: str, topic: str) -> Exchange:
 def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
     """The bounded queue that parks events of ``topic`` no service subscribes to.
 
-    When it is full the broker refuses (nacks) the publish, so the sender gets a
-    :class:`~events_celery.PublishError` instead of an event being dropped.
+    Publishing never fails because of it: when it is full the broker drops the oldest parked
+    event (``drop-head``). Publishers log how many are parked (see
+    :meth:`~events_celery.bus.producer.Publisher.run`), and ``manage.py show_event_bus`` shows
+    it. Every service publishing to the topic shares this queue, so it is declared only when
+    it does not exist yet (see :func:`declare`).
     """
-    name = f"{exchange_name(prefix, topic)}.unrouted"
+    name = unrouted_name(prefix, topic)
     return Queue(
         name,
         exchange=Exchange(name, type="fanout", durable=True),
         routing_key="",
         durable=True,
-        queue_arguments={"x-max-length": max_length, "x-overflow": "reject-publish"},
+        queue_arguments={"x-max-length": max_length, "x-overflow": "drop-head"},
     )
+
+
+def unrouted_name(prefix: str, topic: str) -> str:
+    """Name of the alternate exchange and parking queue of ``topic``."""
+    return f"{exchange_name(prefix, topic)}.unrouted"
 
 
 def dead_letter_exchange(service: str) -> Exchange:
@@ -80,21 +88,34 @@ def dead_letter_queue(service: str, queue_type: str = "classic") -> Queue:
 
 
 def _dead_lettered(queue_type: str, service: str) -> dict[str, object]:
-    return {
+    arguments: dict[str, object] = {
         "x-queue-type": queue_type,
         "x-dead-letter-exchange": dead_letter_exchange(service).name,
     }
+    if queue_type == "quorum":
+        # Quorum queues can dead-letter at least once (classic queues only at most once);
+        # RabbitMQ requires reject-publish overflow for it.
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
 
 
-def task_queue(service: str, queue_type: str = "classic") -> Queue:
-    """The service-private queue of receiver tasks (first runs and retries)."""
+def task_queue(service: str, queue_type: str = "classic", max_priority: int | None = None) -> Queue:
+    """The service-private queue of receiver tasks (first runs and retries).
+
+    ``max_priority`` must be Celery's ``task_queue_max_priority``: Celery adds it to every
+    queue a worker consumes, and a queue declared twice must have the same arguments.
+    """
     name = f"{service}.{RESERVED_SEGMENT}.tasks"
+    arguments = _dead_lettered(queue_type, service)
+    if max_priority is not None:
+        arguments["x-max-priority"] = max_priority
     return Queue(
         name,
         exchange=Exchange("", type="direct"),
         routing_key=name,
         durable=True,
-        queue_arguments=_dead_lettered(queue_type, service),
+        queue_arguments=arguments,
     )
 
 
@@ -148,8 +169,11 @@ def producer_topology(settings: BusSettings, topics: Iterable[str]) -> Topology:
     )
 
 
-def consumer_topology(settings: BusSettings) -> Topology:
-    """The queues of this service: one per subscribed topic, tasks, and dead letters."""
+def consumer_topology(settings: BusSettings, max_priority: int | None = None) -> Topology:
+    """The queues of this service: one per subscribed topic, tasks, and dead letters.
+
+    ``max_priority``: Celery's ``task_queue_max_priority`` (see :func:`task_queue`).
+    """
     service = settings.require_service_name()
     producer = producer_topology(settings, (s.topic for s in settings.subscriptions))
     return Topology(
@@ -157,7 +181,7 @@ def consumer_topology(settings: BusSettings) -> Topology:
         queues=(
             *producer.queues,
             dead_letter_queue(service, settings.queue_type),
-            task_queue(service, settings.queue_type),
+            task_queue(service, settings.queue_type, max_priority),
             *(
                 service_queue(service, settings.topic_prefix, s, settings.queue_type)
                 for s in settings.subscriptions
@@ -166,10 +190,12 @@ def consumer_topology(settings: BusSettings) -> Topology:
     )
 
 
-def service_topology(settings: BusSettings) -> Topology:
-    """All this service declares: the exchanges it publishes to plus its consumer topology."""
+def service_topology(settings: BusSettings, max_priority: int | None = None) -> Topology:
+    """All this service declares: the exchanges it publishes to, and its queues if it consumes."""
     published = {route.topic for routes in settings.routes.values() for route in routes}
-    consumer = consumer_topology(settings)
+    if not settings.subscriptions:
+        return producer_topology(settings, published)
+    consumer = consumer_topology(settings, max_priority)
     producer = producer_topology(settings, published - {s.topic for s in settings.subscriptions})
     return Topology(
         exchanges=consumer.exchanges + producer.exchanges,
@@ -188,17 +214,43 @@ def declare(connection: Connection, topology: Topology) -> None:
     for exchange in topology.exchanges:
         _declare_one(exchange, channel)
     for queue in topology.queues:
+        if queue.name.endswith(".unrouted") and parked_count(connection, queue.name) is not None:
+            continue  # shared by every publisher of the topic: keep it as it was declared
         _declare_one(queue, channel)  # declares its exchange and bindings too
+
+
+def parked_count(connection: Connection, queue: str) -> int | None:
+    """How many messages ``queue`` holds, or ``None`` when it does not exist."""
+    channel: Any = connection.channel()  # a 404 closes the channel it happens on
+    try:
+        _, count, _ = channel.queue_declare(queue, passive=True)
+    except Exception as exc:
+        if reply_code(exc) == 404:
+            return None
+        raise
+    channel.close()
+    return int(count)
 
 
 def _declare_one(entity: Exchange | Queue, channel: Any) -> None:
     try:
         entity.bind(channel).declare()
     except Exception as exc:
-        if getattr(exc, "code", None) == 406:  # PRECONDITION_FAILED: arguments differ
+        if reply_code(exc) == 406:  # PRECONDITION_FAILED: arguments differ
             raise ConfigurationError(
                 f"{type(entity).__name__.lower()} {entity.name!r} already exists on the broker "
                 f"with other arguments ({exc}); keep the settings it was declared with, or "
                 "delete it (after draining it) so it can be declared again"
             ) from exc
         raise
+
+
+def reply_code(exc: BaseException) -> int | None:
+    """The AMQP reply code of a broker error (404, 406, ...), whichever transport raised it."""
+    for attribute in ("reply_code", "code"):
+        value = getattr(exc, attribute, None)
+        if isinstance(value, int) and value:
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None

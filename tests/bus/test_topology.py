@@ -57,7 +57,7 @@ def test_unrouted_queue_is_bounded_and_refuses_publishes_when_full():
     assert queue.exchange.name == "prod.orders.unrouted"
     assert queue.exchange.type == "fanout"
     assert queue.durable is True
-    assert queue.queue_arguments == {"x-max-length": 500, "x-overflow": "reject-publish"}
+    assert queue.queue_arguments == {"x-max-length": 500, "x-overflow": "drop-head"}
 
 
 def test_service_queue_is_service_dot_topic():
@@ -115,11 +115,19 @@ def test_dead_letter_queue_takes_everything_from_its_exchange():
 # --- queue arguments ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
-def test_service_and_task_queues_dead_letter_to_the_service(queue_type):
+@pytest.mark.parametrize(
+    ("queue_type", "extra"),
+    [
+        ("classic", {}),
+        # quorum queues dead-letter at least once, which needs reject-publish overflow
+        ("quorum", {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}),
+    ],
+)
+def test_service_and_task_queues_dead_letter_to_the_service(queue_type, extra):
     expected = {
         "x-queue-type": queue_type,
         "x-dead-letter-exchange": "shop.events_celery.dead_letters",
+        **extra,
     }
 
     service = topology.service_queue("shop", "", Subscription("orders", None), queue_type)
@@ -205,3 +213,9 @@ def test_service_without_subscriptions_still_has_its_private_queues():
         "tests.events_celery.dead_letters",
         "tests.events_celery.tasks",
     }
+
+
+def test_task_queue_carries_celerys_max_priority_so_both_declarations_agree():
+    queue = topology.task_queue("shop", "classic", max_priority=10)
+
+    assert queue.queue_arguments["x-max-priority"] == 10

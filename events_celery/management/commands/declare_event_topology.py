@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import current_app
 from django.core.management.base import BaseCommand
 
 from events_celery.bus import topology
@@ -20,8 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         settings = bus_settings()
         settings.raise_for_problems()
-        wanted = topology.service_topology(settings)
+        wanted = topology.service_topology(settings, current_app.conf.task_queue_max_priority)
         with bus_connection(settings) as connection:
             topology.declare(connection, wanted)
-        for name in wanted.names:
-            self.stdout.write(f"declared {name}")
+        for exchange in wanted.exchanges:
+            self.stdout.write(f"declared exchange {exchange.name} ({exchange.type})")
+        for queue in wanted.queues:
+            self.stdout.write(f"declared queue {queue.name}")
