@@ -1,0 +1,48 @@
+"""Django settings of the services the throughput benchmark runs (configured by env vars).
+
+``bench/throughput.py`` sets the variables for itself and for the workers it starts:
+
+``BENCH_RUN_ID``
+    Unique per run; every queue and exchange name of the run contains it.
+``BENCH_RESULTS_DIR``
+    Directory where receivers and no-op tasks record when they ran (see
+    :mod:`bench.receivers.timings`).
+``BENCH_BROKER_URL``
+    AMQP URL of the broker; default the local RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import os
+
+RUN_ID = os.environ.get("BENCH_RUN_ID", "local")
+#: The topic the benchmark publishes to and consumes, and its one event type.
+BENCH_TOPIC = "orders"
+BENCH_EVENT_TYPE = "org.example.bench.order.placed.v1"
+
+SECRET_KEY = "events-celery-bench"
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "events_celery",
+    "bench.receivers",
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGGING_CONFIG = None
+
+EVENT_BUS_SERVICE_NAME = f"bench-{RUN_ID}"
+EVENT_BUS_TOPIC_PREFIX = f"bench-{RUN_ID}."
+EVENT_BUS_PRODUCER_CONFIG = {
+    BENCH_EVENT_TYPE: {BENCH_TOPIC: {"event_key_field": "order.order_id", "enabled": True}},
+}
+EVENT_BUS_CONSUMER_CONFIG = {BENCH_TOPIC: {"event_types": [BENCH_EVENT_TYPE]}}
+EVENT_BUS_PUBLISH_MODE = "immediate"
+
+CELERY_BROKER_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Plain Celery tasks of this run get a queue (and exchange) of their own, never "celery".
+CELERY_TASK_DEFAULT_QUEUE = f"bench-{RUN_ID}.celery"
+CELERY_ACCEPT_CONTENT = ["json"]
+# No pidbox queue left behind, and nothing but the measured work in the worker.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
