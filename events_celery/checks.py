@@ -44,8 +44,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     Error(
                         f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{route.topic!r}]: "
                         f"event_key_field {route.event_key_field!r} is not a payload field ({exc})",
-                        hint=f"use a dotted path into the payload, one of {sorted(signal.data)} "
-                        "first",
+                        hint="use a dotted path into the payload starting with one of "
+                        f"{sorted(signal.data)}, e.g. 'order.id'",
                         id="events_celery.E031",
                     )
                 )

@@ -321,7 +321,7 @@ def _parse() -> BusSettings:
 
 def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, float]:
     policy = {"max_retries": 3.0, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 2.0}
-    if not isinstance(config, Mapping) or set(config) - set(policy):
+    if not isinstance(config, Mapping):
         problems.append(
             Problem(
                 "E021",
@@ -330,7 +330,18 @@ def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, floa
             )
         )
         return policy
+    unknown = sorted(map(str, set(config) - set(policy)))
+    if unknown:
+        problems.append(
+            Problem(
+                "E021",
+                f"EVENT_BUS_PUBLISH_RETRY_POLICY has unknown key(s) {unknown}",
+                f"the keys are {sorted(policy)}",
+            )
+        )
     for key, value in config.items():
+        if key not in policy:
+            continue
         policy[key] = _number(
             problems,
             f"EVENT_BUS_PUBLISH_RETRY_POLICY[{key!r}]",
@@ -345,7 +356,7 @@ def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, floa
 def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
     default = RetryPolicy()
     names = {f.name for f in attrs.fields(RetryPolicy)}
-    if not isinstance(config, Mapping) or set(config) - names:
+    if not isinstance(config, Mapping):
         problems.append(
             Problem(
                 "E022",
@@ -354,6 +365,15 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
             )
         )
         return default
+    unknown = sorted(map(str, set(config) - names))
+    if unknown:
+        problems.append(
+            Problem(
+                "E022",
+                f"EVENT_BUS_RETRY_POLICY has unknown key(s) {unknown}",
+                f"the keys are {sorted(names)}",
+            )
+        )
     max_attempts = config.get("max_attempts", default.max_attempts)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         problems.append(

@@ -63,22 +63,31 @@ def parse_routes(problem: Report, config: Any) -> dict[str, tuple[Route, ...]]:
                     "use letters, digits, '.', '-', '_', starting with a letter or digit",
                 )
                 continue
-            if not isinstance(options, Mapping) or set(options) - {"event_key_field", "enabled"}:
+            if not isinstance(options, Mapping):
                 problem(
                     "E005",
                     f"{where} must be a dict with keys 'event_key_field' and 'enabled'",
                     "e.g. {'event_key_field': 'order.id', 'enabled': True}",
                 )
                 continue
+            valid = True
+            unknown = sorted(map(str, set(options) - {"event_key_field", "enabled"}))
+            if unknown:
+                problem(
+                    "E005",
+                    f"{where} has unknown key(s) {unknown}",
+                    "the keys are 'event_key_field' and 'enabled'",
+                )
+                valid = False
             key_field = options.get("event_key_field")
             if key_field is not None and not isinstance(key_field, str):
                 problem("E005", f"{where}: event_key_field is not a string", "e.g. 'order.id'")
-                continue
+                valid = False
             is_enabled = options.get("enabled", True)
             if not isinstance(is_enabled, bool):
                 problem("E005", f"{where}: enabled is {is_enabled!r}", "use True or False")
-                continue
-            if is_enabled:
+                valid = False
+            if valid and is_enabled:
                 enabled.append(Route(str(event_type), topic, key_field))
         routes[str(event_type)] = tuple(enabled)
     return routes
@@ -105,9 +114,14 @@ def parse_subscriptions(problem: Report, config: Any) -> tuple[Subscription, ...
             continue
         options = {} if options is None else options
         if not isinstance(options, Mapping) or set(options) - {"event_types"}:
+            unknown = (
+                sorted(map(str, set(options) - {"event_types"}))
+                if isinstance(options, Mapping)
+                else options
+            )
             problem(
                 "E007",
-                f"{where} must be a dict with the optional key 'event_types'",
+                f"{where} must be a dict with the optional key 'event_types' (got {unknown!r})",
                 "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
             )
             continue

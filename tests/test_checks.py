@@ -193,3 +193,46 @@ def test_json_only_celery_serialization_passes(settings):
     settings.CELERY_TASK_SERIALIZER = "json"
 
     assert not [m for m in check_settings() if m.id == "events_celery.E040"]
+
+
+def test_every_problem_of_one_route_is_reported_at_once(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        PING.event_type: {"pings": {"event_key": "n", "enabled": "yes", "event_key_field": 3}}
+    }
+
+    messages = [m.msg for m in check_settings() if m.id == "events_celery.E005"]
+
+    assert len(messages) == 3
+    assert any("unknown key(s) ['event_key']" in m for m in messages)
+    assert any("enabled is 'yes'" in m for m in messages)
+    assert any("event_key_field is not a string" in m for m in messages)
+
+
+def test_unknown_retry_policy_keys_are_named_and_the_rest_still_checked(settings):
+    settings.EVENT_BUS_RETRY_POLICY = {"bakoff": 1, "max_attempts": 0}
+
+    messages = [m.msg for m in check_settings() if m.id == "events_celery.E022"]
+
+    assert any("unknown key(s) ['bakoff']" in m for m in messages)
+    assert any("max_attempts" in m for m in messages)
+
+
+def test_a_bad_event_key_field_names_the_fields_where_the_path_went_wrong(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": "order.customer.mail"}}
+    }
+
+    (message,) = [m.msg for m in check_settings() if m.id == "events_celery.E031"]
+
+    assert "'mail'" in message
+    assert "fields there: id, email" in message
+
+
+def test_a_worker_refuses_to_start_with_what_check_reports(settings):
+    from events_celery.bus.consumer import refuse_misconfiguration
+    from events_celery.exceptions import ConfigurationError
+
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": {"event_types": ["org.example.typo.v1"]}}
+
+    with pytest.raises(ConfigurationError, match=r"E032.*org\.example\.typo\.v1"):
+        refuse_misconfiguration()

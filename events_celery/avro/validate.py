@@ -197,7 +197,7 @@ def _check_datetime(value: Any) -> None:
         raise _fail("datetime", value)
     if value.utcoffset() is None:
         raise Invalid(
-            f"expects a timezone-aware datetime, got a naive one {describe(value)}; "
+            f"expects a timezone-aware datetime, got a naive datetime ({_repr.repr(value)}); "
             "attach a timezone, e.g. datetime.now(timezone.utc)"
         )
     if value.year in (1, 9999):
@@ -252,8 +252,10 @@ def _decimal_validator(node: DecimalNode) -> Validator:
         except (Inexact, InvalidOperation):
             fits = False
         if not fits:
+            if not value.is_finite():
+                raise Invalid(f"expects a finite Decimal with {limits}, got {describe(value)}")
             raise Invalid(
-                f"expects a finite Decimal with {limits}, got {describe(value)}; it is never "
+                f"expects a Decimal with {limits}, got {describe(value)}; it is never "
                 "rounded silently: round it yourself (Decimal.quantize) or widen the field"
             )
 
@@ -293,7 +295,14 @@ def _map_validator(check_value: Validator) -> Validator:
 def _optional_validator(check_inner: Validator) -> Validator:
     def check_optional(value: Any) -> None:
         if value is not None:
-            check_inner(value)
+            try:
+                check_inner(value)
+            except Invalid as exc:
+                if not exc.path and exc.problem.startswith("expects "):
+                    # The value itself is wrong (not something inside it): None is allowed too.
+                    exc.problem = exc.problem.replace(", got ", " or None, got ", 1)
+                    exc.args = (exc.problem,)
+                raise
 
     return check_optional
 

@@ -24,7 +24,7 @@ from events_celery.bus.dead_letters import dead_letter, plain_headers
 from events_celery.bus.dispatch import PoisonMessageError, decode_event
 from events_celery.bus.tasks import DELIVER_EVENTS, envelope, send_task
 from events_celery.conf import BusSettings, bus_settings
-from events_celery.exceptions import PublishError
+from events_celery.exceptions import ConfigurationError, PublishError
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     def get_consumers(self, channel: Any) -> list[Consumer]:
         """Declare this service's topology and consume its event queues."""
         settings = self.settings = bus_settings()
-        settings.raise_for_problems()
+        refuse_misconfiguration()
         service = settings.require_service_name()
         topology.declare(
             channel.connection.client,
@@ -157,6 +157,20 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             return
         logger.error("dead-lettered a message that is not a valid event: %s", reason)
         message.ack()
+
+
+def refuse_misconfiguration() -> None:
+    """Raise what ``manage.py check`` reports as errors: a worker must not start with them.
+
+    Raises:
+        ConfigurationError: listing every error, with its id and hint.
+    """
+    from events_celery.checks import check_settings
+
+    errors = [m for m in check_settings() if m.is_serious()]
+    if errors:
+        lines = "\n".join(f"- {m.id}: {m.msg} (hint: {m.hint})" for m in errors)
+        raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
 
 
 def raw_body(message: Message) -> bytes:

@@ -70,12 +70,21 @@ def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], 
     """
     first, _, rest = path.partition(".")
     if first not in signal.data:
-        raise AttributeError(f"{signal.event_type} has no payload argument {first!r}")
+        raise AttributeError(
+            f"{signal.event_type} has no payload argument {first!r} "
+            f"(payload arguments: {', '.join(sorted(signal.data))})"
+        )
     current: Any = signal.data[first]
     for part in rest.split(".") if rest else ():
         fields = attrs.fields_dict(current) if attrs.has(current) else {}
         if part not in fields:
-            raise AttributeError(f"{signal.event_type}: {path!r} has no field {part!r}")
+            known = (
+                ", ".join(fields)
+                or f"none: {getattr(current, '__name__', current)} is no attrs class"
+            )
+            raise AttributeError(
+                f"{signal.event_type}: {path!r} has no field {part!r} (fields there: {known})"
+            )
         current = fields[part].type
     attr = operator.attrgetter(rest) if rest else None
 

@@ -254,11 +254,36 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
     ]
 
     def send() -> None:
-        for topic, message in messages:
-            publisher(settings).publish_to_topic(topic, message)
+        failures: list[PublishError] = []
+        for topic, message in messages:  # every topic gets its chance, then one error
+            try:
+                publisher(settings).publish_to_topic(topic, message)
+            except PublishError as exc:
+                failures.append(exc)
+        if len(failures) > 1:
+            topics = ", ".join(repr(f.topic) for f in failures)
+            raise PublishError(
+                f"{signal.event_type}: event {metadata.id} was not published to topics "
+                f"{topics}: {failures[0]}",
+                event_id=metadata.id,
+                topic=failures[0].topic,
+            ) from failures[0]
+        if failures:
+            raise failures[0]
+
+    def send_after_commit() -> None:
+        try:
+            send()
+        except PublishError as exc:
+            exc.add_note(
+                "Raised after the database transaction committed. Django skips the remaining "
+                "on_commit callbacks of that transaction, so events sent after this one in it "
+                "were not published either."
+            )
+            raise
 
     if settings.publish_mode == "on_commit" and _in_transaction(settings.db_alias):
-        transaction.on_commit(send, using=settings.db_alias)
+        transaction.on_commit(send_after_commit, using=settings.db_alias)
     else:
         send()
 

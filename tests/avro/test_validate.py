@@ -176,7 +176,7 @@ def test_none_is_valid_where_the_type_is_optional() -> None:
 
 def test_value_of_the_wrong_type_in_an_optional_is_rejected() -> None:
     error = invalid({"order": OrderData}, {"order": order(note=5)})
-    assert (error.field, error.problem) == ("order.note", "expects str, got int (5)")
+    assert (error.field, error.problem) == ("order.note", "expects str or None, got int (5)")
 
 
 def test_enum_value_must_be_a_member() -> None:

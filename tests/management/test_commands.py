@@ -72,7 +72,7 @@ def test_regenerating_keeps_the_previous_schema_by_fingerprint(tmp_path):
     golden = tmp_path / f"{ORDER_PLACED.event_type}.avsc"
     previous = add_required_field(golden, "gift_message")
 
-    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path), "--force")
 
     kept = tmp_path / f"{ORDER_PLACED.event_type}.{fingerprint(previous)}.avsc"
     assert json.loads(kept.read_text()) == previous
@@ -117,7 +117,7 @@ def test_check_of_other_event_types_ignores_the_broken_one(tmp_path):
 def test_check_still_fails_after_regenerating_over_an_incompatible_schema(tmp_path):
     run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
     add_required_field(tmp_path / f"{ORDER_PLACED.event_type}.avsc", "gift_message")
-    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path), "--force")
 
     with pytest.raises(CommandError, match=r"order\.gift_message"):
         run("check_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
@@ -190,3 +190,31 @@ def test_show_event_bus_refuses_broken_settings(settings):
 
     with pytest.raises(ConfigurationError, match="E010"):
         run("show_event_bus", "--offline")
+
+
+def test_generate_refuses_to_overwrite_an_incompatible_stored_schema(tmp_path):
+    run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+    golden = tmp_path / f"{ORDER_PLACED.event_type}.avsc"
+    stored = add_required_field(golden, "gift_message")
+
+    with pytest.raises(CommandError, match=r"(?s)order\.gift_message.*--force"):
+        run("generate_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
+
+    assert json.loads(golden.read_text()) == stored
+
+
+@pytest.mark.parametrize("command", ["generate_avro_schemas", "check_avro_schemas"])
+def test_an_unknown_event_type_is_a_command_error_naming_it(command, tmp_path):
+    with pytest.raises(CommandError, match=r"org\.example\.shop\.order\.plaaced\.v1"):
+        run(command, "org.example.shop.order.plaaced.v1", "--dir", str(tmp_path))
+
+
+def test_declare_topology_of_a_publish_only_service_declares_no_consumer_queues(settings):
+    from events_celery.bus import topology
+    from events_celery.conf import bus_settings
+
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": True}}}
+
+    wanted = topology.service_topology(bus_settings())
+
+    assert wanted.names == ("pings", "pings.unrouted")

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events_celery import schema_store
-from events_celery.registry import registry
+from events_celery.management.selection import selected_events
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, event_types: list[str], directory: str | None, **options: Any
     ) -> None:
-        signals = [registry.get(t) for t in event_types] if event_types else registry.all()
+        signals = selected_events(event_types)
         problems = []
         for signal in signals:
             if not schema_store.golden_path(signal, directory).exists():
