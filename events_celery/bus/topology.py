@@ -103,6 +103,11 @@ def _dead_lettered(queue_type: str, service: str) -> dict[str, object]:
 def task_queue(service: str, queue_type: str = "classic", max_priority: int | None = None) -> Queue:
     """The service-private queue of receiver tasks (first runs and retries).
 
+    It sits behind its own topic exchange of the same name (not the default exchange): with
+    quorum queues, Celery delays countdown tasks (receiver retries) on the broker only for
+    queues reached through a topic or fanout exchange; otherwise the worker holds each pending
+    retry unacknowledged, and enough of them stop it from taking new events.
+
     ``max_priority`` must be Celery's ``task_queue_max_priority``: Celery adds it to every
     queue a worker consumes, and a queue declared twice must have the same arguments.
     """
@@ -112,7 +117,7 @@ def task_queue(service: str, queue_type: str = "classic", max_priority: int | No
         arguments["x-max-priority"] = max_priority
     return Queue(
         name,
-        exchange=Exchange("", type="direct"),
+        exchange=Exchange(name, type="topic", durable=True),
         routing_key=name,
         durable=True,
         queue_arguments=arguments,

@@ -97,10 +97,10 @@ def test_service_queue_binds_to_the_durable_topic_exchange():
     assert binding.exchange.arguments == {"alternate-exchange": "audit.unrouted"}
 
 
-def test_task_queue_is_reached_through_the_default_exchange_by_its_name():
+def test_task_queue_sits_behind_its_own_topic_exchange_for_broker_side_delays():
     queue = topology.task_queue("shop")
 
-    assert queue.exchange.name == ""
+    assert (queue.exchange.name, queue.exchange.type) == ("shop.events_celery.tasks", "topic")
     assert queue.routing_key == "shop.events_celery.tasks"
 
 

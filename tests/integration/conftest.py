@@ -102,6 +102,8 @@ class Bus:
         producer_config: dict[str, Any] | None = None,
         node: str | None = None,
         batch_size: int = 32,
+        queue_type: str = "classic",
+        backoff: float = 0.05,
     ) -> Worker:
         self.services.add(service)
         self.topics.update(consumer_config)
@@ -115,6 +117,8 @@ class Bus:
             "TEST_RESULTS": str(self.results),
             "TEST_BROKER_URL": self.url,
             "TEST_BATCH_SIZE": str(batch_size),
+            "TEST_QUEUE_TYPE": queue_type,
+            "TEST_BACKOFF": str(backoff),
             "TEST_CONSUMER_CONFIG": json.dumps(consumer_config),
             "TEST_PRODUCER_CONFIG": json.dumps(producer_config or {}),
         }
@@ -144,6 +148,7 @@ class Bus:
         exchanges = [f"{self.prefix}{t}" for t in self.topics]
         exchanges += [f"{self.prefix}{t}.unrouted" for t in self.topics]
         exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
+        exchanges += [f"{s}.events_celery.tasks" for s in self.services]
         for queue in queues:
             channel.queue_delete(queue)
         for exchange in exchanges:

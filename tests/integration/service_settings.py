@@ -11,7 +11,14 @@ EVENT_BUS_SERVICE_NAME = os.environ["TEST_SERVICE"]
 EVENT_BUS_TOPIC_PREFIX = os.environ["TEST_PREFIX"]
 EVENT_BUS_CONSUMER_CONFIG = json.loads(os.environ.get("TEST_CONSUMER_CONFIG", "{}"))
 EVENT_BUS_PRODUCER_CONFIG = json.loads(os.environ.get("TEST_PRODUCER_CONFIG", "{}"))
-EVENT_BUS_RETRY_POLICY = {"max_attempts": 3, "backoff": 0.05, "backoff_max": 0.2, "jitter": True}
+_BACKOFF = float(os.environ.get("TEST_BACKOFF", "0.05"))
+EVENT_BUS_RETRY_POLICY = {
+    "max_attempts": 3,
+    "backoff": _BACKOFF,
+    "backoff_max": max(_BACKOFF, 0.2),
+    "jitter": True,
+}
+EVENT_BUS_QUEUE_TYPE = os.environ.get("TEST_QUEUE_TYPE", "classic")
 EVENT_BUS_PUBLISH_MODE = "immediate"
 EVENT_BUS_CONSUMER_BATCH_SIZE = int(os.environ.get("TEST_BATCH_SIZE", "32"))
 CELERY_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -269,3 +269,22 @@ def test_a_worker_killed_mid_event_leaves_the_event_to_another_worker(
     assert [r["node"] for r in done] == ["billing-b"]
     started = bus.records(service=billing, receiver="slow", outcome="started")
     assert [r["node"] for r in started] == ["billing-a", "billing-b"]
+
+
+def test_with_quorum_queues_pending_retries_do_not_hold_back_new_events(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    # Each failing event's retry waits 15-30 s: Celery must park it on the broker, not hold
+    # it in the worker, or a dozen of them fill the prefetch window and stall new events.
+    bus.start(billing, {TOPIC: {}}, queue_type="quorum", backoff=30.0)
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(DOOMED, PING)
+
+    for n in range(12):
+        DOOMED.send_event(n=n)
+    wait_for(lambda: len(bus.records(service=billing, receiver="doomed")) == 12, "first attempts")
+    for n in range(20):
+        PING.send_event(n=n)
+
+    wait_for(lambda: len(bus.records(service=billing, receiver="on_ping")) == 20, "the pings")
+    assert len(bus.records(service=billing, receiver="doomed")) == 12, "no retry ran before them"
