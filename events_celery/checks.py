@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -71,6 +72,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     )
                 )
     messages.extend(_check_task_serialization())
+    event_bus_url = getattr(django_settings, "EVENT_BUS_BROKER_URL", None)
+    celery_url = os.environ.get("CELERY_BROKER_URL") or getattr(
+        django_settings, "CELERY_BROKER_URL", None
+    )
+    if settings.subscriptions and event_bus_url and celery_url and event_bus_url != celery_url:
+        messages.append(
+            Error(
+                "EVENT_BUS_BROKER_URL differs from Celery's broker URL in a service that consumes "
+                "events: workers consume events over Celery's connection, but hand them to "
+                "receiver tasks on EVENT_BUS_BROKER_URL, where no worker reads them",
+                hint="leave EVENT_BUS_BROKER_URL unset in consuming services (Celery's broker is "
+                "used), or set it to the same URL",
+                id="events_celery.E041",
+            )
+        )
     published = {route.topic for routes in settings.routes.values() for route in routes}
     if published and not settings.broker_url:
         messages.append(

@@ -236,3 +236,14 @@ def test_a_worker_refuses_to_start_with_what_check_reports(settings):
 
     with pytest.raises(ConfigurationError, match=r"E032.*org\.example\.typo\.v1"):
         refuse_misconfiguration()
+
+
+def test_a_consumer_with_its_own_event_broker_url_is_an_error(settings):
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@rabbit-a:5672//"
+    settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@rabbit-b:5672//"
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+
+    (error,) = [m for m in check_settings() if m.id == "events_celery.E041"]
+
+    assert "EVENT_BUS_BROKER_URL" in error.msg
+    assert "unset" in error.hint

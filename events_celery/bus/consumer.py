@@ -74,8 +74,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
 
     def stop(self, c: Any) -> None:
         """Stop consuming; pending messages stay unacknowledged and are redelivered."""
-        self._cancel_flush()
-        self._pending = []
+        with self._lock:
+            self._cancel_flush()
+            self._pending = []
         super().stop(c)
 
     def on_message(self, message: Message) -> None:

@@ -85,6 +85,7 @@ class Bus:
         self.results = tmp_path / "results.jsonl"
         self.results.touch()
         self.workers: list[Worker] = []
+        self.probes: list[str] = []
         self.services: set[str] = set()
         self.topics: set[str] = set()
         self.amqp = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
@@ -130,6 +131,14 @@ class Bus:
         lines = [json.loads(x) for x in self.results.read_text().splitlines() if x.strip()]
         return [x for x in lines if all(x.get(k) == v for k, v in match.items())]
 
+    def probe(self, routing_key: str = "#", topic: str = "shop") -> str:
+        """A queue bound to a topic exchange (which must exist), deleted after the test."""
+        name = f"probe-{self.run_id}-{len(self.probes)}"
+        self.channel.queue_declare(name)
+        self.channel.queue_bind(name, f"{self.prefix}{topic}", routing_key=routing_key)
+        self.probes.append(name)
+        return name
+
     def depth(self, queue: str) -> int:
         _, count, _ = self.channel.queue_declare(queue, passive=True)
         return int(count)
@@ -149,7 +158,7 @@ class Bus:
         exchanges += [f"{self.prefix}{t}.unrouted" for t in self.topics]
         exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
         exchanges += [f"{s}.events_celery.tasks" for s in self.services]
-        for queue in queues:
+        for queue in [*queues, *self.probes]:
             channel.queue_delete(queue)
         for exchange in exchanges:
             channel.exchange_delete(exchange)

@@ -62,10 +62,8 @@ def test_payload_travels_intact_with_its_metadata(bus: Bus, settings: Any) -> No
         total=Decimal("1234.50"),
         placed_at=datetime.now(UTC),
     )
-    queue = f"probe-{bus.run_id}"
-    bus.channel.queue_declare(queue, auto_delete=True)
     ORDER_PLACED.send_event(order=order)  # declares the exchange on first publish
-    bus.channel.queue_bind(queue, f"{bus.prefix}{TOPIC}", routing_key="#")
+    queue = bus.probe()
     ORDER_PLACED.send_event(order=order)
 
     record = wait_for(lambda: bus.records(service=billing, receiver="on_order"), "the order")[0]
@@ -199,10 +197,8 @@ def test_publishing_waits_for_commit_and_a_rollback_publishes_nothing(
     bus.topics.add(TOPIC)
     settings.EVENT_BUS_PUBLISH_MODE = "on_commit"
     settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
-    queue = f"probe-{bus.run_id}"
     PING.send_event(n=0)  # declares the topic exchange
-    bus.channel.queue_declare(queue, auto_delete=True)
-    bus.channel.queue_bind(queue, f"{bus.prefix}{TOPIC}", routing_key="#")
+    queue = bus.probe()
 
     with transaction.atomic():
         PING.send_event(n=1)

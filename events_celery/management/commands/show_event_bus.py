@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from events_celery.bus import topology
 from events_celery.bus.producer import bus_connection
+from events_celery.bus.topology import reply_code
 from events_celery.conf import bus_settings
 from events_celery.registry import registry
 
@@ -70,6 +71,8 @@ class Command(BaseCommand):
                     channel.close()
                 return str(count)
             except Exception as exc:  # missing queue or broker down: say so, never fail
-                return f"n/a ({type(exc).__name__})"
+                if reply_code(exc) == 404:
+                    return "not declared yet: start a worker or run declare_event_topology"
+                return f"n/a ({type(exc).__name__}: {exc})"
 
         return depth
