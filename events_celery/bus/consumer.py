@@ -97,12 +97,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             logger.exception("unexpected error while decoding a message; dead-lettering it")
             self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
             return
-        info = message.delivery_info
-        item = envelope(
-            plain_headers(message.headers),
-            body,
-            origin=f"{info.get('exchange')}/{info.get('routing_key')}",
-        )
+        item = envelope(plain_headers(message.headers), body, origin=origin(message))
         with self._lock:
             self._pending.append((message, item))
             if len(self._pending) >= settings.consumer_batch_size:
@@ -139,7 +134,6 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._flush_entry = None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        info = message.delivery_info
         try:
             dead_letter(
                 self.settings,
@@ -147,7 +141,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 message.headers,
                 reason=reason,
                 content_type=message.content_type,
-                origin=f"{info.get('exchange')}/{info.get('routing_key')}",
+                origin=origin(message),
                 properties=message.properties,
             )
         except PublishError:
@@ -172,6 +166,12 @@ def refuse_misconfiguration() -> None:
     if errors:
         lines = "\n".join(f"- {m.id}: {m.msg} (hint: {m.hint})" for m in errors)
         raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
+
+
+def origin(message: Message) -> str:
+    """``<exchange>/<routing key>`` a message arrived by."""
+    info = message.delivery_info
+    return f"{info.get('exchange')}/{info.get('routing_key')}"
 
 
 def raw_body(message: Message) -> bytes:

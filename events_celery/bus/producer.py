@@ -33,7 +33,7 @@ KeyGetter = Callable[[Mapping[str, Any]], str]
 
 
 def broker_url(settings: BusSettings) -> str:
-    """The broker URL: ``EVENT_BUS_BROKER_URL``, else the current Celery app's ``broker_url``."""
+    """The broker URL from the settings (see ``EVENT_BUS_BROKER_URL``), else Celery's own."""
     if settings.broker_url:
         return settings.broker_url
     from celery import current_app
