@@ -197,9 +197,29 @@ def _requeue_on_publish_error(failures: list[PublishError]) -> None:
 
 
 @shared_task(bind=True, name=DELIVER_EVENTS, **_TASK_OPTIONS)
-def deliver_events(self: Any, items: list[Envelope]) -> int:
-    """Run every connected receiver of each event once; returns how many events ran."""
+def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
+    """Run every connected receiver of each event once; returns how many events ran.
+
+    Args:
+        items: the events.
+        returns: how many times these events came back unfinished (see below).
+
+    A batch that comes back from the broker unfinished (its worker died, or it was requeued)
+    is split into one task per event: an event whose receivers crash the worker then comes
+    back alone, counted in the logs, instead of taking the other events' receivers with it.
+    """
     settings = bus_settings()
+    if (self.request.delivery_info or {}).get("redelivered"):
+        for item in items:
+            send_task(self.app, settings, DELIVER_EVENTS, [[item], returns + 1])
+        logger.warning(
+            "%d event(s) came back unfinished (%d time(s) now: a worker died while running "
+            "their receivers, or the task was requeued); each now runs in its own task: %s",
+            len(items),
+            returns + 1,
+            ", ".join(str(item["headers"].get("ce_id")) for item in items),
+        )
+        return 0
     delivered = 0
     failures: list[PublishError] = []
     for item in items:

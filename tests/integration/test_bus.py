@@ -261,7 +261,7 @@ def test_a_worker_killed_mid_event_leaves_the_event_to_another_worker(
     SLOW.send_event(n=5)
     wait_for(lambda: bus.records(service=billing, receiver="slow"), "the receiver to start")
     first.kill()
-    bus.start(billing, {TOPIC: {}}, node="billing-b")
+    second = bus.start(billing, {TOPIC: {}}, node="billing-b")
 
     done = wait_for(
         lambda: bus.records(service=billing, receiver="slow", outcome="ok"), "the redelivery"
@@ -269,6 +269,8 @@ def test_a_worker_killed_mid_event_leaves_the_event_to_another_worker(
     assert [r["node"] for r in done] == ["billing-b"]
     started = bus.records(service=billing, receiver="slow", outcome="started")
     assert [r["node"] for r in started] == ["billing-a", "billing-b"]
+    # the batch came back unfinished, so each of its events got a task of its own
+    assert "1 event(s) came back unfinished (1 time(s) now" in second.log.read_text()
 
 
 def test_with_quorum_queues_pending_retries_do_not_hold_back_new_events(
