@@ -35,6 +35,17 @@ class Subscription:
     event_types: tuple[str, ...] | None
 
 
+def _valid_topic(problem: Report, where: str, topic: object) -> bool:
+    if isinstance(topic, str) and TOPIC_PATTERN.match(topic):
+        return True
+    problem(
+        "E006",
+        f"{where}: {topic!r} is not a valid topic name",
+        "use letters, digits, '.', '-', '_', starting with a letter or digit",
+    )
+    return False
+
+
 def parse_routes(problem: Report, config: Any) -> dict[str, tuple[Route, ...]]:
     """Parse ``EVENT_BUS_PRODUCER_CONFIG`` into the enabled routes of each event type."""
     if not isinstance(config, Mapping):
@@ -56,12 +67,7 @@ def parse_routes(problem: Report, config: Any) -> dict[str, tuple[Route, ...]]:
         enabled: list[Route] = []
         for topic, options in topics.items():
             where = f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{topic!r}]"
-            if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
-                problem(
-                    "E006",
-                    f"{where}: {topic!r} is not a valid topic name",
-                    "use letters, digits, '.', '-', '_', starting with a letter or digit",
-                )
+            if not _valid_topic(problem, where, topic):
                 continue
             if not isinstance(options, Mapping):
                 problem(
@@ -105,12 +111,7 @@ def parse_subscriptions(problem: Report, config: Any) -> tuple[Subscription, ...
     subscriptions = []
     for topic, options in config.items():
         where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
-        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
-            problem(
-                "E006",
-                f"{where}: {topic!r} is not a valid topic name",
-                "use letters, digits, '.', '-', '_', starting with a letter or digit",
-            )
+        if not _valid_topic(problem, where, topic):
             continue
         options = {} if options is None else options
         if not isinstance(options, Mapping) or set(options) - {"event_types"}:

@@ -163,18 +163,15 @@ def _run(
                 event.metadata.id,
             )
             return
-        dead_letter(
+        _dead_letter_event(
             settings,
-            base64.b64decode(item["body"]),
-            item["headers"],
+            event,
+            item,
             reason=f"receiver failed after {attempt} attempt(s)",
-            content_type=AVRO_CONTENT_TYPE,
             receiver=name,
+            attempts=attempt,
             error=f"{type(exc).__name__}: {exc}",
             traceback="".join(tb.format_exception(exc)),
-            attempts=attempt,
-            origin=item.get("origin"),
-            properties=event_properties(event.metadata),
         )
         logger.error(
             "%s: receiver %s failed its last attempt (%d); event %s dead-lettered",
@@ -184,6 +181,32 @@ def _run(
             event.metadata.id,
             exc_info=exc,
         )
+
+
+def _dead_letter_event(
+    settings: BusSettings,
+    event: ReceivedEvent,
+    item: Envelope,
+    *,
+    reason: str,
+    receiver: str,
+    attempts: int,
+    error: str | None = None,
+    traceback: str | None = None,
+) -> None:
+    dead_letter(
+        settings,
+        base64.b64decode(item["body"]),
+        item["headers"],
+        reason=reason,
+        content_type=AVRO_CONTENT_TYPE,
+        receiver=receiver,
+        error=error,
+        traceback=traceback,
+        attempts=attempts,
+        origin=item.get("origin"),
+        properties=event_properties(event.metadata),
+    )
 
 
 def _requeue_on_publish_error(failures: list[PublishError]) -> None:
@@ -257,16 +280,13 @@ def _retry_receiver(
         if event.signal.bus_name(func) == receiver:
             _run(app, settings, event, item, func, attempt)
             return
-    dead_letter(
+    _dead_letter_event(
         settings,
-        base64.b64decode(item["body"]),
-        item["headers"],
+        event,
+        item,
         reason=f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
-        content_type=AVRO_CONTENT_TYPE,
         receiver=receiver,
         attempts=attempt - 1,
-        origin=item.get("origin"),
-        properties=event_properties(event.metadata),
     )
     logger.error(
         "%s: receiver %s to retry is no longer connected; event %s dead-lettered",
