@@ -1,7 +1,9 @@
 """A typed, reliable event bus for Django services on Celery and RabbitMQ."""
 
 from events_celery.avro import register_codec
+from events_celery.dedupe import once_per_event
 from events_celery.exceptions import (
+    ConfigurationError,
     DecodeError,
     EventsCeleryError,
     PayloadValidationError,
@@ -14,6 +16,7 @@ from events_celery.signals import EventSignal
 __version__ = library_version()
 
 __all__ = [
+    "ConfigurationError",
     "DecodeError",
     "EventMetadata",
     "EventRegistry",
@@ -22,6 +25,7 @@ __all__ = [
     "PayloadValidationError",
     "PublishError",
     "__version__",
+    "once_per_event",
     "register_codec",
     "registry",
 ]

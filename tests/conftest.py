@@ -9,6 +9,10 @@ import subprocess
 
 import pytest
 
+# Celery's environment override would win over the test settings (events_celery follows it, as
+# Celery does); tests configure the broker through settings only.
+os.environ.pop("CELERY_BROKER_URL", None)
+
 RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
 RABBITMQ_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}//"
 

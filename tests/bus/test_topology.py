@@ -50,7 +50,7 @@ def test_topic_exchange_is_durable_topic_with_an_alternate_exchange():
     assert exchange.arguments == {"alternate-exchange": "prod.orders.unrouted"}
 
 
-def test_unrouted_queue_is_bounded_and_refuses_publishes_when_full():
+def test_unrouted_queue_is_bounded_and_drops_its_oldest_when_full():
     queue = topology.unrouted_queue("prod.", "orders", 500)
 
     assert queue.name == "prod.orders.unrouted"

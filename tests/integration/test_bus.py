@@ -235,6 +235,25 @@ def test_events_nobody_subscribes_to_yet_are_parked(bus: Bus, settings: Any) -> 
     assert bus.depth(f"{bus.prefix}lonely.unrouted") == 2
 
 
+def test_a_full_parking_queue_keeps_the_newest_and_never_fails_the_sender(
+    bus: Bus, settings: Any
+) -> None:
+    bus.topics.add("lonely")
+    settings.EVENT_BUS_UNROUTED_MAX_LENGTH = 3
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING, topic="lonely")
+    for n in range(5):
+        PING.send_event(n=n)
+
+    # Another service declares the same parking queue with another limit: no conflict.
+    settings.EVENT_BUS_UNROUTED_MAX_LENGTH = 50
+    PING.send_event(n=5)
+
+    parked = [PING.serializer.decode(bus.get(f"{bus.prefix}lonely.unrouted").body)["n"]]
+    while (message := bus.get(f"{bus.prefix}lonely.unrouted")) is not None:
+        parked.append(PING.serializer.decode(message.body)["n"])
+    assert parked == [3, 4, 5]
+
+
 def test_an_unreachable_broker_raises_publish_error_naming_event_and_topic(
     bus: Bus, settings: Any
 ) -> None:

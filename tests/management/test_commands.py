@@ -123,11 +123,13 @@ def test_check_still_fails_after_regenerating_over_an_incompatible_schema(tmp_pa
         run("check_avro_schemas", ORDER_PLACED.event_type, "--dir", str(tmp_path))
 
 
-def test_check_without_stored_schema_says_to_generate(tmp_path):
-    out, err = run("check_avro_schemas", PING.event_type, "--dir", str(tmp_path))
+def test_check_without_stored_schema_fails_and_says_to_generate(tmp_path):
+    with pytest.raises(CommandError) as raised:
+        run("check_avro_schemas", PING.event_type, "--dir", str(tmp_path))
 
-    assert out == ""
-    assert f"{PING.event_type}: no stored schema yet; run generate_avro_schemas" in err
+    assert f"{PING.event_type}: no stored schema yet; run generate_avro_schemas" in str(
+        raised.value
+    )
 
 
 # --- show_event_bus --offline ---------------------------------------------------------------
@@ -210,11 +212,23 @@ def test_an_unknown_event_type_is_a_command_error_naming_it(command, tmp_path):
 
 
 def test_declare_topology_of_a_publish_only_service_declares_no_consumer_queues(settings):
-    from events_celery.bus import topology
-    from events_celery.conf import bus_settings
-
+    settings.CELERY_BROKER_URL = "memory://"
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": True}}}
 
-    wanted = topology.service_topology(bus_settings())
+    out, _ = run("declare_event_topology")
 
-    assert wanted.names == ("pings", "pings.unrouted")
+    assert out.splitlines() == [
+        "declared exchange pings (topic)",
+        "declared queue pings.unrouted",
+    ]
+
+
+def test_declare_topology_of_a_consuming_service_declares_its_queues(settings):
+    settings.CELERY_BROKER_URL = "memory://"
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+
+    out, _ = run("declare_event_topology")
+
+    assert "declared queue tests.pings" in out
+    assert "declared queue tests.events_celery.tasks" in out
+    assert "declared queue tests.events_celery.dead_letters" in out

@@ -14,7 +14,8 @@ class Command(BaseCommand):
     help = (
         "Check every event definition against its stored golden schemas, both ways: the "
         "definition must read data written with them, and they must read data it writes. "
-        "Exits non-zero naming each event type and field that breaks compatibility."
+        "Exits non-zero naming each event type and field that breaks compatibility, and each "
+        "event that has no stored schema yet."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -25,11 +26,12 @@ class Command(BaseCommand):
         self, *args: Any, event_types: list[str], directory: str | None, **options: Any
     ) -> None:
         signals = selected_events(event_types)
-        problems = []
+        problems: list[object] = []
         for signal in signals:
             if not schema_store.golden_path(signal, directory).exists():
-                self.stderr.write(
-                    f"{signal.event_type}: no stored schema yet; run generate_avro_schemas"
+                problems.append(
+                    f"{signal.event_type}: no stored schema yet; run generate_avro_schemas and "
+                    "commit the file"
                 )
                 continue
             found = schema_store.check_against_stored(signal, directory)
