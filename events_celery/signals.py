@@ -176,7 +176,7 @@ class EventSignal(Signal):
         return self._bus_names.get(_receiver_key(func)) or receiver_name(func)
 
     def receivers_for_dispatch(self) -> list[Receiver]:
-        """The receivers connected now, in connection order."""
+        """The receivers connected now: plain ones in connection order, then ``async`` ones."""
         if not self.receivers:
             return []
         live = self._live_receivers(None)
