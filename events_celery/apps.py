@@ -13,8 +13,12 @@ class EventsCeleryConfig(AppConfig):
     verbose_name = "Events on Celery"
 
     def ready(self) -> None:
-        """Register system checks, hook into Celery workers, import apps' ``events`` modules."""
+        """Register checks, attach the bus to sending, hook into Celery workers, find events."""
         from events_celery import checks  # noqa: F401 - registers the system checks
-        from events_celery.bus import consumer  # noqa: F401 - connects Celery's worker_init
+        from events_celery.bus import consumer  # noqa: F401 - connects Celery's worker signals
+        from events_celery.bus.producer import publish_event
+        from events_celery.signals import attach_publisher
+
+        attach_publisher(publish_event)
 
         autodiscover_modules("events")

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connections
 
 from events_celery.bus.dispatch import key_getter
 from events_celery.bus.topology import RESERVED_SEGMENT
@@ -71,6 +72,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="events_celery.E032",
                     )
                 )
+    publishes = any(settings.routes.values())
+    if (
+        publishes
+        and settings.publish_mode == "outbox"
+        and settings.db_alias not in connections.settings
+    ):
+        messages.append(
+            Error(
+                f"EVENT_BUS_PUBLISH_MODE 'outbox' writes events to the database "
+                f"EVENT_BUS_DB_ALIAS={settings.db_alias!r}, which is not in DATABASES",
+                hint="set EVENT_BUS_DB_ALIAS to one of your databases (and run migrate), or use "
+                "EVENT_BUS_PUBLISH_MODE = 'direct' in a service without a database",
+                id="events_celery.E012",
+            )
+        )
     messages.extend(_check_task_serialization())
     event_bus_url = getattr(django_settings, "EVENT_BUS_BROKER_URL", None)
     celery_url = os.environ.get("CELERY_BROKER_URL") or getattr(

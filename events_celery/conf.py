@@ -28,16 +28,37 @@ Settings (all optional unless noted):
     ``"classic"`` or ``"quorum"`` (use quorum on a multi-node RabbitMQ cluster). Default
     ``"classic"``.
 ``EVENT_BUS_PUBLISH_MODE``
-    ``"on_commit"`` publishes after the surrounding database transaction commits (nothing is
-    published when it rolls back); ``"immediate"`` publishes inside ``send_event``. Default
-    ``"on_commit"``.
+    ``"outbox"`` (default): ``send_event`` writes the encoded message to the outbox table in
+    the caller's database transaction; it is published right after the commit, by a
+    background thread of the same process, and nothing is published on a rollback. It never
+    waits for the broker. ``"direct"``: a confirmed publish at send time (after the commit
+    inside a transaction), for services without a database; it blocks for at most
+    ``EVENT_BUS_PUBLISH_TIMEOUT`` and raises :class:`~events_celery.PublishError`.
 ``EVENT_BUS_DB_ALIAS``
-    Database whose transactions ``on_commit`` publishing follows. Default ``"default"``.
+    Database of the outbox table, and whose transactions publishing follows. Default
+    ``"default"``.
 ``EVENT_BUS_PUBLISH_TIMEOUT``
-    Seconds to wait for the broker to confirm one publish. Default ``5.0``.
+    Seconds a publish may take: in ``"direct"`` mode, the most ``send_event`` blocks on the
+    broker in all (connecting, retries and confirms included); for the outbox, how long one
+    batch waits for its confirms. Default ``5.0``.
 ``EVENT_BUS_PUBLISH_RETRY_POLICY``
-    How often an unconfirmed publish is retried before :class:`~events_celery.PublishError`:
-    ``{"max_retries": 3, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 2.0}``.
+    Pauses between publish attempts: ``{"max_retries": 3, "interval_start": 0.0,
+    "interval_step": 0.5, "interval_max": 2.0}``. ``"direct"`` mode tries at most
+    ``max_retries + 1`` times within ``EVENT_BUS_PUBLISH_TIMEOUT``; outbox relays wait
+    ``min(interval_start + interval_step * n, interval_max)`` (with jitter) after the n-th
+    failure in a row and never give up.
+``EVENT_BUS_PUBLISH_WINDOW``
+    How many publishes may await the broker's confirm at once. Default ``256``.
+``EVENT_BUS_OUTBOX_BATCH_SIZE``
+    Outbox rows published (and deleted) together. Default ``500``.
+``EVENT_BUS_OUTBOX_LEASE``
+    Seconds an outbox row belongs to the process that wrote it (or the relay that claimed it)
+    before a sweeper may take it. Default ``30.0``.
+``EVENT_BUS_OUTBOX_SWEEP_INTERVAL``
+    Seconds between the passes of the sweeper that runs in each Celery worker of a publishing
+    service. Default ``2.0``.
+``EVENT_BUS_OUTBOX_WARN_AFTER``
+    Seconds after which a waiting outbox row is named in a WARNING. Default ``60.0``.
 ``EVENT_BUS_RETRY_POLICY``
     Retries of each receiver in consuming services:
     ``{"max_attempts": 5, "backoff": 2.0, "backoff_max": 300.0, "jitter": True}``. Attempt
@@ -50,8 +71,9 @@ Settings (all optional unless noted):
 ``EVENT_BUS_CONSUMER_BATCH_SIZE``
     How many events a worker hands to one receiver task. Default ``32``.
 ``EVENT_BUS_CONSUMER_FLUSH_INTERVAL``
-    Seconds a worker waits to fill a batch before handing off a partial one: the latency it adds
-    at light load. Under load batches fill before it expires. Default ``0.005``.
+    Seconds a worker waits to fill a batch before handing off a partial one. An event that
+    arrives after a quiet spell at least this long is handed off at once, so it adds no
+    latency at light load; under load batches fill before it expires. Default ``0.005``.
 ``EVENT_BUS_STRICT_RECEIVERS``
     ``False`` (default): a receiver error is logged with its traceback and returned by
     ``send_event`` like ``Signal.send_robust``; ``True``: the first receiver error propagates.
@@ -82,11 +104,21 @@ from events_celery.routing import (
     parse_subscriptions,
 )
 
-__all__ = ["BusSettings", "Problem", "RetryPolicy", "Route", "Subscription", "bus_settings"]
+__all__ = [
+    "BusSettings",
+    "Problem",
+    "PublishRetryPolicy",
+    "RetryPolicy",
+    "Route",
+    "Subscription",
+    "bus_settings",
+]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 QUEUE_TYPES = ("classic", "quorum")
-PUBLISH_MODES = ("on_commit", "immediate")
+PUBLISH_MODES = ("outbox", "direct")
+#: Earlier names of the publish modes, for the check's hint.
+RENAMED_MODES = {"on_commit": "direct", "immediate": "direct"}
 
 
 @attrs.frozen
@@ -96,6 +128,16 @@ class Problem:
     id: str
     message: str
     hint: str
+
+
+@attrs.frozen
+class PublishRetryPolicy:
+    """Pauses between publish attempts (see ``EVENT_BUS_PUBLISH_RETRY_POLICY``)."""
+
+    max_retries: int = 3
+    interval_start: float = 0.0
+    interval_step: float = 0.5
+    interval_max: float = 2.0
 
 
 @attrs.frozen
@@ -118,10 +160,15 @@ class BusSettings:
     routes: Mapping[str, tuple[Route, ...]]
     subscriptions: tuple[Subscription, ...]
     queue_type: Literal["classic", "quorum"]
-    publish_mode: Literal["on_commit", "immediate"]
+    publish_mode: Literal["outbox", "direct"]
     db_alias: str
     publish_timeout: float
-    publish_retry_policy: Mapping[str, float]
+    publish_retry_policy: PublishRetryPolicy
+    publish_window: int
+    outbox_batch_size: int
+    outbox_lease: float
+    outbox_sweep_interval: float
+    outbox_warn_after: float
     retry_policy: RetryPolicy
     max_message_size: int
     unrouted_max_length: int
@@ -188,6 +235,10 @@ def _number(
         )
         return default
     return float(value)
+
+
+def _seconds(problems: list[Problem], name: str, default: float) -> float:
+    return _number(problems, name, _get(name, default), default, minimum=0.001)
 
 
 def _count(problems: list[Problem], name: str, default: int, *, minimum: int = 1) -> int:
@@ -264,37 +315,43 @@ def _parse() -> BusSettings:
         )
         queue_type = "classic"
 
-    publish_mode = _get("EVENT_BUS_PUBLISH_MODE", "on_commit")
+    publish_mode = _get("EVENT_BUS_PUBLISH_MODE", "outbox")
     if publish_mode not in PUBLISH_MODES:
+        renamed = RENAMED_MODES.get(publish_mode) if isinstance(publish_mode, str) else None
         problems.append(
             Problem(
                 "E011",
                 f"EVENT_BUS_PUBLISH_MODE is {publish_mode!r}",
-                "use 'on_commit' (publish after the transaction commits) or 'immediate'",
+                (f"{publish_mode!r} is now called {renamed!r}; " if renamed else "")
+                + "use 'outbox' (written in the transaction, published after the commit) or "
+                "'direct' (a confirmed publish at send time, for services without a database)",
             )
         )
-        publish_mode = "on_commit"
+        publish_mode = "outbox"
 
     db_alias = _get("EVENT_BUS_DB_ALIAS", "default")
-    timeout = _number(
-        problems,
-        "EVENT_BUS_PUBLISH_TIMEOUT",
-        _get("EVENT_BUS_PUBLISH_TIMEOUT", 5.0),
-        5.0,
-        minimum=0.001,
-    )
+    timeout = _seconds(problems, "EVENT_BUS_PUBLISH_TIMEOUT", 5.0)
     publish_retry = _parse_publish_retry(problems, _get("EVENT_BUS_PUBLISH_RETRY_POLICY", {}))
     retry_policy = _parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
     max_size = _count(problems, "EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20)
     unrouted = _count(problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", 10000)
     batch = _count(problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", 32)
-    flush = _number(
-        problems,
-        "EVENT_BUS_CONSUMER_FLUSH_INTERVAL",
-        _get("EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.005),
-        0.005,
-        minimum=0.001,
-    )
+    flush = _seconds(problems, "EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.005)
+    window = _count(problems, "EVENT_BUS_PUBLISH_WINDOW", 256)
+    outbox_batch = _count(problems, "EVENT_BUS_OUTBOX_BATCH_SIZE", 500)
+    lease = _seconds(problems, "EVENT_BUS_OUTBOX_LEASE", 30.0)
+    sweep = _seconds(problems, "EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 2.0)
+    warn_after = _seconds(problems, "EVENT_BUS_OUTBOX_WARN_AFTER", 60.0)
+    if lease <= timeout:
+        problems.append(
+            Problem(
+                "E023",
+                f"EVENT_BUS_OUTBOX_LEASE ({lease:g}s) is not longer than "
+                f"EVENT_BUS_PUBLISH_TIMEOUT ({timeout:g}s)",
+                "a lease must outlast one publish, or a sweeper takes rows still being "
+                "published: make the lease several times the timeout",
+            )
+        )
     schema_dir = _get("EVENT_BUS_SCHEMA_DIR", None)
 
     return BusSettings(
@@ -308,6 +365,11 @@ def _parse() -> BusSettings:
         db_alias=db_alias,
         publish_timeout=timeout,
         publish_retry_policy=publish_retry,
+        publish_window=window,
+        outbox_batch_size=outbox_batch,
+        outbox_lease=lease,
+        outbox_sweep_interval=sweep,
+        outbox_warn_after=warn_after,
         retry_policy=retry_policy,
         max_message_size=max_size,
         unrouted_max_length=unrouted,
@@ -319,38 +381,44 @@ def _parse() -> BusSettings:
     )
 
 
-def _parse_publish_retry(problems: list[Problem], config: Any) -> dict[str, float]:
-    policy = {"max_retries": 3.0, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 2.0}
+def _parse_publish_retry(problems: list[Problem], config: Any) -> PublishRetryPolicy:
+    default = PublishRetryPolicy()
+    names = [f.name for f in attrs.fields(PublishRetryPolicy)]
     if not isinstance(config, Mapping):
         problems.append(
             Problem(
                 "E021",
                 f"EVENT_BUS_PUBLISH_RETRY_POLICY is {config!r}",
-                f"use a dict with keys among {sorted(policy)}",
+                f"use a dict with keys among {names}",
             )
         )
-        return policy
-    unknown = sorted(map(str, set(config) - set(policy)))
+        return default
+    unknown = sorted(map(str, set(config) - set(names)))
     if unknown:
         problems.append(
             Problem(
                 "E021",
                 f"EVENT_BUS_PUBLISH_RETRY_POLICY has unknown key(s) {unknown}",
-                f"the keys are {sorted(policy)}",
+                f"the keys are {names}",
             )
         )
-    for key, value in config.items():
-        if key not in policy:
-            continue
-        policy[key] = _number(
+    values: dict[str, float] = {}
+    for name in names:
+        fallback = getattr(default, name)
+        values[name] = _number(
             problems,
-            f"EVENT_BUS_PUBLISH_RETRY_POLICY[{key!r}]",
-            value,
-            policy[key],
+            f"EVENT_BUS_PUBLISH_RETRY_POLICY[{name!r}]",
+            config.get(name, fallback),
+            fallback,
             minimum=0,
             check_id="E021",
         )
-    return policy
+    return PublishRetryPolicy(
+        max_retries=int(values["max_retries"]),
+        interval_start=values["interval_start"],
+        interval_step=values["interval_step"],
+        interval_max=values["interval_max"],
+    )
 
 
 def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:

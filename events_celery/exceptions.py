@@ -70,14 +70,33 @@ class ConfigurationError(EventsCeleryError):
 
 
 class PublishError(EventsCeleryError):
-    """An event could not be published and confirmed by the broker.
+    """Events could not be published and confirmed by the broker.
+
+    Raised only in the ``"direct"`` publish mode (and by the bus's own hand-offs in workers);
+    the default ``"outbox"`` mode never raises it.
 
     Attributes:
-        event_id: the id of the event (``metadata.id``) that was not published.
-        topic: the topic it was meant for.
+        event_ids: ids (``metadata.id``) of every event that was not confirmed.
+        event_id: the first of them (kept for callers that know one event).
+        topic: the topic they were meant for (the first one, when there were several).
+        may_be_delivered: ``True`` when the broker may have taken a message without confirming
+            it (the connection broke or the confirm timed out after the publish), so it may
+            still be delivered; ``False`` when the broker never took it.
     """
 
-    def __init__(self, message: str, *, event_id: object = None, topic: str | None = None):
-        self.event_id = event_id
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_id: object = None,
+        topic: str | None = None,
+        event_ids: tuple[object, ...] | None = None,
+        may_be_delivered: bool = False,
+    ):
+        self.event_ids = (
+            event_ids if event_ids is not None else ((event_id,) if event_id is not None else ())
+        )
+        self.event_id = event_id if event_id is not None else next(iter(self.event_ids), None)
         self.topic = topic
+        self.may_be_delivered = may_be_delivered
         super().__init__(message)

@@ -28,6 +28,33 @@ EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v[1-9][0
 
 Receiver = Callable[..., Any]
 Responses = list[tuple[Receiver, Any]]
+#: Publishes a validated event (signal, metadata, payload); see :func:`attach_publisher`.
+PublishHook = Callable[["EventSignal", EventMetadata, Mapping[str, Any]], None]
+
+_publish: PublishHook | None = None
+
+
+def attach_publisher(hook: PublishHook | None) -> None:
+    """Set what ``send_event`` calls to publish routed events (``None``: local receivers only).
+
+    The bus attaches itself when the Django app is ready; the event core never imports it.
+    """
+    global _publish
+    _publish = hook
+
+
+class SentEvent(list[tuple[Receiver, Any]]):
+    """What ``send_event`` returns: the receivers' responses, and the event's metadata.
+
+    It is the list ``Signal.send_robust`` would return (``[(receiver, response), ...]``), with
+    the :class:`EventMetadata` of the event sent as :attr:`metadata` (``None`` when the event
+    is disabled and nothing was sent): ``ORDER_PLACED.send_event(order=o).metadata.id``.
+    """
+
+    def __init__(self, responses: Responses, metadata: EventMetadata | None) -> None:
+        super().__init__(responses)
+        self.metadata = metadata
+
 
 #: Keyword arguments every receiver gets besides the payload; a payload may not use them.
 RESERVED_KWARGS = frozenset({"signal", "sender", "metadata", "from_event_bus"})
@@ -185,31 +212,32 @@ class EventSignal(Signal):
             return [*sync_receivers, *async_receivers]
         return list(live)  # type: ignore[unreachable]  # Django 4.2 returns one list
 
-    def send_event(self, **payload: Any) -> Responses:
+    def send_event(self, **payload: Any) -> SentEvent:
         """Trigger the event: validate, publish where routed, and run the local receivers.
 
         Returns:
-            ``[(receiver, response_or_exception), ...]`` like ``Signal.send_robust``.
+            ``[(receiver, response_or_exception), ...]`` like ``Signal.send_robust``, with the
+            event's metadata as ``.metadata``.
 
         Raises:
             PayloadValidationError: an argument is missing, extra or of the wrong type.
-            PublishError: routed to the bus, and the broker did not confirm the message.
+            django.db.DatabaseError: the outbox row could not be written (``"outbox"`` mode).
+            PublishError: only in the ``"direct"`` publish mode, when the broker did not
+                confirm the message.
         """
         self.serializer.validate(payload)
         if not self.enabled:
-            return []
+            return SentEvent([], None)
         metadata = EventMetadata.create(
             self.event_type,
             minor_version=self.minor_version,
             source=bus_settings().require_service_name(),
         )
-        if bus_settings().routes.get(self.event_type):
-            from events_celery.bus.producer import publish_event
+        if _publish is not None:
+            _publish(self, metadata, payload)
+        return SentEvent(self.dispatch(metadata, payload, from_event_bus=False), metadata)
 
-            publish_event(self, metadata, payload)
-        return self.dispatch(metadata, payload, from_event_bus=False)
-
-    def send_event_with_metadata(self, metadata: EventMetadata, **payload: Any) -> Responses:
+    def send_event_with_metadata(self, metadata: EventMetadata, **payload: Any) -> SentEvent:
         """Re-emit an event received from the bus with its original metadata.
 
         Receivers get ``from_event_bus=True``, and the event is never published again.
@@ -221,9 +249,54 @@ class EventSignal(Signal):
                 f"metadata must be an EventMetadata of this event type, got {metadata!r}",
             )
         self.serializer.validate(payload)
+        return self.emit_from_bus(metadata, payload)
+
+    def emit_from_bus(
+        self,
+        metadata: EventMetadata,
+        payload: Mapping[str, Any],
+        *,
+        receiver: Receiver | None = None,
+    ) -> SentEvent:
+        """Run receivers of an event that came from the bus (payload already validated).
+
+        Workers use it for every event they receive. A disabled event runs nothing.
+
+        Args:
+            metadata: the event's metadata as it travelled.
+            payload: the decoded payload.
+            receiver: run only this receiver, and let its error propagate (a worker retries
+                it); ``None`` runs every connected receiver like ``send_event``.
+        """
         if not self.enabled:
-            return []
-        return self.dispatch(metadata, payload, from_event_bus=True)
+            return SentEvent([], None)
+        if receiver is None:
+            return SentEvent(self.dispatch(metadata, payload, from_event_bus=True), metadata)
+        response = self.call_receiver(receiver, metadata, payload, from_event_bus=True)
+        return SentEvent([(receiver, response)], metadata)
+
+    def send(self, sender: Any, **named: Any) -> Any:
+        """Refused: an event is sent with :meth:`send_event` (validated, with metadata)."""
+        raise self._refuse("send")
+
+    def send_robust(self, sender: Any, **named: Any) -> Any:
+        """Refused: an event is sent with :meth:`send_event` (validated, with metadata)."""
+        raise self._refuse("send_robust")
+
+    async def asend(self, sender: Any, **named: Any) -> Any:
+        """Refused: an event is sent with :meth:`send_event` (validated, with metadata)."""
+        raise self._refuse("asend")
+
+    async def asend_robust(self, sender: Any, **named: Any) -> Any:
+        """Refused: an event is sent with :meth:`send_event` (validated, with metadata)."""
+        raise self._refuse("asend_robust")
+
+    def _refuse(self, method: str) -> EventDefinitionError:
+        return EventDefinitionError(
+            f"{self.event_type}: {method}() would run receivers without validating the payload, "
+            "without metadata and without publishing it; call send_event(**payload) on it "
+            "instead (send_event_with_metadata for an event received from elsewhere)"
+        )
 
     def dispatch(
         self,

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,6 +39,15 @@ def ensure_rabbitmq() -> str | None:
     if _reachable():
         return None
     return "rabbitmq-server -detached did not bring RabbitMQ up on 127.0.0.1:5672"
+
+
+@pytest.fixture(autouse=True)
+def _no_publisher_outlives_its_test() -> Iterator[None]:
+    """Stop the background outbox publisher a test started, so it cannot touch the next one."""
+    yield
+    from events_celery.bus.relay import stop_background_publisher
+
+    stop_background_publisher(timeout=10)
 
 
 @pytest.fixture(scope="session")

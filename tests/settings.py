@@ -1,4 +1,13 @@
-"""Django settings of the test suite."""
+"""Django settings of the test suite.
+
+``EVENTS_CELERY_TEST_DB`` picks the database: ``sqlite`` (default, a file in the temp
+directory, so threads and worker processes share it) or ``postgresql`` (the local server on
+127.0.0.1:5432, user ``postgres``). ``TEST_DB_NAME`` makes a process started by a test use the
+test database its parent created.
+"""
+
+import os
+import tempfile
 
 SECRET_KEY = "events-celery-tests"
 USE_TZ = True
@@ -7,7 +16,33 @@ INSTALLED_APPS = [
     "events_celery",
     "tests.testapp",
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+TEST_DB = os.environ.get("EVENTS_CELERY_TEST_DB", "sqlite")
+if TEST_DB == "postgresql":
+    _NAME = os.environ.get("TEST_DB_NAME", "events_celery")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _NAME,
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "TEST": {"NAME": f"test_{_NAME}"},
+        }
+    }
+elif TEST_DB == "sqlite":
+    _PATH = os.environ.get("TEST_DB_NAME") or os.path.join(
+        tempfile.gettempdir(), f"events_celery_tests_{os.getpid()}.sqlite3"
+    )
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _PATH,
+            "TEST": {"NAME": _PATH},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+else:
+    raise ValueError(f"EVENTS_CELERY_TEST_DB is {TEST_DB!r}; use 'sqlite' or 'postgresql'")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 EVENT_BUS_SERVICE_NAME = "tests"

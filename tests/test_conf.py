@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events_celery.conf import Route, Subscription, bus_settings
+from events_celery.conf import PublishRetryPolicy, Route, Subscription, bus_settings
 from events_celery.exceptions import ConfigurationError
 
 ORDER_PLACED = "org.example.shop.order.placed.v1"
@@ -24,15 +24,17 @@ def test_defaults_of_a_minimal_configuration():
     assert dict(settings.routes) == {}
     assert settings.subscriptions == ()
     assert settings.queue_type == "classic"
-    assert settings.publish_mode == "on_commit"
+    assert settings.publish_mode == "outbox"
     assert settings.db_alias == "default"
     assert settings.publish_timeout == 5.0
-    assert dict(settings.publish_retry_policy) == {
-        "max_retries": 3.0,
-        "interval_start": 0.0,
-        "interval_step": 0.5,
-        "interval_max": 2.0,
-    }
+    assert settings.publish_retry_policy == PublishRetryPolicy(
+        max_retries=3, interval_start=0.0, interval_step=0.5, interval_max=2.0
+    )
+    assert settings.publish_window == 256
+    assert settings.outbox_batch_size == 500
+    assert settings.outbox_lease == 30.0
+    assert settings.outbox_sweep_interval == 2.0
+    assert settings.outbox_warn_after == 60.0
     assert settings.retry_policy.max_attempts == 5
     assert settings.retry_policy.backoff == 2.0
     assert settings.retry_policy.backoff_max == 300.0
@@ -137,6 +139,11 @@ def test_strict_receivers_and_schema_dir_are_read(settings, tmp_path):
         ("EVENT_BUS_CONSUMER_CONFIG", {"orders": {"event_types": []}}, "E007"),
         ("EVENT_BUS_QUEUE_TYPE", "mirrored", "E010"),
         ("EVENT_BUS_PUBLISH_MODE", "later", "E011"),
+        ("EVENT_BUS_PUBLISH_WINDOW", 0, "E020"),
+        ("EVENT_BUS_OUTBOX_BATCH_SIZE", "500", "E020"),
+        ("EVENT_BUS_OUTBOX_LEASE", 1.0, "E023"),
+        ("EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 0, "E020"),
+        ("EVENT_BUS_OUTBOX_WARN_AFTER", None, "E020"),
         ("EVENT_BUS_PUBLISH_TIMEOUT", 0, "E020"),
         ("EVENT_BUS_MAX_MESSAGE_SIZE", "1MB", "E020"),
         ("EVENT_BUS_PUBLISH_RETRY_POLICY", {"retries": 3}, "E021"),
@@ -161,6 +168,16 @@ def test_every_problem_is_collected_at_once(settings):
     settings.EVENT_BUS_PUBLISH_MODE = "later"
 
     assert problem_ids() == ["E001", "E010", "E011"]
+
+
+@pytest.mark.parametrize("old", ["on_commit", "immediate"])
+def test_an_old_publish_mode_name_says_what_it_is_called_now(settings, old):
+    settings.EVENT_BUS_PUBLISH_MODE = old
+
+    (problem,) = bus_settings().problems
+
+    assert problem.id == "E011"
+    assert f"{old!r} is now called 'direct'" in problem.hint
 
 
 def test_broken_values_fall_back_to_defaults(settings):

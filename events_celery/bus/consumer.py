@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutdown
 from kombu import Consumer
 from kombu.message import Message
 
 from events_celery.bus import topology
 from events_celery.bus.dead_letters import dead_letter, plain_headers
 from events_celery.bus.dispatch import PoisonMessageError, decode_event
+from events_celery.bus.relay import Sweeper
 from events_celery.bus.tasks import DELIVER_EVENTS, envelope, send_task
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import ConfigurationError, PublishError
@@ -41,6 +43,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.settings: BusSettings = bus_settings()
         self._pending: list[tuple[Message, dict[str, Any]]] = []
         self._flush_entry: Any = None
+        self._last_flush = 0.0
         # The hub runs everything in one thread; without it (in-memory transport) the timer
         # runs in its own thread, and this lock keeps the two from handing off twice.
         self._lock = threading.Lock()
@@ -100,7 +103,12 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         item = envelope(plain_headers(message.headers), body, origin=origin(message))
         with self._lock:
             self._pending.append((message, item))
-            if len(self._pending) >= settings.consumer_batch_size:
+            # The first event after a quiet spell goes at once (no wait at light load); under
+            # load, events arrive faster than the interval and fill batches instead.
+            quiet = time.monotonic() - self._last_flush >= settings.consumer_flush_interval
+            if len(self._pending) >= settings.consumer_batch_size or (
+                quiet and len(self._pending) == 1
+            ):
                 self._flush_locked()
             elif self._flush_entry is None and self.timer is not None:
                 self._flush_entry = self.timer.call_after(
@@ -116,6 +124,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     def _flush_locked(self) -> None:
         self._cancel_flush()
         batch, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
         if not batch:
             return
         try:
@@ -204,3 +213,30 @@ def install(app: Celery) -> None:
 def _install_on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     if sender is not None:
         install(sender.app)
+
+
+_sweeper: Sweeper | None = None
+
+
+@worker_ready.connect(dispatch_uid="events_celery.bus.consumer.start_sweeper")
+def _start_sweeper(sender: Any = None, **kwargs: Any) -> None:
+    # Every worker of a service that publishes through the outbox relays the rows whose
+    # writer died, so there is no extra process to deploy.
+    global _sweeper
+    settings = bus_settings()
+    if settings.publish_mode != "outbox" or not any(settings.routes.values()):
+        return
+    if _sweeper is None:
+        _sweeper = Sweeper()
+        _sweeper.start()
+        logger.info(
+            "events_celery: outbox sweeper started (every %gs)", settings.outbox_sweep_interval
+        )
+
+
+@worker_shutdown.connect(dispatch_uid="events_celery.bus.consumer.stop_sweeper")
+def _stop_sweeper(sender: Any = None, **kwargs: Any) -> None:
+    global _sweeper
+    if _sweeper is not None:
+        _sweeper.stop()
+        _sweeper = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -51,14 +52,21 @@ def encode_event(
 
 def event_properties(metadata: EventMetadata) -> dict[str, Any]:
     """The AMQP properties of an event message."""
+    return message_properties(str(metadata.id), metadata.event_type, metadata.time, metadata.source)
+
+
+def message_properties(
+    event_id: str, event_type: str, time: datetime, source: str
+) -> dict[str, Any]:
+    """The AMQP properties of an event message, from the metadata fields they carry."""
     return {
         "content_type": AVRO_CONTENT_TYPE,
         "content_encoding": "binary",
         "delivery_mode": 2,
-        "message_id": str(metadata.id),
-        "type": metadata.event_type,
-        "timestamp": int(metadata.time.timestamp()),
-        "app_id": metadata.source,
+        "message_id": event_id,
+        "type": event_type,
+        "timestamp": int(time.timestamp()),
+        "app_id": source,
     }
 
 

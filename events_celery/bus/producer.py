@@ -1,9 +1,16 @@
-"""The producer: publishes events to their topic exchanges with publisher confirms.
+"""The producer: turns a sent event into messages for its topics, and hands them on.
 
-Every publish is persistent, ``mandatory`` and confirmed by the broker. A publish that is not
-confirmed (connection lost, timeout, nack) is retried on a fresh connection as
-``EVENT_BUS_PUBLISH_RETRY_POLICY`` says, then raises :class:`~events_celery.PublishError`:
-an event is never dropped silently.
+``EVENT_BUS_PUBLISH_MODE`` decides how:
+
+* ``"outbox"`` (default): the messages are written to the outbox table in the caller's
+  transaction (:mod:`events_celery.bus.outbox`) and published after the commit by this
+  process's background publisher (:mod:`events_celery.bus.relay`). ``send_event`` never
+  waits for the broker here.
+* ``"direct"``: a confirmed publish at send time (after the commit inside a transaction),
+  within ``EVENT_BUS_PUBLISH_TIMEOUT`` in all; failures raise :class:`~events_celery.PublishError`.
+
+:class:`Publisher` also serves the bus's own confirmed publishes in workers: receiver tasks and
+dead letters.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -20,34 +27,21 @@ from django.db import connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
 from kombu import Connection, Producer
 
-from events_celery.bus import topology
+from events_celery.bus import outbox, topology
+from events_celery.bus.confirms import ConfirmingPublisher, Outgoing
+from events_celery.bus.connection import Deadline, broker_url, bus_connection, connect, drop
 from events_celery.bus.dispatch import OutgoingMessage, encode_event, key_getter
+from events_celery.bus.relay import background_publisher, backoff
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PayloadValidationError, PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
 
+__all__ = ["Publisher", "broker_url", "bus_connection", "publish_event", "publisher"]
+
 logger = logging.getLogger(__name__)
 
 KeyGetter = Callable[[Mapping[str, Any]], str]
-
-
-def broker_url(settings: BusSettings) -> str:
-    """The broker URL from the settings (see ``EVENT_BUS_BROKER_URL``), else Celery's own."""
-    if settings.broker_url:
-        return settings.broker_url
-    from celery import current_app
-
-    return str(current_app.conf.broker_url or "amqp://guest:guest@localhost:5672//")
-
-
-def bus_connection(settings: BusSettings) -> Connection:
-    """A new (lazy) broker connection with publisher confirms on."""
-    return Connection(
-        broker_url(settings),
-        transport_options={"confirm_publish": True},
-        connect_timeout=settings.publish_timeout,
-    )
 
 
 class Publisher:
@@ -62,23 +56,15 @@ class Publisher:
     def _ensure(self) -> Producer:
         if self._producer is None:
             self._connection = bus_connection(self.settings)
-            self._connection.ensure_connection(max_retries=1)
+            connect(self._connection, timeout=self.settings.publish_timeout)
             self._producer = Producer(self._connection.channel())
             self._declared = set()
         return self._producer
 
     def close(self) -> None:
-        """Drop the connection; the next publish opens a new one.
-
-        The socket is dropped without the AMQP close handshake: this runs after a failure, and
-        a broker that stopped reading (a blocked connection, a dead peer) would never answer it.
-        """
+        """Drop the connection (without the close handshake); the next publish opens a new one."""
         connection, self._connection, self._producer = self._connection, None, None
-        if connection is not None:
-            try:
-                connection.collect()
-            except Exception:  # the connection is already broken; nothing more to release
-                logger.debug("dropping a broken broker connection failed", exc_info=True)
+        drop(connection)
 
     def publish(
         self,
@@ -134,8 +120,8 @@ class Publisher:
             PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``.
         """
         policy = self.settings.publish_retry_policy
-        attempts = int(policy["max_retries"]) + 1
-        interval = policy["interval_start"]
+        attempts = policy.max_retries + 1
+        interval = policy.interval_start
         for attempt in range(1, attempts + 1):
             try:
                 producer = self._ensure()
@@ -164,7 +150,7 @@ class Publisher:
                     interval,
                 )
                 time.sleep(interval)
-                interval = min(interval + policy["interval_step"], policy["interval_max"])
+                interval = min(interval + policy.interval_step, policy.interval_max)
 
     def _report_parked(self, declared: topology.Topology) -> None:
         # Once per connection and topic: the log line that counts unrouted events.
@@ -180,24 +166,6 @@ class Publisher:
                         parked,
                         queue.name,
                     )
-
-    def publish_to_topic(self, topic: str, message: OutgoingMessage) -> None:
-        """Publish an event message to its topic exchange, routed by its event type.
-
-        Raises:
-            PublishError: not confirmed; carries the event id and the topic.
-        """
-        declare = topology.topic_topology(self.settings, topic)
-        try:
-            self.publish(
-                message,
-                exchange=declare.exchanges[0].name,
-                routing_key=message.properties["type"],
-                declare=declare,
-            )
-        except PublishError as exc:
-            exc.topic = topic
-            raise
 
 
 _local = threading.local()
@@ -227,14 +195,12 @@ def _compiled_routes(
 
 
 def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping[str, Any]) -> None:
-    """Publish a validated event to every enabled topic it is routed to.
-
-    With ``EVENT_BUS_PUBLISH_MODE = "on_commit"`` (the default) and a database transaction
-    open, publishing waits for the commit, and a rollback publishes nothing.
+    """Hand a validated event to every enabled topic it is routed to.
 
     Raises:
         PayloadValidationError: the encoded payload is larger than ``EVENT_BUS_MAX_MESSAGE_SIZE``.
-        PublishError: the broker did not confirm a message.
+        django.db.DatabaseError: ``"outbox"`` mode could not write the outbox rows.
+        PublishError: ``"direct"`` mode only: the broker did not confirm every message.
     """
     settings = bus_settings()
     routes = _compiled_routes(settings, signal)
@@ -252,40 +218,116 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
         (topic, encode_event(signal, metadata, body, partition_key=get(payload) if get else None))
         for topic, get in routes
     ]
-
-    def send() -> None:
-        failures: list[PublishError] = []
-        for topic, message in messages:  # every topic gets its chance, then one error
-            try:
-                publisher(settings).publish_to_topic(topic, message)
-            except PublishError as exc:
-                failures.append(exc)
-        if len(failures) > 1:
-            topics = ", ".join(repr(f.topic) for f in failures)
-            raise PublishError(
-                f"{signal.event_type}: event {metadata.id} was not published to topics "
-                f"{topics}: {failures[0]}",
-                event_id=metadata.id,
-                topic=failures[0].topic,
-            ) from failures[0]
-        if failures:
-            raise failures[0]
-
-    def send_after_commit() -> None:
-        try:
-            send()
-        except PublishError as exc:
-            exc.add_note(
-                "Raised after the database transaction committed. Django skips the remaining "
-                "on_commit callbacks of that transaction, so events sent after this one in it "
-                "were not published either."
+    in_transaction = _in_transaction(settings.db_alias)
+    if settings.publish_mode == "outbox":
+        rows = outbox.write(settings, metadata, messages)
+        if in_transaction:
+            transaction.on_commit(
+                lambda: background_publisher().submit(rows), using=settings.db_alias
             )
-            raise
-
-    if settings.publish_mode == "on_commit" and _in_transaction(settings.db_alias):
-        transaction.on_commit(send_after_commit, using=settings.db_alias)
+        else:
+            background_publisher().submit(rows)
+    elif in_transaction:
+        transaction.on_commit(
+            lambda: _publish_after_commit(settings, messages), using=settings.db_alias
+        )
     else:
-        send()
+        publish_direct(settings, messages)
+
+
+def _publish_after_commit(
+    settings: BusSettings, messages: list[tuple[str, OutgoingMessage]]
+) -> None:
+    try:
+        publish_direct(settings, messages)
+    except PublishError as exc:
+        exc.add_note(
+            "Raised after the database transaction committed. Django skips the remaining "
+            "on_commit callbacks of that transaction, so events sent after this one in it "
+            "were not published either. The 'outbox' publish mode has neither limit."
+        )
+        raise
+
+
+def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, OutgoingMessage]]) -> None:
+    """Publish ``(topic, message)`` pairs and wait for every confirm, within one time bound.
+
+    Everything, connecting and retries included, happens within ``EVENT_BUS_PUBLISH_TIMEOUT``:
+    kombu's own connection retries are off, the socket times out with the deadline, and a
+    broker that blocks publishers (``connection.blocked``) fails the publish at once.
+
+    Raises:
+        PublishError: naming every event id not confirmed, and whether the broker may still
+            deliver it.
+    """
+    deadline = Deadline(settings.publish_timeout)
+    pending = {
+        index: Outgoing(
+            key=index,
+            exchange=topology.exchange_name(settings.topic_prefix, topic),
+            routing_key=message.properties["type"],
+            message=message,
+            declare=topology.topic_topology(settings, topic),
+        )
+        for index, (topic, message) in enumerate(messages)
+    }
+    may_be_delivered: set[int] = set()
+    reason = "no time left"
+    attempts = settings.publish_retry_policy.max_retries + 1
+    for attempt in range(1, attempts + 1):
+        outcome = _direct_publisher(settings).publish(
+            pending.values(), timeout=deadline.remaining()
+        )
+        for index in outcome.confirmed:
+            pending.pop(index, None)
+        if not pending:
+            return
+        may_be_delivered.update(outcome.unknown)
+        may_be_delivered.difference_update(outcome.refused)
+        reason = (
+            f"{type(outcome.error).__name__}: {outcome.error}"
+            if outcome.error is not None
+            else "; ".join(sorted(set(outcome.refused.values())))
+        )
+        pause = backoff(attempt - 1, settings) if attempt > 1 else 0.0
+        if attempt == attempts or deadline.remaining() <= pause:
+            break
+        logger.warning("direct publish failed (%s); retry %d/%d", reason, attempt, attempts - 1)
+        time.sleep(pause)
+    failed = [messages[index] for index in sorted(pending)]
+    event_ids = tuple(dict.fromkeys(m.properties["message_id"] for _, m in failed))
+    topics = sorted({topic for topic, _ in failed})
+    maybe = bool(may_be_delivered & set(pending))
+    raise PublishError(
+        f"event(s) {', '.join(event_ids)} to topic(s) {', '.join(map(repr, topics))} were not "
+        f"confirmed by the broker within EVENT_BUS_PUBLISH_TIMEOUT "
+        f"({settings.publish_timeout:g}s, {attempt} attempt(s)): {reason}. "
+        + (
+            "The broker may still deliver them (it took them but never confirmed)."
+            if maybe
+            else "The broker did not take them; they will not be delivered."
+        ),
+        event_ids=event_ids,
+        topic=topics[0],
+        may_be_delivered=maybe,
+    )
+
+
+def _direct_publisher(settings: BusSettings) -> ConfirmingPublisher:
+    current: ConfirmingPublisher | None = getattr(_local, "direct", None)
+    if (
+        current is None
+        or _local.direct_settings is not settings
+        or _local.direct_pid != os.getpid()
+    ):
+        if current is not None and _local.direct_pid == os.getpid():
+            current.close()
+        current = _local.direct = ConfirmingPublisher(
+            bus_connection(settings, confirm_publish=False), window=settings.publish_window
+        )
+        _local.direct_settings = settings
+        _local.direct_pid = os.getpid()
+    return current
 
 
 def _in_transaction(alias: str) -> bool:

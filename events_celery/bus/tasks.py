@@ -145,7 +145,7 @@ def _run(
 ) -> None:
     name = event.signal.bus_name(func)
     try:
-        event.signal.call_receiver(func, event.metadata, event.payload, from_event_bus=True)
+        event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
     except Exception as exc:
         policy = settings.retry_policy
         if attempt < policy.max_attempts:

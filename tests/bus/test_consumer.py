@@ -21,7 +21,7 @@ TOPIC = "memory"
 def memory_worker(settings: Any) -> Iterator[Celery]:
     settings.CELERY_BROKER_URL = "memory://"
     settings.EVENT_BUS_SERVICE_NAME = "memory-tests"
-    settings.EVENT_BUS_PUBLISH_MODE = "immediate"
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
     settings.EVENT_BUS_CONSUMER_FLUSH_INTERVAL = 0.01
     settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01}
     settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {}}

@@ -16,9 +16,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp
 import pytest
+from django.db import connection as db_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # generous: a slow CI machine must not fail a correct run
@@ -88,9 +90,19 @@ class Bus:
         self.probes: list[str] = []
         self.services: set[str] = set()
         self.topics: set[str] = set()
-        self.amqp = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-        self.amqp.connect()
+        self.amqp = self.client()
         self.channel = self.amqp.channel()
+
+    def client(self) -> amqp.Connection:
+        """A plain py-amqp connection to this bus's broker."""
+        parts = urlsplit(self.url)
+        connection = amqp.Connection(
+            f"{parts.hostname}:{parts.port or 5672}",
+            userid=parts.username or "guest",
+            password=parts.password or "guest",
+        )
+        connection.connect()
+        return connection
 
     def service_name(self, base: str) -> str:
         return f"{base}-{self.run_id}"
@@ -105,27 +117,37 @@ class Bus:
         batch_size: int = 32,
         queue_type: str = "classic",
         backoff: float = 0.05,
+        env: dict[str, str] | None = None,
     ) -> Worker:
+        """Start a ``celery worker`` of ``service``; ``env`` adds to or overrides its settings."""
         self.services.add(service)
         self.topics.update(consumer_config)
         env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "tests.integration.service_settings",
+            **self.env(),
             "TEST_SERVICE": service,
             "TEST_NODE": node or service,
-            "TEST_PREFIX": self.prefix,
-            "TEST_RESULTS": str(self.results),
-            "TEST_BROKER_URL": self.url,
             "TEST_BATCH_SIZE": str(batch_size),
             "TEST_QUEUE_TYPE": queue_type,
             "TEST_BACKOFF": str(backoff),
             "TEST_CONSUMER_CONFIG": json.dumps(consumer_config),
             "TEST_PRODUCER_CONFIG": json.dumps(producer_config or {}),
+            **(env or {}),
         }
         worker = Worker(env, node or service, self.tmp_path / f"{node or service}.log")
         self.workers.append(worker)
         return worker
+
+    def env(self) -> dict[str, str]:
+        """Environment of a process of this test: same database, same results file."""
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.integration.service_settings",
+            "TEST_DB_NAME": str(db_connection.settings_dict["NAME"]),
+            "TEST_PREFIX": self.prefix,
+            "TEST_RESULTS": str(self.results),
+            "TEST_BROKER_URL": self.url,
+        }
 
     def records(self, **match: Any) -> list[dict[str, Any]]:
         lines = [json.loads(x) for x in self.results.read_text().splitlines() if x.strip()]
@@ -149,6 +171,8 @@ class Bus:
     def close(self) -> None:
         for worker in self.workers:
             worker.stop()
+        self.amqp.collect()
+        self.amqp = self.client()  # the broker may have restarted since the test began
         channel = self.amqp.channel()
         queues = [f"{self.prefix}{t}.unrouted" for t in self.topics]
         for service in self.services:
@@ -171,7 +195,7 @@ def bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[Bus]:
     harness = Bus(rabbitmq_url, tmp_path)
     settings.CELERY_BROKER_URL = rabbitmq_url
     settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
-    settings.EVENT_BUS_PUBLISH_MODE = "immediate"
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
     try:
         yield harness
     finally:

@@ -19,7 +19,9 @@ EVENT_BUS_RETRY_POLICY = {
     "jitter": True,
 }
 EVENT_BUS_QUEUE_TYPE = os.environ.get("TEST_QUEUE_TYPE", "classic")
-EVENT_BUS_PUBLISH_MODE = "immediate"
+EVENT_BUS_PUBLISH_MODE = os.environ.get("TEST_PUBLISH_MODE", "direct")
+EVENT_BUS_OUTBOX_LEASE = float(os.environ.get("TEST_OUTBOX_LEASE", "30"))
+EVENT_BUS_OUTBOX_SWEEP_INTERVAL = float(os.environ.get("TEST_SWEEP_INTERVAL", "0.5"))
 EVENT_BUS_CONSUMER_BATCH_SIZE = int(os.environ.get("TEST_BATCH_SIZE", "32"))
 CELERY_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -199,7 +199,7 @@ def test_publishing_waits_for_commit_and_a_rollback_publishes_nothing(
     bus: Bus, settings: Any
 ) -> None:
     bus.topics.add(TOPIC)
-    settings.EVENT_BUS_PUBLISH_MODE = "on_commit"
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
     settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
     PING.send_event(n=0)  # declares the topic exchange
     queue = bus.probe()

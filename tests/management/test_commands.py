@@ -151,11 +151,14 @@ def routed(settings):
     return settings
 
 
+@pytest.mark.django_db
 def test_show_event_bus_offline_prints_what_is_published_and_consumed(routed):
     out, _ = run("show_event_bus", "--offline")
     lines = out.splitlines()
 
     assert lines[0] == "service: shop"
+    assert "publish mode: outbox" in lines
+    assert "outbox: 0 unpublished" in lines
     assert (
         f"  {ORDER_PLACED.event_type} -> topic orders (exchange prod.orders key=order.id; "
         "unrouted parked: ?)"
@@ -171,6 +174,7 @@ def test_show_event_bus_offline_prints_what_is_published_and_consumed(routed):
     assert f"  {ORDER_PLACED.event_type} (0 receiver(s))" in lines
 
 
+@pytest.mark.django_db
 def test_show_event_bus_never_prints_the_broker_password(routed):
     routed.CELERY_BROKER_URL = "amqp://shop:s3cret-pass@rabbit.internal:5672/prod"
 
@@ -180,6 +184,7 @@ def test_show_event_bus_never_prints_the_broker_password(routed):
     assert "rabbit.internal" in out
 
 
+@pytest.mark.django_db
 def test_show_event_bus_with_nothing_routed(settings):
     out, _ = run("show_event_bus", "--offline")
 

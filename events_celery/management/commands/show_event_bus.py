@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError
 
-from events_celery.bus import topology
-from events_celery.bus.producer import bus_connection
+from events_celery.bus import outbox, topology
+from events_celery.bus.connection import bus_connection
 from events_celery.bus.topology import reply_code
 from events_celery.conf import bus_settings
 from events_celery.registry import registry
@@ -31,6 +32,9 @@ class Command(BaseCommand):
         depth = self._depths(settings, offline)
         self.stdout.write(f"service: {service}")
         self.stdout.write(f"broker: {bus_connection(settings).as_uri()}")
+        self.stdout.write(f"publish mode: {settings.publish_mode}")
+        if settings.publish_mode == "outbox":
+            self.stdout.write(f"outbox: {self._backlog(settings)}")
         self.stdout.write("publishes:")
         for event_type, routes in sorted(settings.routes.items()):
             for route in routes:
@@ -56,6 +60,23 @@ class Command(BaseCommand):
         self.stdout.write(f"events defined here: {len(registry)}")
         for signal in registry.all():
             self.stdout.write(f"  {signal.event_type} ({len(signal.receivers)} receiver(s))")
+
+    @staticmethod
+    def _backlog(settings: Any) -> str:
+        try:
+            waiting = outbox.backlog(settings)
+        except DatabaseError as exc:  # no table yet, or the database is down: say so
+            return f"n/a ({type(exc).__name__}: {exc}; run migrate?)"
+        if not waiting.count:
+            return "0 unpublished"
+        age = waiting.oldest_age() or 0.0
+        refused = f", {waiting.refused} refused by the broker" if waiting.refused else ""
+        late = ""
+        if age > settings.outbox_warn_after:
+            ids, total = outbox.overdue(settings)
+            late = f"; waiting past EVENT_BUS_OUTBOX_WARN_AFTER: {', '.join(ids)}"
+            late += f" and {total - len(ids)} more" if total > len(ids) else ""
+        return f"{waiting.count} unpublished, oldest {age:.1f}s old{refused}{late}"
 
     def _depths(self, settings: Any, offline: bool) -> Any:
         if offline:

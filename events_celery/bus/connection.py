@@ -1,0 +1,93 @@
+"""Broker connections of the bus: which broker, and connecting within a time bound."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kombu import Connection
+
+from events_celery.conf import BusSettings
+
+logger = logging.getLogger(__name__)
+
+
+def broker_url(settings: BusSettings) -> str:
+    """The broker URL from the settings (see ``EVENT_BUS_BROKER_URL``), else Celery's own."""
+    if settings.broker_url:
+        return settings.broker_url
+    from celery import current_app
+
+    return str(current_app.conf.broker_url or "amqp://guest:guest@localhost:5672//")
+
+
+def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Connection:
+    """A new (lazy) broker connection; with publisher confirms on each publish by default."""
+    options = {"confirm_publish": True} if confirm_publish else {}
+    return Connection(
+        broker_url(settings),
+        transport_options=options,
+        connect_timeout=settings.publish_timeout,
+    )
+
+
+def connect(connection: Connection, *, timeout: float) -> Any:
+    """Open ``connection`` once, within ``timeout`` seconds, without kombu's hidden retries.
+
+    kombu's own ``connect()`` retries once after sleeping two seconds; callers here bound
+    their total time themselves, so one attempt with a socket timeout is what they need.
+    The socket's read and write timeouts are set to ``timeout`` too, so a peer that stops
+    answering cannot hold a publish longer.
+
+    Returns:
+        the transport's connection object (``amqp.Connection`` on RabbitMQ).
+
+    Raises:
+        whatever the transport raises when the broker cannot be reached in time.
+    """
+    timeout = max(timeout, 0.001)
+    connection.connect_timeout = timeout
+    if is_amqp(connection):
+        connection.transport_options = {
+            **(connection.transport_options or {}),
+            "read_timeout": timeout,
+            "write_timeout": timeout,
+        }
+    connection.ensure_connection(max_retries=0)
+    return connection.connection
+
+
+def is_amqp(connection: Connection) -> bool:
+    """Whether ``connection`` speaks AMQP 0-9-1 (publisher confirms exist) or is virtual."""
+    return bool(connection.transport.driver_type == "amqp")
+
+
+def drop(connection: Connection | None) -> None:
+    """Forget a connection without the AMQP close handshake.
+
+    Used after a failure: a broker that stopped reading (a blocked connection, a dead peer)
+    would never answer the handshake.
+    """
+    if connection is None:
+        return
+    try:
+        connection.collect()
+    except Exception:  # the connection is already broken; nothing more to release
+        logger.debug("dropping a broken broker connection failed", exc_info=True)
+
+
+class Deadline:
+    """A point in time that several steps share: each gets what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left (never negative)."""
+        return max(self.end - time.monotonic(), 0.0)
+
+    def expired(self) -> bool:
+        """Whether no time is left."""
+        return time.monotonic() >= self.end

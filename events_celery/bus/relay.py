@@ -1,0 +1,364 @@
+"""Relays move outbox rows to the broker: the writer's background publisher, and sweepers.
+
+* :class:`BackgroundPublisher`: one per process, woken by ``on_commit``. It publishes the rows
+  this process wrote, right after their transaction commits, with a window of outstanding
+  confirms, and deletes the confirmed rows in batches. While the broker is unreachable or
+  blocks publishers, it keeps the rows (renewing their lease) and retries with backoff.
+* :func:`relay_pass`: claims rows whose lease ran out (their writer died, or gave them back)
+  and publishes them. The :class:`Sweeper` thread of every Celery worker of a publishing
+  service runs it, and so does ``manage.py relay_events``.
+
+Delivery is at least once: a relay that dies between the broker's confirm and the delete
+leaves rows that another relay publishes again, under the same event id.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from django.db import DatabaseError, close_old_connections, connections
+
+from events_celery.bus import outbox, topology
+from events_celery.bus.confirms import ConfirmingPublisher, Outcome, Outgoing
+from events_celery.bus.connection import bus_connection
+from events_celery.bus.outbox import Row
+from events_celery.conf import BusSettings, bus_settings
+
+logger = logging.getLogger(__name__)
+
+#: Rows a background publisher keeps in memory; past it, new rows wait for a sweeper.
+MAX_HELD_ROWS = 50_000
+
+
+class Relay:
+    """Publishes rows over one connection, then deletes the confirmed ones."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        # A broker that blocks publishers holds what it was sent and confirms it once it lets
+        # go: waiting (well within the rows' lease) beats sending the rows again.
+        self.publisher = ConfirmingPublisher(
+            bus_connection(settings, confirm_publish=False),
+            window=settings.publish_window,
+            blocked_patience=settings.outbox_lease / 4,
+        )
+
+    def close(self) -> None:
+        """Drop the broker connection."""
+        self.publisher.close()
+
+    def publish(self, rows: Sequence[Row]) -> Outcome:
+        """Publish ``rows`` in order, delete those the broker confirmed, and say what happened.
+
+        Raises:
+            django.db.DatabaseError: the confirmed rows could not be deleted (they will be
+                published again: at least once).
+        """
+        settings = self.settings
+        prefix = settings.topic_prefix
+        outcome = self.publisher.publish(
+            (
+                Outgoing(
+                    key=row.id,
+                    exchange=topology.exchange_name(prefix, row.topic),
+                    routing_key=row.event_type,
+                    message=row.message,
+                    declare=topology.topic_topology(settings, row.topic),
+                )
+                for row in rows
+            ),
+            timeout=settings.publish_timeout + 0.002 * len(rows),
+        )
+        if outcome.confirmed:
+            outbox.delete(settings, outcome.confirmed)
+        if outcome.refused:
+            for pk, reason in outcome.refused.items():
+                logger.error("the broker refused outbox row %s: %s", pk, reason)
+        return outcome
+
+
+def backoff(failures: int, settings: BusSettings) -> float:
+    """Seconds to wait after ``failures`` failed tries in a row (with jitter)."""
+    policy = settings.publish_retry_policy
+    delay = min(policy.interval_start + policy.interval_step * failures, policy.interval_max)
+    return delay * random.uniform(0.5, 1.0)
+
+
+class BackgroundPublisher:
+    """The publishing thread of one process; ``on_commit`` hands it the rows just written."""
+
+    def __init__(self) -> None:
+        self._rows: deque[Row] = deque()
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._relay: Relay | None = None
+        self._stopping = threading.Event()
+
+    def submit(self, rows: Sequence[Row]) -> None:
+        """Queue committed rows for publishing and wake the thread (never blocks on I/O)."""
+        with self._condition:
+            room = MAX_HELD_ROWS - len(self._rows)
+            if room < len(rows):
+                logger.warning(
+                    "%d outbox row(s) wait for a sweeper: this process already holds %d that "
+                    "the broker has not taken",
+                    len(rows) - max(room, 0),
+                    len(self._rows),
+                )
+                rows = rows[: max(room, 0)]
+            self._rows.extend(rows)
+            self._condition.notify()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="events_celery-publisher", daemon=True
+                )
+                self._thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every submitted row is published (or ``timeout``); whether it was."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._rows or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._condition.wait(min(left, 0.05))
+        return True
+
+    def pending(self) -> int:
+        """Rows waiting in this process."""
+        with self._condition:
+            return len(self._rows) + (1 if self._busy else 0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread after its current batch; rows it still holds wait for a sweeper."""
+        with self._condition:
+            self._stopping.set()
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        if self._relay is not None:
+            self._relay.close()
+
+    def _take(self, limit: int) -> list[Row]:
+        with self._condition:
+            while not self._rows and not self._stopping.is_set():
+                self._busy = False
+                self._condition.notify_all()
+                self._condition.wait()
+            self._busy = not self._stopping.is_set()
+            if not self._busy:
+                self._condition.notify_all()
+                return []
+            count = min(limit, len(self._rows))
+            return [self._rows.popleft() for _ in range(count)]
+
+    def _give_back(self, rows: Sequence[Row]) -> None:
+        with self._condition:
+            self._rows.extendleft(reversed(rows))
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            batch = self._take(bus_settings().outbox_batch_size)
+            if not batch:
+                break
+            settings = bus_settings()
+            try:
+                close_old_connections()
+                batch = self._keep_leased(settings, batch)
+                if not batch:
+                    continue
+                relay = self._relay_for(settings)
+                outcome = relay.publish(batch)
+            except Exception:
+                # Database trouble (renewing leases, deleting rows): the rows stay in the table
+                # under this process's lease; they are tried again after a pause.
+                logger.exception("the outbox publisher failed; retrying")
+                connections[settings.db_alias].close()
+                self._give_back(batch)
+                failures += 1
+                self._stopping.wait(backoff(failures, settings))
+                continue
+            if outcome.refused:
+                self._release_refused(settings, outcome)
+            if outcome.error is None:
+                failures = 0
+                continue
+            by_id = {row.id: row for row in batch}
+            self._give_back([by_id[k] for k in [*outcome.unknown, *outcome.unsent]])
+            failures += 1
+            delay = backoff(failures, settings)
+            logger.warning(
+                "publishing %d outbox row(s) failed (%s: %s); retry %d in %.2fs",
+                len(outcome.unknown) + len(outcome.unsent),
+                type(outcome.error).__name__,
+                outcome.error,
+                failures,
+                delay,
+            )
+            self._stopping.wait(delay)
+        connections.close_all()
+
+    def _relay_for(self, settings: BusSettings) -> Relay:
+        if self._relay is None or self._relay.settings is not settings:
+            if self._relay is not None:
+                self._relay.close()
+            self._relay = Relay(settings)
+        return self._relay
+
+    @staticmethod
+    def _keep_leased(settings: BusSettings, rows: list[Row]) -> list[Row]:
+        # A row held past half its lease (the broker was away) gets a new lease first, so no
+        # sweeper takes it meanwhile; a row another relay took already is left to that relay.
+        stale_before = time.monotonic() - settings.outbox_lease / 2
+        stale = [row for row in rows if row.leased_at <= stale_before]
+        if not stale:
+            return rows
+        renewed = {row.id: row for row in outbox.renew(settings, stale)}
+        return [
+            renewed.get(row.id, row)
+            for row in rows
+            if row.leased_at > stale_before or row.id in renewed
+        ]
+
+    @staticmethod
+    def _release_refused(settings: BusSettings, outcome: Outcome) -> None:
+        refused = outcome.refused
+        try:
+            outbox.release(settings, refused, retry_in=settings.outbox_lease, refused=refused)
+        except DatabaseError:
+            logger.exception("could not record that the broker refused outbox rows %s", refused)
+
+
+_publisher: tuple[int, BackgroundPublisher] | None = None
+_lock = threading.Lock()
+
+
+def background_publisher() -> BackgroundPublisher:
+    """The :class:`BackgroundPublisher` of this process (made on first use, anew after a fork)."""
+    global _publisher
+    with _lock:
+        if _publisher is None or _publisher[0] != os.getpid():
+            _publisher = (os.getpid(), BackgroundPublisher())
+        return _publisher[1]
+
+
+def stop_background_publisher(timeout: float = 5.0) -> None:
+    """Stop this process's background publisher (a new one starts on the next commit).
+
+    Rows it had not published stay in the outbox table for a sweeper. Tests use it so that
+    no thread outlives the test that started it.
+    """
+    global _publisher
+    with _lock:
+        current, _publisher = _publisher, None
+    if current is not None and current[0] == os.getpid():
+        current[1].stop(timeout)
+
+
+def _flush_at_exit() -> None:
+    # A short-lived process (a management command) gets a moment to publish what it sent;
+    # what is left waits in the table for a sweeper.
+    if _publisher is not None and _publisher[0] == os.getpid():
+        _publisher[1].flush(bus_settings().publish_timeout)
+
+
+atexit.register(_flush_at_exit)
+
+
+def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> int:
+    """Publish every row whose lease has run out, batch by batch; returns how many went out.
+
+    Stops at the first batch the broker did not take (the rows go back to the table, to be
+    tried again after a pause).
+    """
+    relay = Relay(settings)
+    published = 0
+    try:
+        while True:
+            rows = outbox.claim(
+                settings, limit=settings.outbox_batch_size, include_refused=include_refused
+            )
+            if not rows:
+                return published
+            outcome = relay.publish(rows)
+            published += len(outcome.confirmed)
+            retry = [*outcome.unknown, *outcome.unsent]
+            if retry or outcome.refused:
+                outbox.release(
+                    settings,
+                    [*retry, *outcome.refused],
+                    retry_in=backoff(1, settings),
+                    refused=outcome.refused,
+                )
+            if outcome.error is not None:
+                logger.warning(
+                    "relaying outbox rows stopped: %s: %s (%d row(s) wait)",
+                    type(outcome.error).__name__,
+                    outcome.error,
+                    len(retry),
+                )
+                return published
+            if len(rows) < settings.outbox_batch_size:
+                return published
+    finally:
+        relay.close()
+
+
+def warn_overdue(settings: BusSettings) -> None:
+    """Log a WARNING naming the events that have waited past ``EVENT_BUS_OUTBOX_WARN_AFTER``."""
+    ids, total = outbox.overdue(settings)
+    if ids:
+        more = f" and {total - len(ids)} more" if total > len(ids) else ""
+        logger.warning(
+            "%d outbox event(s) have waited more than %ss to be published: %s%s. Is the "
+            "broker reachable? (manage.py show_event_bus shows the backlog)",
+            total,
+            f"{settings.outbox_warn_after:g}",
+            ", ".join(ids),
+            more,
+        )
+
+
+class Sweeper:
+    """A thread that runs :func:`relay_pass` every ``EVENT_BUS_OUTBOX_SWEEP_INTERVAL``."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="events_celery-sweeper", daemon=True)
+
+    def start(self) -> None:
+        """Start sweeping in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current pass."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_warning = 0.0
+        while not self._stop.is_set():
+            settings = bus_settings()
+            try:
+                close_old_connections()
+                relay_pass(settings)
+                if time.monotonic() - last_warning >= settings.outbox_warn_after:
+                    last_warning = time.monotonic()
+                    warn_overdue(settings)
+            except Exception:
+                logger.exception("the outbox sweeper failed; it tries again")
+                connections[settings.db_alias].close()
+            self._stop.wait(settings.outbox_sweep_interval)
+        connections.close_all()

@@ -1,0 +1,53 @@
+"""Fixtures for fault tests, which run against a private RabbitMQ node they may stop and restart."""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.node import RabbitMQNode
+from tests.integration.conftest import Bus
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQNode]:
+    """A started private RabbitMQ node (never the shared one). Under CI=true it never skips."""
+    node = RabbitMQNode(tmp_path_factory.mktemp("rabbitmq"))
+    # A safety net for a run that ends without the session teardown; shutdown() is idempotent.
+    atexit.register(node.shutdown)
+    try:
+        node.start()
+    except (RuntimeError, OSError) as exc:
+        problem = f"cannot start a private RabbitMQ node: {exc}"
+        try:
+            node.shutdown()
+        except (RuntimeError, OSError) as cleanup:
+            problem += f"\nand shutting it down failed too: {cleanup}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem}\nCI runs the fault tests and cannot skip them")
+        pytest.skip(problem)
+    try:
+        yield node
+    finally:
+        node.shutdown()
+        atexit.unregister(node.shutdown)
+
+
+@pytest.fixture
+def fault_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> Iterator[Bus]:
+    """A bus of real worker processes on the private node; this process publishes (outbox)."""
+    harness = Bus(rabbitmq_node.url, tmp_path)
+    settings.CELERY_BROKER_URL = rabbitmq_node.url
+    settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "outbox"
+    settings.EVENT_BUS_PUBLISH_TIMEOUT = 2.0
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"interval_step": 0.1, "interval_max": 0.5}
+    try:
+        yield harness
+    finally:
+        harness.close()
