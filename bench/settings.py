@@ -9,6 +9,9 @@
     :mod:`bench.receivers.timings`).
 ``BENCH_BROKER_URL``
     AMQP URL of the broker; default the local RabbitMQ.
+``BENCH_DATABASE``
+    ``sqlite`` (default: in memory) or ``postgresql``: the local server, database
+    ``events_celery_bench`` (``bench/outbox.py`` creates it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ INSTALLED_APPS = [
     "events_celery",
     "bench.receivers",
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if os.environ.get("BENCH_DATABASE") == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "events_celery_bench",
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "HOST": os.environ.get("PGHOST", "/var/run/postgresql"),
+        }
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING_CONFIG = None
 
@@ -37,7 +50,9 @@ EVENT_BUS_PRODUCER_CONFIG = {
     BENCH_EVENT_TYPE: {BENCH_TOPIC: {"event_key_field": "order.order_id", "enabled": True}},
 }
 EVENT_BUS_CONSUMER_CONFIG = {BENCH_TOPIC: {"event_types": [BENCH_EVENT_TYPE]}}
-EVENT_BUS_PUBLISH_MODE = "immediate"
+# throughput.py measures direct publishing; outbox.py switches the publishing process to the
+# outbox. The workers only consume either way.
+EVENT_BUS_PUBLISH_MODE = "direct"
 
 CELERY_BROKER_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 # Plain Celery tasks of this run get a queue (and exchange) of their own, never "celery".

@@ -8,7 +8,7 @@ Run it from the repository root, with RabbitMQ on 127.0.0.1:5672 (guest/guest)::
 Each figure is printed next to a baseline measured in the same run, with their ratio:
 
 1. **Publishing.** Confirmed publishes per second through ``ORDER_PLACED.send_event(...)``
-   (``EVENT_BUS_PUBLISH_MODE = "immediate"``, routed to one topic), against kombu publishing the
+   (``EVENT_BUS_PUBLISH_MODE = "direct"``, routed to one topic), against kombu publishing the
    same Avro body with the same headers and properties to an exchange with a bound queue,
    (a) without publisher confirms and (b) with one confirm per message
    (``transport_options={"confirm_publish": True}``). send_event and (b) take turns,
@@ -65,7 +65,6 @@ from bench.receivers.tasks import noop
 from events_celery import EventMetadata
 from events_celery.bus import topology
 from events_celery.bus.dispatch import OutgoingMessage, encode_event
-from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings, bus_settings
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, put on sys.path above
@@ -611,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         print("4/4 worker memory: no-op tasks", flush=True)
         tasks_rss = measure_memory("tasks-rss", work / "tasks-rss", args.rss_events, publish_tasks)
     finally:
+        from events_celery.bus.producer import publisher  # needs the apps loaded
+
         publisher().close()
         delete_run_entities(settings, args.broker, run_id)
 

@@ -11,7 +11,7 @@ from events_celery.exceptions import (
 )
 from events_celery.metadata import EventMetadata, library_version
 from events_celery.registry import EventRegistry, registry
-from events_celery.signals import EventSignal
+from events_celery.signals import EventSignal, SentEvent
 
 __version__ = library_version()
 
@@ -24,8 +24,20 @@ __all__ = [
     "EventsCeleryError",
     "PayloadValidationError",
     "PublishError",
+    "SentEvent",
     "__version__",
+    "batch_events",
     "once_per_event",
     "register_codec",
     "registry",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # batch_events lives in the bus, which needs Django's apps loaded: import it on first use,
+    # so that ``import events_celery`` works in a settings module.
+    if name == "batch_events":
+        from events_celery.bus.producer import batch_events
+
+        return batch_events
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

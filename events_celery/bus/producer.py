@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -37,7 +38,14 @@ from events_celery.exceptions import PayloadValidationError, PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
 
-__all__ = ["Publisher", "broker_url", "bus_connection", "publish_event", "publisher"]
+__all__ = [
+    "Publisher",
+    "batch_events",
+    "broker_url",
+    "bus_connection",
+    "publish_event",
+    "publisher",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +228,11 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
     ]
     in_transaction = _in_transaction(settings.db_alias)
     if settings.publish_mode == "outbox":
-        rows = outbox.write(settings, metadata, messages)
+        batch: _Batch | None = getattr(_local, "batch", None)
+        if batch is not None and batch.alias == settings.db_alias and in_transaction:
+            batch.hold(settings, metadata, messages)
+            return
+        rows = outbox.write(settings, [(metadata, messages)])
         if in_transaction:
             transaction.on_commit(
                 lambda: background_publisher().submit(rows), using=settings.db_alias
@@ -233,6 +245,85 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
         )
     else:
         publish_direct(settings, messages)
+
+
+class _Held:
+    """An event sent inside :func:`batch_events`, waiting for the block's end to be written."""
+
+    def __init__(self, metadata: EventMetadata, messages: outbox.Messages) -> None:
+        self.metadata = metadata
+        self.messages = messages
+        self.rows: list[outbox.Row] = []
+
+    def submit(self) -> None:
+        """Run after the commit: hand the rows to the background publisher."""
+        if self.rows:
+            background_publisher().submit(self.rows)
+
+
+class _Batch:
+    """The events of one :func:`batch_events` block, written together when it ends."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.held: list[_Held] = []
+
+    def hold(self, settings: BusSettings, metadata: EventMetadata, messages: Any) -> None:
+        held = _Held(metadata, messages)
+        # The after-commit callback doubles as a marker: Django drops it when a savepoint it
+        # was registered in rolls back, and then the event must not be written either.
+        transaction.on_commit(held.submit, using=self.alias)
+        self.held.append(held)
+
+    def write(self, settings: BusSettings) -> None:
+        connection = connections[self.alias]
+        alive = {
+            id(getattr(callback, "__self__", None)) for _, callback, *_ in connection.run_on_commit
+        }
+        kept = [held for held in self.held if id(held) in alive]
+        if not kept:
+            return
+        rows = iter(outbox.write(settings, [(h.metadata, h.messages) for h in kept]))
+        for held in kept:
+            held.rows = [next(rows) for _ in held.messages]
+
+
+@contextmanager
+def batch_events(using: str | None = None) -> Iterator[None]:
+    """Send many events in one transaction with one outbox ``INSERT`` instead of one each.
+
+    The block runs in ``transaction.atomic()`` (a savepoint inside an outer transaction). The
+    events sent in it are validated and their local receivers run at once as usual; their
+    outbox rows are written together when the block ends, inside that transaction, and
+    published after the commit. An exception in the block, or a savepoint rolled back inside
+    it, writes nothing for the events it covers. Outside ``"outbox"`` mode it is a plain
+    ``atomic()`` block. Blocks nest: an inner one joins the outer one.
+
+    Example::
+
+        with batch_events():
+            for order in orders:
+                ORDER_PLACED.send_event(order=order)
+
+    Args:
+        using: the database; ``EVENT_BUS_DB_ALIAS`` by default.
+    """
+    alias = using or bus_settings().db_alias
+    outer: _Batch | None = getattr(_local, "batch", None)
+    if outer is not None:
+        with transaction.atomic(using=alias):
+            yield
+        return
+    batch = _local.batch = _Batch(alias)
+    try:
+        with transaction.atomic(using=alias):
+            try:
+                yield
+            finally:
+                _local.batch = None
+            batch.write(bus_settings())
+    finally:
+        _local.batch = None
 
 
 def _publish_after_commit(

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
 from events_celery.bus import outbox, topology
 from events_celery.bus.confirms import ConfirmingPublisher, Outcome, Outgoing
@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 #: Rows a background publisher keeps in memory; past it, new rows wait for a sweeper.
 MAX_HELD_ROWS = 50_000
+
+#: Seconds published rows may wait to be deleted together (fewer, larger deletes). A crash in
+#: that time publishes them again later: at least once.
+DELETE_DELAY = 0.05
 
 
 class Relay:
@@ -54,8 +58,12 @@ class Relay:
         """Drop the broker connection."""
         self.publisher.close()
 
-    def publish(self, rows: Sequence[Row]) -> Outcome:
+    def publish(self, rows: Sequence[Row], *, delete: bool = True) -> Outcome:
         """Publish ``rows`` in order, delete those the broker confirmed, and say what happened.
+
+        Args:
+            rows: the rows, in the order to publish them.
+            delete: delete the confirmed rows now (the background publisher deletes later).
 
         Raises:
             django.db.DatabaseError: the confirmed rows could not be deleted (they will be
@@ -76,7 +84,7 @@ class Relay:
             ),
             timeout=settings.publish_timeout + 0.002 * len(rows),
         )
-        if outcome.confirmed:
+        if outcome.confirmed and delete:
             outbox.delete(settings, outcome.confirmed)
         if outcome.refused:
             for pk, reason in outcome.refused.items():
@@ -98,9 +106,11 @@ class BackgroundPublisher:
         self._rows: deque[Row] = deque()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._busy = False
+        self._busy = False  # the thread holds a batch
         self._relay: Relay | None = None
         self._stopping = threading.Event()
+        self._confirmed: list[int] = []  # published, not yet deleted
+        self._confirmed_since = 0.0
 
     def submit(self, rows: Sequence[Row]) -> None:
         """Queue committed rows for publishing and wake the thread (never blocks on I/O)."""
@@ -115,7 +125,7 @@ class BackgroundPublisher:
                 )
                 rows = rows[: max(room, 0)]
             self._rows.extend(rows)
-            self._condition.notify()
+            self._condition.notify_all()  # flush() may be waiting on it too
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="events_celery-publisher", daemon=True
@@ -123,10 +133,10 @@ class BackgroundPublisher:
                 self._thread.start()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every submitted row is published (or ``timeout``); whether it was."""
+        """Wait until every submitted row is published and deleted; whether it was in time."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._rows or self._busy:
+            while self._rows or self._busy or self._confirmed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -149,16 +159,16 @@ class BackgroundPublisher:
         if self._relay is not None:
             self._relay.close()
 
-    def _take(self, limit: int) -> list[Row]:
+    def _take(self, limit: int, timeout: float | None) -> list[Row]:
+        # Rows to publish; [] when the thread stops, or after ``timeout`` without rows.
         with self._condition:
-            while not self._rows and not self._stopping.is_set():
-                self._busy = False
+            self._busy = False  # the previous batch is done with
+            if not self._rows and not self._stopping.is_set():
                 self._condition.notify_all()
-                self._condition.wait()
-            self._busy = not self._stopping.is_set()
-            if not self._busy:
-                self._condition.notify_all()
+                self._condition.wait(timeout)
+            if self._stopping.is_set() or not self._rows:
                 return []
+            self._busy = True
             count = min(limit, len(self._rows))
             return [self._rows.popleft() for _ in range(count)]
 
@@ -169,26 +179,34 @@ class BackgroundPublisher:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            batch = self._take(bus_settings().outbox_batch_size)
-            if not batch:
-                break
             settings = bus_settings()
+            due = self._deletes_due_in()
+            batch = self._take(settings.outbox_batch_size, due)
+            if self._confirmed and (
+                not batch
+                or len(self._confirmed) >= settings.outbox_batch_size
+                or self._deletes_due_in() == 0
+            ):
+                self._delete_confirmed(settings)
+            if not batch:
+                continue
             try:
-                close_old_connections()
+                # The thread keeps its database connection (it is closed after an error): one
+                # connection per batch would cost more than the batch.
                 batch = self._keep_leased(settings, batch)
-                if not batch:
-                    continue
-                relay = self._relay_for(settings)
-                outcome = relay.publish(batch)
-            except Exception:
-                # Database trouble (renewing leases, deleting rows): the rows stay in the table
-                # under this process's lease; they are tried again after a pause.
-                logger.exception("the outbox publisher failed; retrying")
+                outcome = self._relay_for(settings).publish(batch, delete=False)
+            except DatabaseError:
+                # Renewing the leases failed: the rows stay in the table under this process's
+                # lease, and are tried again after a pause.
+                logger.exception("the outbox publisher could not renew its rows' lease")
                 connections[settings.db_alias].close()
                 self._give_back(batch)
                 failures += 1
                 self._stopping.wait(backoff(failures, settings))
                 continue
+            if outcome.confirmed and not self._confirmed:
+                self._confirmed_since = time.monotonic()
+            self._confirmed += outcome.confirmed
             if outcome.refused:
                 self._release_refused(settings, outcome)
             if outcome.error is None:
@@ -207,7 +225,31 @@ class BackgroundPublisher:
                 delay,
             )
             self._stopping.wait(delay)
+        if self._confirmed:
+            self._delete_confirmed(bus_settings())
         connections.close_all()
+        with self._condition:
+            self._busy = False
+            self._condition.notify_all()
+
+    def _deletes_due_in(self) -> float | None:
+        # Seconds until the confirmed rows must be deleted; None when there are none.
+        if not self._confirmed:
+            return None
+        return max(self._confirmed_since + DELETE_DELAY - time.monotonic(), 0.0)
+
+    def _delete_confirmed(self, settings: BusSettings) -> None:
+        try:
+            outbox.delete(settings, self._confirmed)
+        except DatabaseError:
+            # Kept for the next try; if this process dies first, the rows are published again
+            # once their lease runs out (at least once).
+            logger.exception("could not delete %d published outbox row(s)", len(self._confirmed))
+            connections[settings.db_alias].close()
+            return
+        with self._condition:
+            self._confirmed = []
+            self._condition.notify_all()
 
     def _relay_for(self, settings: BusSettings) -> Relay:
         if self._relay is None or self._relay.settings is not settings:
@@ -352,7 +394,6 @@ class Sweeper:
         while not self._stop.is_set():
             settings = bus_settings()
             try:
-                close_old_connections()
                 relay_pass(settings)
                 if time.monotonic() - last_warning >= settings.outbox_warn_after:
                     last_warning = time.monotonic()

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from events_celery.bus import outbox, relay
 from events_celery.bus.outbox import Row
+from events_celery.bus.producer import batch_events
 from events_celery.conf import bus_settings
 from events_celery.models import OutboxMessage
 from tests.testapp.events import PING
@@ -224,3 +226,61 @@ def test_the_overdue_warning_names_the_waiting_event_ids(
 
     assert str(late.metadata.id) in caplog.text
     assert "WARNING" in [r.levelname for r in caplog.records]
+
+
+def test_a_batch_writes_its_events_in_one_insert_and_hands_them_over_after_commit(
+    submitted: list[Row],
+) -> None:
+    with CaptureQueriesContext(connection) as queries, batch_events():
+        sent = [PING.send_event(n=n).metadata.id for n in range(250)]
+        assert not OutboxMessage.objects.exists()  # written when the block ends
+        assert submitted == []
+
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    assert list(OutboxMessage.objects.order_by("id").values_list("event_id", flat=True)) == sent
+    assert [r.event_id for r in submitted] == [str(i) for i in sent]
+
+
+def test_a_batch_leaves_out_events_of_a_rolled_back_savepoint(submitted: list[Row]) -> None:
+    with batch_events():
+        kept = PING.send_event(n=1).metadata.id
+        try:
+            with transaction.atomic():
+                PING.send_event(n=2)
+                raise RuntimeError("inner block failed")
+        except RuntimeError:
+            pass
+        with transaction.atomic():
+            also_kept = PING.send_event(n=3).metadata.id
+
+    assert list(OutboxMessage.objects.order_by("id").values_list("event_id", flat=True)) == [
+        kept,
+        also_kept,
+    ]
+    assert len(submitted) == 2
+
+
+def test_a_failing_batch_writes_nothing(submitted: list[Row]) -> None:
+    def fail() -> None:
+        with batch_events():
+            PING.send_event(n=1)
+            raise RuntimeError("the import failed")
+
+    with pytest.raises(RuntimeError):
+        fail()
+
+    assert not OutboxMessage.objects.exists()
+    assert submitted == []
+
+
+def test_a_batch_inside_a_transaction_commits_with_it(submitted: list[Row]) -> None:
+    with transaction.atomic():
+        with batch_events(), batch_events():  # nested blocks join the outer one
+            PING.send_event(n=1)
+        assert OutboxMessage.objects.count() == 1
+        assert submitted == []
+        transaction.set_rollback(True)
+
+    assert not OutboxMessage.objects.exists()
+    assert submitted == []

@@ -156,9 +156,9 @@ class Bus:
     def probe(self, routing_key: str = "#", topic: str = "shop") -> str:
         """A queue bound to a topic exchange (which must exist), deleted after the test."""
         name = f"probe-{self.run_id}-{len(self.probes)}"
+        self.probes.append(name)  # deleted after the test even if binding it fails
         self.channel.queue_declare(name)
         self.channel.queue_bind(name, f"{self.prefix}{topic}", routing_key=routing_key)
-        self.probes.append(name)
         return name
 
     def depth(self, queue: str) -> int:
