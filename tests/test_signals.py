@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -617,3 +620,80 @@ def test_connecting_the_same_receiver_twice_is_not_a_name_clash():
     finally:
         PING.disconnect(handler)
     assert calls == ["a"]
+
+
+# --- what send_event returns, and the sends it refuses ---------------------------------------
+
+
+def test_send_event_returns_the_responses_and_the_metadata_of_the_event(ping):
+    receiver = Recorder(result="seen")
+    ping.connect(receiver)
+
+    sent = ping.send_event(n=1)
+
+    assert sent == [(receiver, "seen")]
+    assert sent.metadata is receiver.calls[0]["metadata"]
+    assert sent.metadata.event_type == PING_TYPE
+
+
+def test_a_disabled_event_returns_no_metadata(ping):
+    ping.disable()
+
+    assert ping.send_event(n=1).metadata is None
+
+
+@pytest.mark.parametrize("method", ["send", "send_robust"])
+def test_plain_signal_sends_are_refused_naming_send_event(ping, method):
+    receiver = Recorder()
+    ping.connect(receiver)
+
+    with pytest.raises(EventDefinitionError, match=r"send_event\(\*\*payload\)"):
+        getattr(ping, method)(sender=None, n=1)
+    assert receiver.calls == []
+
+
+@pytest.mark.parametrize("method", ["asend", "asend_robust"])
+def test_async_signal_sends_are_refused_naming_send_event(ping, method):
+    with pytest.raises(EventDefinitionError, match=r"send_event\(\*\*payload\)"):
+        asyncio.run(getattr(ping, method)(sender=None, n=1))
+
+
+# --- emit_from_bus: how workers run receivers -------------------------------------------------
+
+
+def test_emit_from_bus_runs_one_receiver_and_lets_its_error_through(ping):
+    def failing(**kwargs):
+        raise RuntimeError("receiver failed")
+
+    other = Recorder()
+    ping.connect(failing)
+    ping.connect(other)
+    metadata = EventMetadata.create(PING_TYPE, source="orders")
+
+    with pytest.raises(RuntimeError, match="receiver failed"):
+        ping.emit_from_bus(metadata, {"n": 1}, receiver=failing)
+    assert other.calls == []
+
+
+def test_emit_from_bus_runs_nothing_for_a_disabled_event(ping):
+    receiver = Recorder()
+    ping.connect(receiver)
+    ping.disable()
+    metadata = EventMetadata.create(PING_TYPE, source="orders")
+
+    assert ping.emit_from_bus(metadata, {"n": 1}, receiver=receiver) == []
+    assert ping.emit_from_bus(metadata, {"n": 1}) == []
+    assert receiver.calls == []
+
+
+def test_the_event_core_imports_nothing_of_the_bus():
+    code = (
+        "import sys, django; from django.conf import settings; settings.configure(); "
+        "import events_celery.signals, events_celery.registry, events_celery.metadata; "
+        "print(sorted(m for m in sys.modules if m.startswith('events_celery.bus')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[]"
