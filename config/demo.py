@@ -1,9 +1,11 @@
 """Run the example end to end: ``python -m config.demo``.
 
 With RabbitMQ reachable at ``CELERY_BROKER_URL``, it starts the Procfile's ``billing`` and
-``notifications`` workers, places orders in the orders service, shows the events arriving in
-both workers, and stops them. Without RabbitMQ it plays all three services in this process, on
-kombu's in-memory broker, with a real Celery worker in a thread. Exits non-zero on a timeout.
+``notifications`` workers, migrates the orders service's database (``send_event`` writes each
+event to the outbox table there) and places orders in the orders service, shows the events
+arriving in both workers, and stops them. Without RabbitMQ it plays all three services in this
+process, on kombu's in-memory broker, with a real Celery worker in a thread, after migrating
+that process's database. Exits non-zero on a timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from config.settings.base import DEFAULT_BROKER_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ("billing", "notifications")
+ORDERS = "DJANGO_SETTINGS_MODULE=config.settings.orders python -m config.manage"
 PLACED = "org.example.shop.order.placed.v1"
 CANCELLED = "org.example.shop.order.cancelled.v1"
 
@@ -147,17 +150,20 @@ def run_on_rabbitmq(count: int, timeout: float, *, verbose: bool) -> int:
         if progress.ready != set(WORKERS):
             problem = "a worker exited" if any_exited(workers) else f"not ready after {timeout:g}s"
             return fail(f"{problem} (ready: {sorted(progress.ready)})", workers)
-        print("demo          | workers ready; placing orders in the orders service", flush=True)
+        print(
+            "demo          | workers ready; migrating the orders database (the outbox table) "
+            "and placing orders in the orders service",
+            flush=True,
+        )
         orders = Process(
             "orders",
-            "DJANGO_SETTINGS_MODULE=config.settings.orders "
-            f"python -m config.manage place_orders --count {count}",
+            f"{ORDERS} migrate --verbosity 0 && {ORDERS} place_orders --count {count}",
             progress,
             banner=True,
         )
         code = orders.wait(timeout)
         if code != 0:
-            return fail(f"place_orders failed (exit code {code})", [orders, *workers])
+            return fail(f"migrate or place_orders failed (exit code {code})", [orders, *workers])
         return wait_for_events(
             progress, expected_events("\n".join(orders.output)), timeout, workers
         )
@@ -181,6 +187,8 @@ def run_in_memory(count: int, timeout: float) -> int:
 
     from config.celery import app
 
+    # send_event writes each event to the outbox table first: the database needs it.
+    call_command("migrate", verbosity=0)
     progress = Progress()
 
     class Feed(logging.Handler):
@@ -192,7 +200,7 @@ def run_in_memory(count: int, timeout: float) -> int:
         app, pool="solo", loglevel="INFO", logfile=sys.stdout, perform_ping_check=False
     ):
         logging.getLogger().addHandler(Feed())
-        print("demo          | worker ready; placing orders", flush=True)
+        print("demo          | database migrated, worker ready; placing orders", flush=True)
         output = Tee()
         call_command("place_orders", count=count, stdout=output)
         code = wait_for_events(progress, expected_events(output.getvalue()), timeout, [])

@@ -48,9 +48,9 @@ Settings (all optional unless noted):
     ``min(interval_start + interval_step * n, interval_max)`` (with jitter) after the n-th
     failure in a row and never give up.
 ``EVENT_BUS_PUBLISH_WINDOW``
-    How many publishes may await the broker's confirm at once. Default ``256``.
+    How many publishes may await the broker's confirm at once. Default ``1024``.
 ``EVENT_BUS_OUTBOX_BATCH_SIZE``
-    Outbox rows published (and deleted) together. Default ``500``.
+    Outbox rows claimed and published together. Default ``2000``.
 ``EVENT_BUS_OUTBOX_LEASE``
     Seconds an outbox row belongs to the process that wrote it (or the relay that claimed it)
     before a sweeper may take it. Default ``30.0``.
@@ -337,8 +337,8 @@ def _parse() -> BusSettings:
     unrouted = _count(problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", 10000)
     batch = _count(problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", 32)
     flush = _seconds(problems, "EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.005)
-    window = _count(problems, "EVENT_BUS_PUBLISH_WINDOW", 256)
-    outbox_batch = _count(problems, "EVENT_BUS_OUTBOX_BATCH_SIZE", 500)
+    window = _count(problems, "EVENT_BUS_PUBLISH_WINDOW", 1024)
+    outbox_batch = _count(problems, "EVENT_BUS_OUTBOX_BATCH_SIZE", 2000)
     lease = _seconds(problems, "EVENT_BUS_OUTBOX_LEASE", 30.0)
     sweep = _seconds(problems, "EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 2.0)
     warn_after = _seconds(problems, "EVENT_BUS_OUTBOX_WARN_AFTER", 60.0)

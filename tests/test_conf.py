@@ -30,8 +30,8 @@ def test_defaults_of_a_minimal_configuration():
     assert settings.publish_retry_policy == PublishRetryPolicy(
         max_retries=3, interval_start=0.0, interval_step=0.5, interval_max=2.0
     )
-    assert settings.publish_window == 256
-    assert settings.outbox_batch_size == 500
+    assert settings.publish_window == 1024
+    assert settings.outbox_batch_size == 2000
     assert settings.outbox_lease == 30.0
     assert settings.outbox_sweep_interval == 2.0
     assert settings.outbox_warn_after == 60.0

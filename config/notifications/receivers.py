@@ -23,12 +23,12 @@ def send_confirmation(
 ) -> None:
     if not from_event_bus:
         return
-    # A real service would send_mail(...) here.
+    # A real service would send_mail(...) here. The log names the customer by id: the email
+    # address and the total are personal data.
     logger.info(
-        "notifications: received %s id=%s: email %s that order %s (%s EUR) is confirmed",
+        "notifications: received %s id=%s: email customer %s that order %s is confirmed",
         metadata.event_type,
         metadata.id,
-        order.customer.email,
+        order.customer.id,
         order.id,
-        order.total,
     )

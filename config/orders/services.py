@@ -36,9 +36,10 @@ def place_order(email: str | None = None) -> OrderData:
         lines=lines,
     )
     with transaction.atomic():
-        # A real service saves the order here. The event is published when this transaction
-        # commits (EVENT_BUS_PUBLISH_MODE "on_commit"), so nobody hears of an order that
-        # was rolled back.
+        # A real service saves the order here. send_event writes the event to the outbox
+        # table in this transaction (EVENT_BUS_PUBLISH_MODE "outbox", the default), and it is
+        # published once the transaction commits: nobody hears of an order that was rolled
+        # back, and an order that committed is announced even if the broker is down then.
         ORDER_PLACED.send_event(order=order)
     return order
 

@@ -31,11 +31,14 @@ def service_database(service: str) -> dict[str, dict[str, object]]:
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
 CELERY_ACCEPT_CONTENT = ["json"]
+# Each service module sets CELERY_TASK_DEFAULT_QUEUE = "<service>.celery": services that share
+# one broker and Celery's default queue "celery" would run each other's tasks.
 
 # The event bus: exchanges are named "<prefix><topic>", e.g. "demo.orders".
 EVENT_BUS_TOPIC_PREFIX = "demo."
-# EVENT_BUS_PUBLISH_MODE is left at its default, "on_commit": an event sent inside a
-# transaction is published when it commits, and not at all when it rolls back.
+# EVENT_BUS_PUBLISH_MODE is left at its default, "outbox": send_event writes the event to the
+# outbox table (run `manage.py migrate`) in the caller's transaction, and a background thread
+# publishes it after the commit; nothing is published when the transaction rolls back.
 
 # Event types, as the services' routing settings name them.
 ORDER_PLACED = "org.example.shop.order.placed.v1"

@@ -7,5 +7,6 @@ INSTALLED_APPS = [*INSTALLED_APPS, "config.billing"]
 DATABASES = service_database("billing")
 
 EVENT_BUS_SERVICE_NAME = "billing"
+CELERY_TASK_DEFAULT_QUEUE = "billing.celery"  # not "celery", which every service reads
 # Every event type of the "orders" topic: its worker consumes the queue "billing.orders".
 EVENT_BUS_CONSUMER_CONFIG = {"orders": {}}

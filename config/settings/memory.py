@@ -14,4 +14,5 @@ DATABASES = service_database("memory")
 CELERY_BROKER_URL = "memory://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.1}  # memory:// polls, 1 s by default
 EVENT_BUS_SERVICE_NAME = "demo"
+CELERY_TASK_DEFAULT_QUEUE = "demo.celery"
 EVENT_BUS_CONSUMER_CONFIG = {"orders": {}}

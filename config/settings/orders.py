@@ -7,6 +7,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, "config.orders"]
 DATABASES = service_database("orders")
 
 EVENT_BUS_SERVICE_NAME = "orders"
+CELERY_TASK_DEFAULT_QUEUE = "orders.celery"  # not "celery", which every service reads
 # Open edX shape: event type -> topic -> options. The key (the order id) travels in the
 # ce_partitionkey header.
 EVENT_BUS_PRODUCER_CONFIG = {

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+import attrs
 from django.db import DatabaseError, connections
 
 from events_celery.bus import outbox, topology
@@ -318,8 +319,16 @@ def _flush_at_exit() -> None:
 atexit.register(_flush_at_exit)
 
 
-def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> int:
-    """Publish every row whose lease has run out, batch by batch; returns how many went out.
+@attrs.frozen
+class RelayPass:
+    """What one :func:`relay_pass` did: rows published, and what stopped it, if anything."""
+
+    published: int
+    error: BaseException | None = None
+
+
+def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> RelayPass:
+    """Publish every row whose lease has run out, batch by batch.
 
     Stops at the first batch the broker did not take (the rows go back to the table, to be
     tried again after a pause).
@@ -332,7 +341,7 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> int:
                 settings, limit=settings.outbox_batch_size, include_refused=include_refused
             )
             if not rows:
-                return published
+                return RelayPass(published)
             outcome = relay.publish(rows)
             published += len(outcome.confirmed)
             retry = [*outcome.unknown, *outcome.unsent]
@@ -350,9 +359,9 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> int:
                     outcome.error,
                     len(retry),
                 )
-                return published
+                return RelayPass(published, outcome.error)
             if len(rows) < settings.outbox_batch_size:
-                return published
+                return RelayPass(published)
     finally:
         relay.close()
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
 
 from events_celery.bus import outbox
-from events_celery.bus.relay import relay_pass, warn_overdue
+from events_celery.bus.relay import RelayPass, relay_pass, warn_overdue
 from events_celery.conf import bus_settings
 
 logger = logging.getLogger(__name__)
@@ -50,11 +51,14 @@ class Command(BaseCommand):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
         total = 0
+        last_warning = 0.0
         while True:
             settings = bus_settings()
             try:
-                published = relay_pass(settings, include_refused=retry_refused)
-                warn_overdue(settings)
+                result = relay_pass(settings, include_refused=retry_refused)
+                if time.monotonic() - last_warning >= settings.outbox_warn_after or not loop:
+                    last_warning = time.monotonic()
+                    warn_overdue(settings)
             except DatabaseError as exc:
                 if not loop:
                     raise CommandError(
@@ -64,10 +68,16 @@ class Command(BaseCommand):
                 # A busy or restarting database: the rows wait; try again next pass.
                 logger.warning("relaying failed: %s: %s; trying again", type(exc).__name__, exc)
                 connections[settings.db_alias].close()
-                published = 0
-            total += published
-            if published:
-                self.stdout.write(f"published {published} event message(s)")
+                result = RelayPass(0)
+            total += result.published
+            if result.published:
+                self.stdout.write(f"published {result.published} event message(s)")
+            if not loop and result.error is not None:
+                raise CommandError(
+                    f"relayed {total} event message(s), then the broker did not take more "
+                    f"({type(result.error).__name__}: {result.error}); the rest wait in the "
+                    "outbox for the next pass"
+                )
             if not loop or stop.wait(settings.outbox_sweep_interval):
                 break
         waiting = outbox.backlog(settings)
