@@ -247,3 +247,21 @@ def test_a_consumer_with_its_own_event_broker_url_is_an_error(settings):
 
     assert "EVENT_BUS_BROKER_URL" in error.msg
     assert "unset" in error.hint
+
+
+def test_outbox_mode_on_a_database_that_is_not_configured_is_e012(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {}}}
+    settings.EVENT_BUS_DB_ALIAS = "events"
+
+    error = by_id(check_settings())["events_celery.E012"]
+
+    assert "'events'" in error.msg
+    assert "direct" in error.hint
+
+
+def test_direct_mode_needs_no_database(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {}}}
+    settings.EVENT_BUS_DB_ALIAS = "events"
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
+
+    assert "events_celery.E012" not in by_id(check_settings())

@@ -12,20 +12,18 @@ publish that returns is taken as done there.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-import amqp
 import attrs
-from amqp import spec
 from kombu import Connection, Producer
 
 from events_celery.bus import topology
 from events_celery.bus.connection import Deadline, connect, drop, is_amqp
 from events_celery.bus.dispatch import OutgoingMessage
+from events_celery.bus.frames import publish_frames
 
 
 @attrs.frozen
@@ -59,54 +57,8 @@ class Outcome:
     error: BaseException | None = None
 
 
-class EventMessage(amqp.Message):
-    """An ``amqp.Message`` that writes its properties in one pass.
-
-    py-amqp serializes properties through a generic, per-value loop that costs about half of
-    a publish; event messages carry string headers and a fixed set of properties, written
-    here directly. The bytes are the same (``tests/bus/test_confirms.py`` checks it); headers
-    of any other type fall back to py-amqp's own code.
-    """
-
-    def _serialize_properties(self) -> bytes:
-        properties = self.properties
-        headers = properties.get("application_headers")
-        if headers and not all(isinstance(v, str) for v in headers.values()):
-            return bytes(amqp.Message._serialize_properties(self))  # type: ignore[attr-defined]
-        flags = 0
-        parts: list[bytes] = []
-        for bit, (name, kind) in zip(range(15, 1, -1), amqp.Message.PROPERTIES, strict=True):
-            value = properties.get(name)
-            if value is None:
-                continue
-            flags |= 1 << bit
-            if kind == "s":
-                text = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-                parts += (_OCTET.pack(len(text)), text)
-            elif kind == "o":
-                parts.append(_OCTET.pack(value))
-            elif kind == "L":
-                parts.append(_LONG_LONG.pack(value))
-            else:  # "F": a table of strings
-                table = b"".join(
-                    _OCTET.pack(len(k := key.encode("utf-8", "surrogatepass")))
-                    + k
-                    + _LONG_STRING.pack(b"S", len(v := text.encode("utf-8", "surrogatepass")))
-                    + v
-                    for key, text in value.items()
-                )
-                parts += (_LONG.pack(len(table)), table)
-        return _SHORT.pack(flags) + b"".join(parts)
-
-
 #: Messages whose frames are sent together in one write.
 WRITE_BATCH = 64
-
-_OCTET = struct.Struct("B")
-_SHORT = struct.Struct(">H")
-_LONG = struct.Struct(">I")
-_LONG_LONG = struct.Struct(">Q")
-_LONG_STRING = struct.Struct(">cI")
 
 
 class BrokerBlockedError(ConnectionError):
@@ -244,23 +196,20 @@ class ConfirmingPublisher:
     def _publish_amqp(self, item: Outgoing, deadline: Deadline) -> None:
         while self.blocked is not None:
             self._wait(deadline)  # until the broker lets publishers go, or time runs out
-        message = EventMessage(
-            item.message.body, application_headers=item.message.headers, **item.message.properties
-        )
-        # basic.publish frames are collected and sent with one system call per
-        # WRITE_BATCH messages; py-amqp's basic_publish would also poll the socket for every
-        # message (for connection.blocked), which _wait does here instead.
-        transport = self._channel.connection.transport
-        sendall, transport._write = transport._write, self._keep_written
-        try:
-            self._channel.send_method(
-                spec.Basic.Publish,
-                "Bssbb",
-                (0, item.exchange, item.routing_key, True, False),  # mandatory, not immediate
-                message,
+        # The frames are written here (py-amqp's generic serializer costs most of a publish)
+        # and sent with one system call per WRITE_BATCH messages; py-amqp's basic_publish would
+        # also poll the socket for every message (for connection.blocked), which _wait does.
+        channel = self._channel
+        self._written.append(
+            publish_frames(
+                channel.channel_id,
+                channel.connection.frame_max,
+                item.exchange,
+                item.routing_key,
+                {**item.message.properties, "application_headers": item.message.headers},
+                item.message.body,
             )
-        finally:
-            transport._write = sendall
+        )
         self._outstanding[self._next_tag] = (
             item.key,
             f"{item.message.properties.get('message_id')}\0{item.exchange}",
@@ -268,9 +217,6 @@ class ConfirmingPublisher:
         self._next_tag += 1
         if len(self._written) >= WRITE_BATCH:
             self._send_written()
-
-    def _keep_written(self, frames: Any) -> None:
-        self._written.append(bytes(frames))  # a view of py-amqp's buffer, which it reuses
 
     def _send_written(self) -> None:
         if self._written:

@@ -112,6 +112,7 @@ class BackgroundPublisher:
         self._stopping = threading.Event()
         self._confirmed: list[int] = []  # published, not yet deleted
         self._confirmed_since = 0.0
+        self._delete_not_before = 0.0  # after a failed delete, a pause
 
     def submit(self, rows: Sequence[Row]) -> None:
         """Queue committed rows for publishing and wake the thread (never blocks on I/O)."""
@@ -183,10 +184,11 @@ class BackgroundPublisher:
             settings = bus_settings()
             due = self._deletes_due_in()
             batch = self._take(settings.outbox_batch_size, due)
-            if self._confirmed and (
-                not batch
-                or len(self._confirmed) >= settings.outbox_batch_size
-                or self._deletes_due_in() == 0
+            due = self._deletes_due_in()
+            if due == 0 or (
+                due is not None
+                and len(self._confirmed) >= settings.outbox_batch_size
+                and time.monotonic() >= self._delete_not_before
             ):
                 self._delete_confirmed(settings)
             if not batch:
@@ -196,10 +198,10 @@ class BackgroundPublisher:
                 # connection per batch would cost more than the batch.
                 batch = self._keep_leased(settings, batch)
                 outcome = self._relay_for(settings).publish(batch, delete=False)
-            except DatabaseError:
-                # Renewing the leases failed: the rows stay in the table under this process's
-                # lease, and are tried again after a pause.
-                logger.exception("the outbox publisher could not renew its rows' lease")
+            except Exception as exc:
+                # Renewing the leases failed (the database is away), or a bug: the rows stay in
+                # the table under this process's lease, and are tried again after a pause.
+                logger.exception("the outbox publisher failed (%s); retrying", type(exc).__name__)
                 connections[settings.db_alias].close()
                 self._give_back(batch)
                 failures += 1
@@ -237,16 +239,18 @@ class BackgroundPublisher:
         # Seconds until the confirmed rows must be deleted; None when there are none.
         if not self._confirmed:
             return None
-        return max(self._confirmed_since + DELETE_DELAY - time.monotonic(), 0.0)
+        when = max(self._confirmed_since + DELETE_DELAY, self._delete_not_before)
+        return max(when - time.monotonic(), 0.0)
 
     def _delete_confirmed(self, settings: BusSettings) -> None:
         try:
             outbox.delete(settings, self._confirmed)
         except DatabaseError:
-            # Kept for the next try; if this process dies first, the rows are published again
-            # once their lease runs out (at least once).
+            # Kept for a later try, after a pause; if this process dies first, the rows are
+            # published again once their lease runs out (at least once).
             logger.exception("could not delete %d published outbox row(s)", len(self._confirmed))
             connections[settings.db_alias].close()
+            self._delete_not_before = time.monotonic() + backoff(1, settings)
             return
         with self._condition:
             self._confirmed = []

@@ -8,12 +8,10 @@ from typing import Any
 
 import amqp
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from kombu import Connection
 
 from events_celery.bus import topology
-from events_celery.bus.confirms import ConfirmingPublisher, EventMessage, Outgoing
+from events_celery.bus.confirms import ConfirmingPublisher, Outgoing
 from events_celery.bus.dispatch import OutgoingMessage
 
 
@@ -132,43 +130,3 @@ def test_a_virtual_transport_publishes_without_confirms() -> None:
 
     assert outcome.confirmed == [1, 2]
     assert channel.basic_get(queue_name, no_ack=True).body == b"body 1"
-
-
-text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
-
-
-@given(
-    headers=st.dictionaries(text.filter(lambda k: len(k.encode()) < 256), text, max_size=12),
-    properties=st.fixed_dictionaries(
-        {},
-        optional={
-            "content_type": text,
-            "content_encoding": text,
-            "delivery_mode": st.integers(1, 2),
-            "priority": st.integers(0, 9),
-            "correlation_id": text,
-            "message_id": text,
-            "timestamp": st.integers(0, 2**40),
-            "type": text,
-            "app_id": text,
-        },
-    ),
-)
-def test_event_messages_serialize_their_properties_as_py_amqp_does(
-    headers: dict[str, str], properties: dict[str, Any]
-) -> None:
-    ours = EventMessage(b"body", application_headers=headers, **properties)
-    theirs = amqp.Message(b"body", application_headers=headers, **properties)
-
-    assert ours._serialize_properties() == theirs._serialize_properties()
-
-
-def test_event_messages_with_other_header_types_use_py_amqp_serialization() -> None:
-    headers = {"count": 3, "flag": True, "text": "x"}
-
-    ours = EventMessage(b"", application_headers=headers, message_id="m")
-
-    assert (
-        ours._serialize_properties()
-        == amqp.Message(b"", application_headers=headers, message_id="m")._serialize_properties()
-    )
