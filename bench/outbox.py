@@ -177,8 +177,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
     order = build_order()
     rows: list[Row] = []
     with Connection(args.broker) as connection:
-        topology.declare(connection, topology.service_topology(settings))
-        # Everything published to the topic is kept in one queue, as the baseline's is.
+        # Only the topic exchange: the service's own queue is declared by its worker in the
+        # latency figure, so until then everything published is kept in one queue, the sink,
+        # as the baselines' messages are.
+        topology.declare(connection, topology.producer_topology(settings, ["orders"]))
         sink = Queue(
             f"{settings.topic_prefix}sink",
             exchange=topology.topic_exchange(settings.topic_prefix, "orders"),
@@ -302,12 +304,6 @@ def run(args: argparse.Namespace, work: Path) -> int:
             purge()
 
             print("5/5 latency at light load", flush=True)
-            with Connection(args.broker) as connection:  # what the earlier figures sent
-                for subscription in settings.subscriptions:
-                    queue = topology.service_queue(
-                        settings.require_service_name(), settings.topic_prefix, subscription
-                    )
-                    connection.default_channel.queue_purge(queue.name)
             committed: dict[int, float] = {}  # event time (µs) -> when its commit returned
             with running_worker("latency", work / "latency") as worker:
                 for _ in range(args.latency_events):
