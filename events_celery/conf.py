@@ -184,6 +184,14 @@ class BusSettings:
             lines = "\n".join(f"- {p.id}: {p.message} ({p.hint})" for p in self.problems)
             raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
 
+    def subscribes_to(self, event_type: str, topic: str | None = None) -> bool:
+        """Whether this service consumes ``event_type`` (on ``topic``, when given)."""
+        return any(
+            (topic is None or s.topic == topic)
+            and (s.event_types is None or event_type in s.event_types)
+            for s in self.subscriptions
+        )
+
     def require_service_name(self) -> str:
         """Return the service name, or raise :class:`ConfigurationError` saying how to set it."""
         if not self.service_name or not NAME_PATTERN.match(self.service_name):

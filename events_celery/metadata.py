@@ -142,36 +142,68 @@ class EventMetadata:
         """Rebuild metadata from message headers.
 
         Raises:
-            MetadataError: a header is missing or malformed; the message names it.
+            MetadataError: headers are missing or malformed; the message names every one of
+                them, each with what is wrong.
         """
-
-        def header(name: str) -> str:
+        problems: list[str] = []
+        text: dict[str, str] = {}
+        for name in _REQUIRED_HEADERS:
             value = headers.get(name)
             if isinstance(value, bytes):
-                value = value.decode("utf-8", "replace")
-            if value is None or value == "":
-                raise MetadataError(f"message header {name!r} is missing")
-            return str(value)
-
-        minor = header(HEADER_MINOR_VERSION)
-        if not _DIGITS.fullmatch(minor):
-            raise MetadataError(
-                f"message header {HEADER_MINOR_VERSION!r} is {minor!r}, not a number"
-            )
-        try:
-            time = parse_time(header(HEADER_TIME))
-        except ValueError as exc:
-            raise MetadataError(f"message header {HEADER_TIME!r}: {exc}") from exc
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    problems.append(f"{name!r} is not UTF-8 text")
+                    continue
+            if value is None:
+                problems.append(f"{name!r} is missing")
+            elif not isinstance(value, str):
+                problems.append(f"{name!r} is of type {type(value).__name__}, not text")
+            elif not value:
+                problems.append(f"{name!r} is empty")
+            else:
+                text[name] = value
+        minor = text.get(HEADER_MINOR_VERSION)
+        if minor is not None and not _DIGITS.fullmatch(minor):
+            problems.append(f"{HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
+        time: datetime | None = None
+        if HEADER_TIME in text:
+            try:
+                time = parse_time(text[HEADER_TIME])
+            except ValueError as exc:
+                problems.append(f"{HEADER_TIME!r}: {exc}")
+        if HEADER_ID in text:
+            try:
+                uuid.UUID(text[HEADER_ID])
+            except ValueError:
+                problems.append(f"{HEADER_ID!r} is {text[HEADER_ID]!r}, not a UUID")
+        if problems:
+            raise MetadataError("message headers: " + "; ".join(problems))
+        assert minor is not None
+        assert time is not None
         return cls(
-            id=header(HEADER_ID),
-            event_type=header(HEADER_TYPE),
+            id=text[HEADER_ID],
+            event_type=text[HEADER_TYPE],
             minor_version=int(minor),
-            source=header(HEADER_SOURCE),
-            source_host=header(HEADER_SOURCE_HOST),
+            source=text[HEADER_SOURCE],
+            source_host=text[HEADER_SOURCE_HOST],
             time=time,
-            spec_version=header(HEADER_SPEC_VERSION),
-            source_lib=header(HEADER_SOURCE_LIB),
+            spec_version=text[HEADER_SPEC_VERSION],
+            source_lib=text[HEADER_SOURCE_LIB],
         )
+
+
+#: The headers :meth:`EventMetadata.from_headers` needs, in the order problems are named.
+_REQUIRED_HEADERS = (
+    HEADER_SPEC_VERSION,
+    HEADER_ID,
+    HEADER_TYPE,
+    HEADER_SOURCE,
+    HEADER_TIME,
+    HEADER_MINOR_VERSION,
+    HEADER_SOURCE_HOST,
+    HEADER_SOURCE_LIB,
+)
 
 
 def format_time(value: datetime) -> str:

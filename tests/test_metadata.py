@@ -293,3 +293,27 @@ def test_unrelated_headers_are_ignored():
     headers = {**metadata.to_headers(), "x-death": "whatever", "schemafingerprint": "00"}
 
     assert EventMetadata.from_headers(headers) == metadata
+
+
+def test_every_missing_and_malformed_header_is_named_at_once():
+    headers = make_metadata().to_headers()
+    del headers[HEADER_ID]
+    del headers[HEADER_TIME]
+    headers[HEADER_MINOR_VERSION] = "two"
+    headers["sourcehost"] = 42
+
+    with pytest.raises(MetadataError) as excinfo:
+        EventMetadata.from_headers(headers)
+
+    message = str(excinfo.value)
+    assert f"'{HEADER_ID}' is missing" in message
+    assert f"'{HEADER_TIME}' is missing" in message
+    assert f"'{HEADER_MINOR_VERSION}' is 'two', not a number" in message
+    assert "'sourcehost' is of type int, not text" in message
+
+
+def test_a_header_that_is_not_utf8_is_malformed_not_missing():
+    headers = {**make_metadata().to_headers(), "sourcehost": b"\xff\xfe"}
+
+    with pytest.raises(MetadataError, match="'sourcehost' is not UTF-8 text"):
+        EventMetadata.from_headers(headers)

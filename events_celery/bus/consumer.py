@@ -86,12 +86,17 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         """Decode one event message and queue it for the next hand-off."""
         settings = self.settings
         body = raw_body(message)
+        info = message.delivery_info
+        exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
+        topic = exchange.removeprefix(settings.topic_prefix)
         try:
             decode_event(
                 message.headers or {},
                 body,
                 content_type=message.content_type,
                 max_size=settings.max_message_size,
+                routing_key=routing_key,
+                subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
             )
         except PoisonMessageError as exc:
             self._dead_letter(message, exc.reason)

@@ -75,7 +75,7 @@ def dead_letter(
     if traceback is not None:
         extra[HEADER_TRACEBACK] = traceback[-MAX_TRACEBACK:]
     if attempts is not None:
-        extra[HEADER_ATTEMPTS] = attempts
+        extra[HEADER_ATTEMPTS] = str(attempts)  # every header events_celery adds is text
     message = OutgoingMessage(
         body=body,
         headers={**plain_headers(headers), **extra},

@@ -16,7 +16,12 @@ import attrs
 
 from events_celery import schema_store
 from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
-from events_celery.metadata import AVRO_CONTENT_TYPE, HEADER_DATA_CONTENT_TYPE, EventMetadata
+from events_celery.metadata import (
+    AVRO_CONTENT_TYPE,
+    HEADER_DATA_CONTENT_TYPE,
+    HEADER_TYPE,
+    EventMetadata,
+)
 from events_celery.registry import EventRegistry, registry
 from events_celery.signals import EventSignal
 
@@ -129,12 +134,25 @@ def decode_event(
     *,
     content_type: str | None,
     max_size: int,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
     event_registry: EventRegistry = registry,
 ) -> ReceivedEvent:
     """Turn a received message into an event.
 
     The payload is read with the local definition's schema; a message written with another
     schema is resolved against it when that schema is one of the stored golden schemas.
+
+    Args:
+        headers: the message headers.
+        body: the Avro body.
+        content_type: the message's content type.
+        max_size: the largest body accepted.
+        routing_key: the routing key it arrived with; its ``ce_type`` must be the same (the
+            broker routed it by the key, so a header that says otherwise is not trusted).
+        subscribed: whether the receiving service consumes an event type; one it does not
+            is refused, whatever the headers claim.
+        event_registry: where event types are looked up.
 
     Raises:
         PoisonMessageError: the message is not a decodable event (the reason says why).
@@ -154,6 +172,16 @@ def decode_event(
         metadata = EventMetadata.from_headers(headers)
     except MetadataError as exc:
         raise PoisonMessageError(str(exc)) from exc
+    if routing_key is not None and metadata.event_type != routing_key:
+        raise PoisonMessageError(
+            f"header {HEADER_TYPE!r} is {metadata.event_type!r} but the message was routed with "
+            f"{routing_key!r}; the routing key decides what an event is"
+        )
+    if subscribed is not None and not subscribed(metadata.event_type):
+        raise PoisonMessageError(
+            f"{metadata.event_type!r} is not an event type this service subscribes to "
+            "(EVENT_BUS_CONSUMER_CONFIG)"
+        )
     try:
         signal = event_registry.get(metadata.event_type)
     except EventNotFoundError as exc:

@@ -115,12 +115,18 @@ def send_task(
 
 def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
     body = base64.b64decode(item["body"])
+    # A task names the exchange and routing key its event came by: the consumer checked them,
+    # and checking again here keeps a task message made up by someone else from running
+    # receivers this service does not subscribe to.
+    origin = str(item.get("origin") or "")
     try:
         return decode_event(
             item["headers"],
             body,
             content_type=AVRO_CONTENT_TYPE,
             max_size=settings.max_message_size,
+            routing_key=origin.rpartition("/")[2] if "/" in origin else None,
+            subscribed=settings.subscribes_to,
         )
     except PoisonMessageError as exc:
         dead_letter(

@@ -407,3 +407,31 @@ def test_an_enum_partition_key_is_the_member_name_as_on_the_wire():
     get = key_getter(ORDER_PLACED, "order.mode")
 
     assert get({"order": make_order(mode=Mode.VERIFIED)}) == "VERIFIED"
+
+
+# --- trusting the binding, not the header -----------------------------------------------------
+
+
+def test_a_ce_type_that_disagrees_with_the_routing_key_is_poison():
+    message = encode(PING, {"n": 1})
+
+    with pytest.raises(PoisonMessageError) as raised:
+        decode(message, routing_key=ORDER_PLACED.event_type)
+
+    assert f"'{PING.event_type}'" in raised.value.reason
+    assert f"routed with '{ORDER_PLACED.event_type}'" in raised.value.reason
+
+
+def test_an_event_type_the_service_does_not_subscribe_to_is_poison():
+    message = encode(PING, {"n": 1})
+
+    with pytest.raises(PoisonMessageError, match="not an event type this service subscribes"):
+        decode(message, routing_key=PING.event_type, subscribed=lambda t: t != PING.event_type)
+
+
+def test_a_subscribed_event_routed_by_its_own_type_decodes():
+    message = encode(PING, {"n": 1})
+
+    event = decode(message, routing_key=PING.event_type, subscribed=lambda t: True)
+
+    assert event.payload == {"n": 1}

@@ -119,7 +119,7 @@ def test_a_receiver_failing_every_attempt_is_dead_lettered(bus: Bus, settings: A
     message = wait_for(lambda: bus.get(store), "the dead letter")
     headers = message.properties["application_headers"]
     assert headers[HEADER_RECEIVER] == "tests.integration.receivers.handlers.doomed"
-    assert headers[HEADER_ATTEMPTS] == 3
+    assert headers[HEADER_ATTEMPTS] == "3"  # every header events_celery adds is text
     assert "after 3 attempt" in headers[HEADER_REASON]
     assert "ValueError: doomed receiver always fails (n=13)" in headers[HEADER_TRACEBACK]
     assert headers["ce_type"] == DOOMED.event_type
@@ -176,6 +176,45 @@ def test_undecodable_messages_are_dead_lettered_and_the_worker_keeps_going(
     assert "content type is 'application/json'" in joined
     assert "unknown writer schema fingerprint" in joined
     assert bus.records(service=billing, n=2) == []
+
+
+def test_the_routing_key_decides_not_the_ce_type_header(bus: Bus, settings: Any) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {"event_types": [PING.event_type]}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+    PING.send_event(n=1)
+    wait_for(lambda: bus.records(service=billing, n=1), "the first ping")
+    # Routed as a PING (which billing subscribes to), but its ce_type claims ORDER_PLACED.
+    forged = encode_event(
+        ORDER_PLACED,
+        EventMetadata.create(ORDER_PLACED.event_type, source="plain-client"),
+        ORDER_PLACED.serializer.encode(
+            {
+                "order": OrderData(
+                    id=uuid.uuid4(),
+                    customer=CustomerData(id=uuid.uuid4(), email="eve@example.org"),
+                    total=Decimal("1.00"),
+                    placed_at=datetime.now(UTC),
+                )
+            }
+        ),
+    )
+    channel = bus.amqp.channel()
+    channel.basic_publish(
+        amqp.Message(
+            forged.body, application_headers=forged.headers, content_type="application/avro"
+        ),
+        exchange=f"{bus.prefix}{TOPIC}",
+        routing_key=PING.event_type,
+    )
+    channel.close()
+    PING.send_event(n=2)
+
+    wait_for(lambda: bus.records(service=billing, n=2), "the ping after the forged message")
+    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
+    reason = dead.properties["application_headers"][HEADER_REASON]
+    assert f"'{ORDER_PLACED.event_type}' but the message was routed with" in reason
+    assert bus.records(service=billing, receiver="on_order") == []
 
 
 def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings: Any) -> None:
