@@ -47,6 +47,23 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         # The hub runs everything in one thread; without it (in-memory transport) the timer
         # runs in its own thread, and this lock keeps the two from handing off twice.
         self._lock = threading.Lock()
+        # Celery acknowledges (drops) a task message it cannot decode; on this service's task
+        # queue such a message is parked in the dead-letter store instead. The Tasks step
+        # reads the callback when it starts, after every step has been created.
+        self._celery_on_decode_error = parent.on_decode_error
+        parent.on_decode_error = self.on_task_decode_error
+
+    def on_task_decode_error(self, message: Message, exc: BaseException) -> None:
+        """Park an undecodable message of the service's task queue; others as Celery does."""
+        queue = topology.task_queue(self.settings.require_service_name())
+        if message.delivery_info.get("routing_key") != queue.routing_key:
+            self._celery_on_decode_error(message, exc)
+            return
+        self._dead_letter(
+            message,
+            f"undecodable message on the receiver task queue {queue.name!r} (content type "
+            f"{message.content_type!r}): {type(exc).__name__}: {exc}",
+        )
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         """Declare this service's topology and consume its event queues."""
@@ -164,7 +181,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             logger.exception("could not record why a message is dead-lettered")
             message.reject(requeue=False)
             return
-        logger.error("dead-lettered a message that is not a valid event: %s", reason)
+        logger.error("dead-lettered a message: %s", reason)
         message.ack()
 
 

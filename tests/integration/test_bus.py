@@ -217,6 +217,30 @@ def test_the_routing_key_decides_not_the_ce_type_header(bus: Bus, settings: Any)
     assert bus.records(service=billing, receiver="on_order") == []
 
 
+def test_an_undecodable_message_on_the_task_queue_is_parked_not_dropped(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
+    tasks = f"{billing}.events_celery.tasks"
+    channel = bus.amqp.channel()
+    channel.basic_publish(
+        amqp.Message(b"task: whatever", content_type="application/x-yaml"),
+        exchange=tasks,
+        routing_key=tasks,
+    )
+    channel.close()
+    PING.send_event(n=1)
+
+    wait_for(lambda: bus.records(service=billing, n=1), "the ping after the bad task message")
+    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
+    assert dead.body == b"task: whatever"
+    reason = dead.properties["application_headers"][HEADER_REASON]
+    assert f"undecodable message on the receiver task queue '{tasks}'" in reason
+    assert "'application/x-yaml'" in reason
+
+
 def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings: Any) -> None:
     billing = bus.service_name("billing")
     # The consuming service routes the same event to the same topic: a loop would show up
