@@ -74,6 +74,9 @@ Settings (all optional unless noted):
     Seconds a worker waits to fill a batch before handing off a partial one. An event that
     arrives after a quiet spell at least this long is handed off at once, so it adds no
     latency at light load; under load batches fill before it expires. Default ``0.005``.
+``EVENT_BUS_MAX_REDELIVERIES``
+    How many times an event may come back unfinished to a worker (its worker died while its
+    receivers ran) before it is dead-lettered instead of run again. Default ``3``.
 ``EVENT_BUS_STRICT_RECEIVERS``
     ``False`` (default): a receiver error is logged with its traceback and returned by
     ``send_event`` like ``Signal.send_robust``; ``True``: the first receiver error propagates.
@@ -174,6 +177,7 @@ class BusSettings:
     unrouted_max_length: int
     consumer_batch_size: int
     consumer_flush_interval: float
+    max_redeliveries: int
     strict_receivers: bool
     schema_dir: str | None
     problems: tuple[Problem, ...]
@@ -346,6 +350,7 @@ def _parse() -> BusSettings:
     batch = _count(problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", 32)
     flush = _seconds(problems, "EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0.005)
     window = _count(problems, "EVENT_BUS_PUBLISH_WINDOW", 1024)
+    max_redeliveries = _count(problems, "EVENT_BUS_MAX_REDELIVERIES", 3, minimum=0)
     outbox_batch = _count(problems, "EVENT_BUS_OUTBOX_BATCH_SIZE", 2000)
     lease = _seconds(problems, "EVENT_BUS_OUTBOX_LEASE", 30.0)
     sweep = _seconds(problems, "EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 2.0)
@@ -383,6 +388,7 @@ def _parse() -> BusSettings:
         unrouted_max_length=unrouted,
         consumer_batch_size=batch,
         consumer_flush_interval=flush,
+        max_redeliveries=max_redeliveries,
         strict_receivers=bool(_get("EVENT_BUS_STRICT_RECEIVERS", False)),
         schema_dir=str(schema_dir) if schema_dir else None,
         problems=tuple(problems),

@@ -147,7 +147,7 @@ class EventMetadata:
         """
         problems: list[str] = []
         text: dict[str, str] = {}
-        for name in _REQUIRED_HEADERS:
+        for name in REQUIRED_HEADERS:
             value = headers.get(name)
             if isinstance(value, bytes):
                 try:
@@ -194,7 +194,7 @@ class EventMetadata:
 
 
 #: The headers :meth:`EventMetadata.from_headers` needs, in the order problems are named.
-_REQUIRED_HEADERS = (
+REQUIRED_HEADERS = (
     HEADER_SPEC_VERSION,
     HEADER_ID,
     HEADER_TYPE,

@@ -43,6 +43,7 @@ def test_defaults_of_a_minimal_configuration():
     assert settings.unrouted_max_length == 10000
     assert settings.consumer_batch_size == 32
     assert settings.consumer_flush_interval == 0.005
+    assert settings.max_redeliveries == 3
     assert settings.strict_receivers is False
     assert settings.schema_dir is None
     assert settings.problems == ()
@@ -140,6 +141,7 @@ def test_strict_receivers_and_schema_dir_are_read(settings, tmp_path):
         ("EVENT_BUS_QUEUE_TYPE", "mirrored", "E010"),
         ("EVENT_BUS_PUBLISH_MODE", "later", "E011"),
         ("EVENT_BUS_PUBLISH_WINDOW", 0, "E020"),
+        ("EVENT_BUS_MAX_REDELIVERIES", -1, "E020"),
         ("EVENT_BUS_OUTBOX_BATCH_SIZE", "500", "E020"),
         ("EVENT_BUS_OUTBOX_LEASE", 1.0, "E023"),
         ("EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 0, "E020"),

@@ -20,6 +20,7 @@ from events_celery.metadata import (
     AVRO_CONTENT_TYPE,
     HEADER_DATA_CONTENT_TYPE,
     HEADER_TYPE,
+    REQUIRED_HEADERS,
     EventMetadata,
 )
 from events_celery.registry import EventRegistry, registry
@@ -29,6 +30,11 @@ from events_celery.signals import EventSignal
 HEADER_FINGERPRINT = "schemafingerprint"
 #: Header carrying the value at the topic's ``event_key_field`` (CloudEvents partitioning).
 HEADER_PARTITION_KEY = "ce_partitionkey"
+
+#: Every header of the wire format (design section 4).
+WIRE_HEADERS = frozenset(
+    {*REQUIRED_HEADERS, HEADER_DATA_CONTENT_TYPE, HEADER_FINGERPRINT, HEADER_PARTITION_KEY}
+)
 
 
 @attrs.frozen

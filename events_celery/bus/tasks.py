@@ -26,6 +26,7 @@ from kombu import Producer
 from events_celery.bus import topology
 from events_celery.bus.dead_letters import dead_letter
 from events_celery.bus.dispatch import (
+    WIRE_HEADERS,
     PoisonMessageError,
     ReceivedEvent,
     decode_event,
@@ -129,10 +130,11 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
             subscribed=settings.subscribes_to,
         )
     except PoisonMessageError as exc:
-        dead_letter(
+        _park(
             settings,
             body,
             item["headers"],
+            str(item["headers"].get("ce_id")),
             reason=exc.reason,
             content_type=AVRO_CONTENT_TYPE,
             origin=item.get("origin"),
@@ -195,24 +197,63 @@ def _dead_letter_event(
     item: Envelope,
     *,
     reason: str,
-    receiver: str,
-    attempts: int,
+    receiver: str | None,
+    attempts: int | None,
     error: str | None = None,
     traceback: str | None = None,
 ) -> None:
-    dead_letter(
+    """Park an event in the dead-letter store; never loops.
+
+    When the broker will not take the dead letter (it is too large for a frame, for instance),
+    it is tried once more with only the wire-format headers and no traceback. If that fails
+    too, the task message itself is rejected without requeueing, so the broker's dead-letter
+    exchange parks it (with ``x-death``) instead of running the receivers again and again.
+
+    Raises:
+        Reject: the dead letter could not be published either way.
+    """
+    _park(
         settings,
         base64.b64decode(item["body"]),
         item["headers"],
+        str(event.metadata.id),
         reason=reason,
         content_type=AVRO_CONTENT_TYPE,
         receiver=receiver,
         error=error,
-        traceback=traceback,
         attempts=attempts,
         origin=item.get("origin"),
         properties=event_properties(event.metadata),
+        traceback=traceback,
     )
+
+
+def _park(
+    settings: BusSettings,
+    body: bytes,
+    headers: dict[str, Any],
+    event_id: str,
+    *,
+    traceback: str | None = None,
+    **options: Any,
+) -> None:
+    # See _dead_letter_event: two tries, then the task message itself is dead-lettered.
+    try:
+        dead_letter(settings, body, headers, traceback=traceback, **options)
+        return
+    except PublishError as exc:
+        logger.warning("dead-lettering event %s failed (%s); trying without extras", event_id, exc)
+    wire = {k: v for k, v in headers.items() if k in WIRE_HEADERS}
+    try:
+        dead_letter(settings, body, wire, **options)
+    except PublishError as exc:
+        logger.error(
+            "dead-lettering event %s failed again (%s); the task message goes to the queue's "
+            "dead-letter exchange as it is",
+            event_id,
+            exc,
+        )
+        raise Reject(f"could not dead-letter event {event_id}: {exc}", requeue=False) from exc
 
 
 def _requeue_on_publish_error(failures: list[PublishError]) -> None:
@@ -240,6 +281,9 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
     settings = bus_settings()
     if (self.request.delivery_info or {}).get("redelivered"):
         for item in items:
+            if returns + 1 > settings.max_redeliveries:
+                _dead_letter_returned(settings, item, None, returns + 1)
+                continue
             send_task(self.app, settings, DELIVER_EVENTS, [[item], returns + 1])
         logger.warning(
             "%d event(s) came back unfinished (%d time(s) now: a worker died while running "
@@ -261,15 +305,38 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
         except PublishError as exc:
             failures.append(exc)
             continue
+        except Reject:
+            if len(items) == 1:
+                raise
+            # Its dead letter did not fit: alone in a task, its task message can be parked
+            # without taking the other events of this batch along.
+            try:
+                send_task(self.app, settings, DELIVER_EVENTS, [[item], returns])
+            except PublishError as exc:
+                failures.append(exc)
+            continue
         delivered += 1
     _requeue_on_publish_error(failures)
     return delivered
 
 
 @shared_task(bind=True, name=RUN_RECEIVER, **_TASK_OPTIONS)
-def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int) -> None:
-    """Run one receiver of one event again (attempt 2 and later)."""
+def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int, returns: int = 0) -> None:
+    """Run one receiver of one event again (attempt 2 and later).
+
+    ``returns``: how many times this retry came back unfinished (its worker died running it);
+    past ``EVENT_BUS_MAX_REDELIVERIES`` the event is dead-lettered for this receiver instead.
+    """
     settings = bus_settings()
+    if (self.request.delivery_info or {}).get("redelivered"):
+        try:
+            if returns + 1 > settings.max_redeliveries:
+                _dead_letter_returned(settings, item, receiver, returns + 1)
+            else:
+                send_task(self.app, settings, RUN_RECEIVER, [item, receiver, attempt, returns + 1])
+        except PublishError as exc:
+            _requeue_on_publish_error([exc])
+        return
     try:
         _retry_receiver(self.app, settings, item, receiver, attempt)
     except PublishError as exc:
@@ -299,4 +366,31 @@ def _retry_receiver(
         event.metadata.event_type,
         receiver,
         event.metadata.id,
+    )
+
+
+def _dead_letter_returned(
+    settings: BusSettings, item: Envelope, receiver: str | None, returns: int
+) -> None:
+    """Dead-letter an event that came back unfinished too often (a receiver kills workers)."""
+    event = _decode(settings, item)
+    if event is None:
+        return
+    _dead_letter_event(
+        settings,
+        event,
+        item,
+        reason=(
+            f"came back unfinished {returns} time(s): a worker died while running "
+            f"{'receiver ' + receiver if receiver else 'its receivers'} "
+            f"(EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})"
+        ),
+        receiver=receiver,
+        attempts=None,
+    )
+    logger.error(
+        "%s: event %s came back unfinished %d time(s); dead-lettered",
+        event.metadata.event_type,
+        event.metadata.id,
+        returns,
     )

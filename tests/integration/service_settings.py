@@ -19,6 +19,7 @@ EVENT_BUS_RETRY_POLICY = {
     "jitter": True,
 }
 EVENT_BUS_QUEUE_TYPE = os.environ.get("TEST_QUEUE_TYPE", "classic")
+EVENT_BUS_MAX_REDELIVERIES = int(os.environ.get("TEST_MAX_REDELIVERIES", "3"))
 EVENT_BUS_PUBLISH_MODE = os.environ.get("TEST_PUBLISH_MODE", "direct")
 EVENT_BUS_OUTBOX_LEASE = float(os.environ.get("TEST_OUTBOX_LEASE", "30"))
 EVENT_BUS_OUTBOX_SWEEP_INTERVAL = float(os.environ.get("TEST_SWEEP_INTERVAL", "0.5"))

@@ -22,7 +22,16 @@ from events_celery.bus.dispatch import encode_event
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
 from tests.integration.conftest import Bus, wait_for
-from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, SLOW, CustomerData, OrderData
+from tests.testapp.events import (
+    CRASHING,
+    DOOMED,
+    FLAKY,
+    ORDER_PLACED,
+    PING,
+    SLOW,
+    CustomerData,
+    OrderData,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -239,6 +248,24 @@ def test_an_undecodable_message_on_the_task_queue_is_parked_not_dropped(
     reason = dead.properties["application_headers"][HEADER_REASON]
     assert f"undecodable message on the receiver task queue '{tasks}'" in reason
     assert "'application/x-yaml'" in reason
+
+
+def test_an_event_whose_receiver_kills_the_worker_comes_back_a_bounded_number_of_times(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}}, env={"TEST_MAX_REDELIVERIES": "2"})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(CRASHING, PING)
+    sent = CRASHING.send_event(n=1).metadata
+
+    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
+    reason = dead.properties["application_headers"][HEADER_REASON]
+    assert "came back unfinished 3 time(s)" in reason
+    assert "EVENT_BUS_MAX_REDELIVERIES is 2" in reason
+    assert dead.properties["message_id"] == str(sent.id)
+    assert len(bus.records(service=billing, receiver="crash")) == 3  # the first run and 2 more
+    PING.send_event(n=2)
+    wait_for(lambda: bus.records(service=billing, n=2), "a ping after the crash loop")
 
 
 def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings: Any) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
 from django.dispatch import receiver
 
-from tests.testapp.events import DOOMED, FLAKY, ORDER_PLACED, PING, SLOW
+from tests.testapp.events import CRASHING, DOOMED, FLAKY, ORDER_PLACED, PING, SLOW
 
 
 def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
@@ -73,3 +74,10 @@ def slow(metadata: Any, n: int, **kwargs: Any) -> None:
     if first:
         time.sleep(60)  # the test kills the worker meanwhile
     record("slow", metadata, "ok", n=n)
+
+
+@receiver(CRASHING)
+def crash(metadata: Any, n: int, **kwargs: Any) -> None:
+    """Kill the pool process running it, as a segfault or an OOM kill would."""
+    record("crash", metadata, "started", n=n)
+    os.kill(os.getpid(), signal.SIGKILL)
