@@ -140,6 +140,32 @@ def test_a_receiver_failing_every_attempt_is_dead_lettered(bus: Bus, settings: A
     assert len(bus.records(service=billing, receiver="doomed")) == 3
 
 
+def test_a_dead_letter_too_large_for_a_frame_is_parked_without_its_extras(
+    bus: Bus, settings: Any
+) -> None:
+    billing = bus.service_name("billing")
+    bus.start(billing, {TOPIC: {}})
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(DOOMED)
+    PING.send_event(n=0)  # declares the topic exchange
+    message = encode_event(
+        DOOMED,
+        EventMetadata.create(DOOMED.event_type, source="plain-client"),
+        DOOMED.serializer.encode({"n": 7}),
+    )
+    # The event fits in a frame (131,072 bytes); with the traceback and the other dead-letter
+    # headers added, its dead letter does not.
+    headers = {**message.headers, "x-bulky": "b" * 130_000}
+    _publish_raw(bus, message.body, headers, content_type="application/avro")
+
+    store = f"{billing}.events_celery.dead_letters"
+    dead = wait_for(lambda: bus.get(store), "the dead letter")
+    parked = dead.properties["application_headers"]
+    assert "after 3 attempt" in parked[HEADER_REASON]
+    assert "x-bulky" not in parked
+    assert parked["ce_id"] == message.headers["ce_id"]
+    assert len(bus.records(service=billing, receiver="doomed")) == 3  # never re-run
+
+
 def _publish_raw(bus: Bus, body: bytes, headers: dict[str, Any], **properties: Any) -> None:
     channel = bus.amqp.channel()
     channel.basic_publish(
