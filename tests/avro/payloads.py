@@ -74,6 +74,33 @@ class OrderData:
 
 
 @attrs.frozen
+class OrderV1:
+    """An order as its first version sends it; OrderV2 and BreakingOrderV2 change it."""
+
+    order_id: UUID
+    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
+
+
+@attrs.frozen
+class OrderV2:
+    """OrderV1 with fields added with defaults: each version reads the other's data."""
+
+    order_id: UUID
+    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
+    note: str | None = None
+    lines: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
+class BreakingOrderV2:
+    """OrderV1 with a field added without a default: a reader of it cannot read OrderV1 data."""
+
+    order_id: UUID
+    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
+    coupon: str
+
+
+@attrs.frozen
 class AddressData:
     street: str
     zip_code: str | None = None

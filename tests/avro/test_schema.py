@@ -101,18 +101,6 @@ def test_optional_field_without_default_has_no_avro_default() -> None:
     }
 
 
-def test_optional_field_defaulting_to_a_value_puts_the_value_branch_first() -> None:
-    @attrs.frozen
-    class RetryData:
-        attempts: int | None = 3
-
-    assert fields_of(RetryData)["attempts"] == {
-        "name": "attempts",
-        "type": ["long", "null"],
-        "default": 3,
-    }
-
-
 def test_every_derived_schema_parses_with_fastavro() -> None:
     fastavro.parse_schema(schema_of({"sink": KitchenSinkData, "order": OrderData}))
 

@@ -26,6 +26,8 @@ from .payloads import (
     LineData,
     Mode,
     OrderData,
+    OrderV1,
+    OrderV2,
     UserData,
 )
 from .strategies import records
@@ -221,20 +223,6 @@ def test_payload_class_refusing_the_values_raises_decode_error() -> None:
     assert writer.decode(body) == {"data": StrictData(5)}
     with pytest.raises(DecodeError, match=r"StrictData|count"):
         writer.decode(zero)
-
-
-@attrs.frozen
-class OrderV1:
-    order_id: UUID
-    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
-
-
-@attrs.frozen
-class OrderV2:
-    order_id: UUID
-    total: Decimal = attrs.field(metadata={"precision": 12, "scale": 2})
-    note: str | None = None
-    lines: list[str] = attrs.Factory(list)
 
 
 def rename(schema: dict[str, Any], old: str, new: str) -> dict[str, Any]:

@@ -10,26 +10,70 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController, state
+from django.test import override_settings
+from kombu import Connection
 
 from events_celery.bus.consumer import EventConsumerStep
 from tests.testapp.events import PING
 
 TOPIC = "memory"
+SERVICE = "memory-tests"
+
+#: Settings of the module's worker; a test that needs others gets a worker (and module) of its own.
+WORKER_SETTINGS: dict[str, Any] = {
+    "CELERY_BROKER_URL": "memory://",
+    "EVENT_BUS_SERVICE_NAME": SERVICE,
+    "EVENT_BUS_PUBLISH_MODE": "direct",
+    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
+    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
+    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
+    "EVENT_BUS_PRODUCER_CONFIG": {PING.event_type: {TOPIC: {"enabled": True}}},
+}
+#: The queues the worker reads: the service's event queue and its task queue.
+WORKER_QUEUES = (f"{SERVICE}.{TOPIC}", f"{SERVICE}.events_celery.tasks")
+
+
+@pytest.fixture(scope="module")
+def module_worker() -> Iterator[WorkController]:
+    """One worker for every test of the module: starting and stopping one takes seconds."""
+    with override_settings(**WORKER_SETTINGS):
+        app = Celery(SERVICE, broker="memory://", set_as_current=True)
+        app.conf.task_default_queue = f"{SERVICE}.celery"
+        # The in-memory transport polls its queues, by default once a second.
+        app.conf.broker_transport_options = {"polling_interval": 0.01}
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+            yield w
 
 
 @pytest.fixture
-def memory_worker(settings: Any) -> Iterator[Celery]:
-    settings.CELERY_BROKER_URL = "memory://"
-    settings.EVENT_BUS_SERVICE_NAME = "memory-tests"
-    settings.EVENT_BUS_PUBLISH_MODE = "direct"
-    settings.EVENT_BUS_CONSUMER_FLUSH_INTERVAL = 0.01
-    settings.EVENT_BUS_RETRY_POLICY = {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01}
-    settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {}}
-    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {TOPIC: {"enabled": True}}}
-    app = Celery("memory-tests", broker="memory://", set_as_current=True)
-    app.conf.task_default_queue = "memory-tests.celery"
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        yield app
+def memory_worker(module_worker: WorkController) -> Iterator[Celery]:
+    """The module's worker, left with nothing in flight by each test.
+
+    Each test connects receivers of its own, recording into lists of its own, and disconnects
+    them; waiting for the worker to go idle keeps an event or retry of one test from reaching
+    the receivers of the next.
+    """
+    yield module_worker.app
+    wait_until(idle, "the worker to finish this test's events and retries")
+
+
+def in_flight() -> int:
+    """Messages waiting in the worker's queues, plus tasks it holds (running or scheduled)."""
+    with Connection("memory://") as connection:
+        channel: Any = connection.default_channel
+        queued: int = sum(
+            channel.queue_declare(name, passive=True).message_count for name in WORKER_QUEUES
+        )
+    return queued + len(state.requests)
+
+
+def idle() -> bool:
+    """Whether nothing is in flight, twice over more than the consumer's flush interval."""
+    if in_flight():
+        return False
+    time.sleep(0.05)  # an event the consumer held for its next hand-off is a task by then
+    return in_flight() == 0
 
 
 def wait_until(condition: Any, what: str) -> None:

@@ -1,14 +1,20 @@
-"""Retry timing and task arguments of the receiver tasks (no broker)."""
+"""Receiver tasks: retry timing and task arguments (no broker), retries on kombu's in-memory bus."""
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events_celery.bus.tasks import envelope, retry_delay
+from events_celery.bus.dead_letters import HEADER_ATTEMPTS, HEADER_REASON, HEADER_RECEIVER
+from events_celery.bus.dispatch import encode_event
+from events_celery.bus.tasks import envelope, retry_delay, run_receiver
 from events_celery.conf import RetryPolicy
+from events_celery.metadata import EventMetadata
+from tests.bus.conftest import DeadLetterStore
+from tests.testapp.events import PING
 
 
 def test_backoff_doubles_from_the_second_attempt_up_to_the_cap() -> None:
@@ -29,3 +35,39 @@ def test_an_envelope_carries_body_and_headers_as_json_safe_values(body: bytes, v
     assert packed["headers"] == {"ce_id": value}
     assert isinstance(packed["body"], str)
     assert base64.b64decode(packed["body"]) == body
+
+
+def test_a_retry_of_a_receiver_no_longer_connected_is_dead_lettered_naming_it(
+    memory_store: DeadLetterStore, settings: Any
+) -> None:
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+    ran: list[str] = []
+
+    def gone(**kwargs: Any) -> None:
+        ran.append("gone")
+
+    def still_here(**kwargs: Any) -> None:
+        ran.append("still here")
+
+    # The receiver failed its first attempt and got a retry task; then a deploy removed it.
+    PING.connect(gone, weak=False, dispatch_uid="tasks-test-gone")
+    receiver = PING.bus_name(gone)
+    PING.disconnect(dispatch_uid="tasks-test-gone")
+    PING.connect(still_here, weak=False, dispatch_uid="tasks-test-still-here")
+    metadata = EventMetadata.create(PING.event_type, source="tasks-tests")
+    event = encode_event(PING, metadata, PING.serializer.encode({"n": 4}))
+    item = envelope(event.headers, event.body, origin=f"pings/{PING.event_type}")
+    try:
+        run_receiver.apply(args=[item, receiver, 2], throw=True)
+    finally:
+        PING.disconnect(dispatch_uid="tasks-test-still-here")
+
+    [message] = memory_store.take()
+    assert message.headers[HEADER_REASON] == (
+        f"receiver {receiver} is no longer connected to {PING.event_type}"
+    )
+    assert message.headers[HEADER_RECEIVER] == receiver == "tasks-test-gone"
+    assert message.headers[HEADER_ATTEMPTS] == "1"
+    assert message.headers["ce_id"] == str(metadata.id)
+    assert message.body == event.body
+    assert ran == []
