@@ -10,6 +10,7 @@ from events_celery.exceptions import (
     PublishError,
 )
 from events_celery.metadata import EventMetadata, library_version
+from events_celery.receivers import current_attempt, receiver
 from events_celery.registry import EventRegistry, registry
 from events_celery.signals import EventSignal, SentEvent
 
@@ -27,7 +28,9 @@ __all__ = [
     "SentEvent",
     "__version__",
     "batch_events",
+    "current_attempt",
     "once_per_event",
+    "receiver",
     "register_codec",
     "registry",
 ]

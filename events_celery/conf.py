@@ -344,7 +344,7 @@ def _parse() -> BusSettings:
     db_alias = _get("EVENT_BUS_DB_ALIAS", "default")
     timeout = _seconds(problems, "EVENT_BUS_PUBLISH_TIMEOUT", 5.0)
     publish_retry = _parse_publish_retry(problems, _get("EVENT_BUS_PUBLISH_RETRY_POLICY", {}))
-    retry_policy = _parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
+    retry_policy = parse_retry_policy(problems, _get("EVENT_BUS_RETRY_POLICY", {}))
     max_size = _count(problems, "EVENT_BUS_MAX_MESSAGE_SIZE", 1 << 20)
     unrouted = _count(problems, "EVENT_BUS_UNROUTED_MAX_LENGTH", 10000)
     batch = _count(problems, "EVENT_BUS_CONSUMER_BATCH_SIZE", 32)
@@ -435,14 +435,20 @@ def _parse_publish_retry(problems: list[Problem], config: Any) -> PublishRetryPo
     )
 
 
-def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
+def parse_retry_policy(
+    problems: list[Problem], config: Any, *, setting: str = "EVENT_BUS_RETRY_POLICY"
+) -> RetryPolicy:
+    """Parse a receiver retry policy (a dict), adding what is wrong with it to ``problems``.
+
+    ``setting`` names the policy in the messages.
+    """
     default = RetryPolicy()
     names = {f.name for f in attrs.fields(RetryPolicy)}
     if not isinstance(config, Mapping):
         problems.append(
             Problem(
                 "E022",
-                f"EVENT_BUS_RETRY_POLICY is {config!r}",
+                f"{setting} is {config!r}",
                 f"use a dict with keys among {sorted(names)}",
             )
         )
@@ -452,7 +458,7 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         problems.append(
             Problem(
                 "E022",
-                f"EVENT_BUS_RETRY_POLICY has unknown key(s) {unknown}",
+                f"{setting} has unknown key(s) {unknown}",
                 f"the keys are {sorted(names)}",
             )
         )
@@ -461,14 +467,14 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         problems.append(
             Problem(
                 "E022",
-                f"EVENT_BUS_RETRY_POLICY['max_attempts'] is {max_attempts!r}",
+                f"{setting}['max_attempts'] is {max_attempts!r}",
                 "use a whole number >= 1 (1 means no retry)",
             )
         )
         max_attempts = default.max_attempts
     backoff = _number(
         problems,
-        "EVENT_BUS_RETRY_POLICY['backoff']",
+        f"{setting}['backoff']",
         config.get("backoff", default.backoff),
         default.backoff,
         minimum=0,
@@ -476,7 +482,7 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
     )
     backoff_max = _number(
         problems,
-        "EVENT_BUS_RETRY_POLICY['backoff_max']",
+        f"{setting}['backoff_max']",
         config.get("backoff_max", default.backoff_max),
         default.backoff_max,
         minimum=0,
@@ -486,14 +492,12 @@ def _parse_retry_policy(problems: list[Problem], config: Any) -> RetryPolicy:
         problems.append(
             Problem(
                 "E022",
-                f"EVENT_BUS_RETRY_POLICY backoff_max ({backoff_max}) is below backoff ({backoff})",
+                f"{setting} backoff_max ({backoff_max}) is below backoff ({backoff})",
                 "make backoff_max at least as large as backoff",
             )
         )
     jitter = config.get("jitter", default.jitter)
     if not isinstance(jitter, bool):
-        problems.append(
-            Problem("E022", f"EVENT_BUS_RETRY_POLICY['jitter'] is {jitter!r}", "use True/False")
-        )
+        problems.append(Problem("E022", f"{setting}['jitter'] is {jitter!r}", "use True/False"))
         jitter = default.jitter
     return RetryPolicy(max_attempts, backoff, backoff_max, jitter)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import random
 import traceback as tb
 from typing import Any
@@ -36,6 +37,8 @@ from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings, RetryPolicy, bus_settings
 from events_celery.exceptions import PublishError
 from events_celery.metadata import AVRO_CONTENT_TYPE
+from events_celery.receivers import attempt as attempt_number
+from events_celery.receivers import options_for
 from events_celery.signals import Receiver
 
 logger = logging.getLogger(__name__)
@@ -64,12 +67,16 @@ def envelope(headers: dict[str, Any], body: bytes, *, origin: str | None = None)
     return {"headers": headers, "body": base64.b64encode(body).decode("ascii"), "origin": origin}
 
 
-def retry_delay(policy: RetryPolicy, attempt: int) -> float:
-    """Seconds to wait before ``attempt`` (2, 3, ...): exponential backoff with jitter."""
+def retry_delay(policy: RetryPolicy, attempt: int, *, quorum: bool = False) -> float:
+    """Seconds to wait before ``attempt`` (2, 3, ...): exponential backoff with jitter.
+
+    On quorum queues Celery delays tasks on the broker in whole seconds and refuses less than
+    one, so the wait is rounded up to the next whole second there (at least 1 s).
+    """
     delay = float(min(policy.backoff * 2 ** (attempt - 2), policy.backoff_max))
     if policy.jitter:
         delay *= random.uniform(0.5, 1.0)
-    return delay
+    return float(max(math.ceil(delay), 1)) if quorum else delay
 
 
 def send_task(
@@ -152,12 +159,15 @@ def _run(
     attempt: int,
 ) -> None:
     name = event.signal.bus_name(func)
+    options = options_for(func)
     try:
-        event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
+        with attempt_number(attempt):
+            event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
     except Exception as exc:
-        policy = settings.retry_policy
-        if attempt < policy.max_attempts:
-            delay = retry_delay(policy, attempt + 1)
+        policy = options.retry or settings.retry_policy
+        give_up = isinstance(exc, options.give_up_on)
+        if attempt < policy.max_attempts and not give_up:
+            delay = retry_delay(policy, attempt + 1, quorum=settings.queue_type == "quorum")
             send_task(app, settings, RUN_RECEIVER, [item, name, attempt + 1], countdown=delay)
             logger.warning(
                 "%s: receiver %s failed on attempt %d/%d (%s: %s); retry in %.1fs (event %s)",
@@ -175,7 +185,11 @@ def _run(
             settings,
             event,
             item,
-            reason=f"receiver failed after {attempt} attempt(s)",
+            reason=(
+                f"receiver gave up at once on {type(exc).__name__} (give_up_on), attempt {attempt}"
+                if give_up
+                else f"receiver failed after {attempt} attempt(s)"
+            ),
             receiver=name,
             attempts=attempt,
             error=f"{type(exc).__name__}: {exc}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +52,27 @@ def fault_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> Ite
         yield harness
     finally:
         harness.close()
+
+
+@pytest.fixture
+def quorum_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> Iterator[Bus]:
+    """A bus on the private node for quorum-queue tests; this process publishes directly.
+
+    Quorum retries wait in Celery's shared ``celery_delayed_*`` queues. Those still holding
+    retries for a queue the test deleted would keep them for ever (at-least-once
+    dead-lettering finds no route) and hold back the delayed messages of later tests, so they
+    are deleted with the test's own queues; the next worker declares them again.
+    """
+    harness = Bus(rabbitmq_node.url, tmp_path)
+    settings.CELERY_BROKER_URL = rabbitmq_node.url
+    settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
+    try:
+        yield harness
+    finally:
+        harness.close()
+        client = harness.client()
+        for level in range(28):  # kombu's native delayed delivery levels
+            with contextlib.suppress(Exception):  # a level that was never declared
+                client.channel().queue_delete(f"celery_delayed_{level}")
+        client.close()

@@ -27,6 +27,7 @@ from tests.testapp.events import (
     DOOMED,
     FLAKY,
     ORDER_PLACED,
+    PICKY,
     PING,
     SLOW,
     CustomerData,
@@ -294,6 +295,33 @@ def test_an_event_whose_receiver_kills_the_worker_comes_back_a_bounded_number_of
     wait_for(lambda: bus.records(service=billing, n=2), "a ping after the crash loop")
 
 
+def test_receivers_retry_by_their_own_options_with_sub_second_waits(
+    bus: Bus, settings: Any
+) -> None:
+    check_receivers_retry_by_their_own_options(bus, settings, "classic")
+
+
+def check_receivers_retry_by_their_own_options(bus: Bus, settings: Any, queue_type: str) -> None:
+    """PICKY's receivers: one gives up at once on ValueError, one succeeds on attempt 4."""
+    billing = bus.service_name(f"billing-{queue_type}")
+    bus.start(billing, {TOPIC: {"event_types": [PICKY.event_type]}}, queue_type=queue_type)
+    settings.EVENT_BUS_PRODUCER_CONFIG = route(PICKY)
+
+    PICKY.send_event(n=5)
+
+    wait_for(
+        lambda: bus.records(service=billing, receiver="persistent", outcome="ok"),
+        "the fourth attempt of the persistent receiver",
+    )
+    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
+    parked = dead.properties["application_headers"]
+    assert parked[HEADER_RECEIVER] == "tests.integration.receivers.handlers.gives_up"
+    assert "gave up at once on ValueError" in parked[HEADER_REASON]
+    assert [r["attempt"] for r in bus.records(service=billing, receiver="gives_up")] == [1]
+    attempts = [r["attempt"] for r in bus.records(service=billing, receiver="persistent")]
+    assert attempts == [1, 2, 3, 4]
+
+
 def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings: Any) -> None:
     billing = bus.service_name("billing")
     # The consuming service routes the same event to the same topic: a loop would show up
@@ -406,22 +434,3 @@ def test_a_worker_killed_mid_event_leaves_the_event_to_another_worker(
     assert [r["node"] for r in started] == ["billing-a", "billing-b"]
     # the batch came back unfinished, so each of its events got a task of its own
     assert "1 event(s) came back unfinished (1 time(s) now" in second.log.read_text()
-
-
-def test_with_quorum_queues_pending_retries_do_not_hold_back_new_events(
-    bus: Bus, settings: Any
-) -> None:
-    billing = bus.service_name("billing")
-    # Each failing event's retry waits 15-30 s: Celery must park it on the broker, not hold
-    # it in the worker, or a dozen of them fill the prefetch window and stall new events.
-    bus.start(billing, {TOPIC: {}}, queue_type="quorum", backoff=30.0)
-    settings.EVENT_BUS_PRODUCER_CONFIG = route(DOOMED, PING)
-
-    for n in range(12):
-        DOOMED.send_event(n=n)
-    wait_for(lambda: len(bus.records(service=billing, receiver="doomed")) == 12, "first attempts")
-    for n in range(20):
-        PING.send_event(n=n)
-
-    wait_for(lambda: len(bus.records(service=billing, receiver="on_ping")) == 20, "the pings")
-    assert len(bus.records(service=billing, receiver="doomed")) == 12, "no retry ran before them"

@@ -10,7 +10,9 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from tests.testapp.events import CRASHING, DOOMED, FLAKY, ORDER_PLACED, PING, SLOW
+from events_celery import current_attempt
+from events_celery import receiver as bus_receiver
+from tests.testapp.events import CRASHING, DOOMED, FLAKY, ORDER_PLACED, PICKY, PING, SLOW
 
 
 def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
@@ -81,3 +83,20 @@ def crash(metadata: Any, n: int, **kwargs: Any) -> None:
     """Kill the pool process running it, as a segfault or an OOM kill would."""
     record("crash", metadata, "started", n=n)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@bus_receiver(PICKY, give_up_on=(ValueError,))
+def gives_up(metadata: Any, n: int, **kwargs: Any) -> None:
+    """Fails with an error that is not worth retrying."""
+    record("gives_up", metadata, "failed", n=n, attempt=current_attempt())
+    raise ValueError(f"bad data in event {n}")
+
+
+@bus_receiver(PICKY, retry={"max_attempts": 5, "backoff": 0.05, "backoff_max": 0.1})
+def persistent(metadata: Any, n: int, **kwargs: Any) -> None:
+    """Succeeds on its fourth attempt; its own policy allows five."""
+    attempt = current_attempt()
+    if attempt < 4:
+        record("persistent", metadata, "failed", n=n, attempt=attempt)
+        raise RuntimeError(f"attempt {attempt} fails")
+    record("persistent", metadata, "ok", n=n, attempt=attempt)
