@@ -125,3 +125,54 @@ def test_events_committed_while_the_broker_blocks_publishers_arrive_once_it_unbl
     assert not set(rolled_back) & set(counts), "a rolled-back event arrived"
     assert threading.current_thread().name not in connecting_threads, "a commit waited"
     assert not OutboxMessage.objects.exists()
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(
+    fault_bus: Bus, rabbitmq_node: RabbitMQNode, settings: Any
+) -> None:
+    consumer = start_consumer(fault_bus, settings)
+    committed: list[str] = []
+    rolled_back: list[str] = []
+
+    def commit_some(count: int) -> None:
+        more, less = commit_events(count, rollback_every=10)
+        committed.extend(more)
+        rolled_back.extend(less)
+
+    commit_some(100)  # while events flow to the worker ...
+    rabbitmq_node.stop_app()  # ... the broker goes away ...
+    try:
+        commit_some(100)
+    finally:
+        rabbitmq_node.start_app()  # ... and comes back; nobody is restarted
+    commit_some(100)
+
+    wait_for(
+        lambda: set(committed) <= set(delivered(fault_bus, consumer)),
+        "every committed event after the restart",
+        timeout=120,
+    )
+    relay.background_publisher().flush(timeout=30)
+    counts = delivered(fault_bus, consumer)
+    report("broker restart mid-stream", committed, counts, rolled_back)
+    assert not set(rolled_back) & set(counts), "a rolled-back event arrived"
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(fault_bus: Bus, settings: Any) -> None:
+    consumer = fault_bus.service_name("billing")
+    settings.EVENT_BUS_PRODUCER_CONFIG = ROUTE
+    doomed = fault_bus.start(consumer, {TOPIC: {}}, node="billing-a")
+    committed, rolled_back = commit_events(400, rollback_every=8)
+    wait_for(lambda: len(delivered(fault_bus, consumer)) >= 50, "the first events")
+    doomed.kill()  # SIGKILL, pool processes included, with a batch in hand
+    fault_bus.start(consumer, {TOPIC: {}}, node="billing-b")
+
+    wait_for(
+        lambda: set(committed) <= set(delivered(fault_bus, consumer)),
+        "every event, by the second worker",
+        timeout=120,
+    )
+    counts = delivered(fault_bus, consumer)
+    report("worker SIGKILL mid-batch", committed, counts, rolled_back)
+    assert not set(rolled_back) & set(counts), "a rolled-back event arrived"
