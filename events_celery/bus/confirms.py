@@ -99,6 +99,7 @@ class ConfirmingPublisher:
         self._refused: dict[int, str] = {}
         self._next_tag = 1
         self._written: list[bytes] = []  # frames not yet sent (see _publish_amqp)
+        self._parked_checked: dict[str, float] = {}  # parking queue -> when last counted
 
     def close(self) -> None:
         """Drop the connection; the next batch opens a new one."""
@@ -138,6 +139,7 @@ class ConfirmingPublisher:
             self._send_written()
             while self._outstanding:
                 self._wait(deadline)
+            self._watch_parked({id(item.declare): item.declare for item in items}.values())
         except Exception as exc:
             outcome.error = exc
             outcome.unknown = [key for key, _ in self._outstanding.values()]
@@ -175,6 +177,16 @@ class ConfirmingPublisher:
         channel.confirm_select()
         self._channel = channel
         self._next_tag = 1
+
+    def _watch_parked(self, declared: Iterable[topology.Topology]) -> None:
+        # This process's own unroutable events are counted, at most once a minute per topic.
+        now = time.monotonic()
+        for declare in declared:
+            for queue in declare.queues:
+                name = queue.name
+                if name.endswith(".unrouted") and now - self._parked_checked.get(name, -1e9) > 60:
+                    self._parked_checked[name] = now
+                    topology.warn_parked(self.connection, name)
 
     def _declare(self, declare: topology.Topology) -> None:
         if declare.names not in self._declared:

@@ -137,7 +137,6 @@ class Publisher:
                     assert self._connection is not None
                     topology.declare(self._connection, declare)
                     self._declared.add(declare.names)
-                    self._report_parked(declare)
                 operation(producer)
                 return
             except Exception as exc:
@@ -159,21 +158,6 @@ class Publisher:
                 )
                 time.sleep(interval)
                 interval = min(interval + policy.interval_step, policy.interval_max)
-
-    def _report_parked(self, declared: topology.Topology) -> None:
-        # Once per connection and topic: the log line that counts unrouted events.
-        assert self._connection is not None
-        for queue in declared.queues:
-            if queue.name.endswith(".unrouted"):
-                parked = topology.parked_count(self._connection, queue.name)
-                if parked:
-                    logger.warning(
-                        "%d event(s) are parked in %s: no service subscribes to their event "
-                        "type on this topic yet (the oldest are dropped past "
-                        "EVENT_BUS_UNROUTED_MAX_LENGTH)",
-                        parked,
-                        queue.name,
-                    )
 
 
 _local = threading.local()

@@ -15,6 +15,7 @@ with ``manage.py declare_event_topology``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -24,6 +25,8 @@ from kombu import Connection, Exchange, Queue, binding
 
 from events_celery.conf import BusSettings, Subscription
 from events_celery.exceptions import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 #: Queue and exchange names the library reserves inside each service's namespace.
 RESERVED_SEGMENT = "events_celery"
@@ -222,6 +225,18 @@ def declare(connection: Connection, topology: Topology) -> None:
         if queue.name.endswith(".unrouted") and parked_count(connection, queue.name) is not None:
             continue  # shared by every publisher of the topic: keep it as it was declared
         _declare_one(queue, channel)  # declares its exchange and bindings too
+
+
+def warn_parked(connection: Connection, queue: str) -> None:
+    """Log a WARNING when ``queue`` (a topic's parking queue) holds events."""
+    parked = parked_count(connection, queue)
+    if parked:
+        logger.warning(
+            "%d event(s) are parked in %s: no service subscribes to their event type on this "
+            "topic yet (the oldest are dropped past EVENT_BUS_UNROUTED_MAX_LENGTH)",
+            parked,
+            queue,
+        )
 
 
 def parked_count(connection: Connection, queue: str) -> int | None:

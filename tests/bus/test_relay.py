@@ -139,3 +139,25 @@ def test_show_event_bus_prints_the_backlog(
     line = next(x for x in out.getvalue().splitlines() if x.startswith("outbox:"))
     assert line.startswith("outbox: 2 unpublished, oldest 9")
     assert str(late.metadata.id) in line
+
+
+def test_the_process_that_parks_an_event_says_so(
+    rabbitmq_url: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = f"relay-{uuid.uuid4().hex[:8]}."
+    settings.CELERY_BROKER_URL = rabbitmq_url
+    settings.EVENT_BUS_TOPIC_PREFIX = prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "outbox"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"lonely": {"enabled": True}}}
+    try:
+        PING.send_event(n=1)  # nobody subscribes to "lonely"
+        assert relay.background_publisher().flush(timeout=30)
+    finally:
+        relay.stop_background_publisher()
+        with Connection(rabbitmq_url) as connection:
+            channel: Any = connection.default_channel
+            channel.queue_delete(f"{prefix}lonely.unrouted")
+            for name in (f"{prefix}lonely", f"{prefix}lonely.unrouted"):
+                channel.exchange_delete(name)
+
+    assert f"1 event(s) are parked in {prefix}lonely.unrouted" in caplog.text
