@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import attrs
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import connections
@@ -23,7 +24,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
         for problem in settings.problems
     ]
-    for event_type, routes in settings.routes.items():
+    routed = [route for routes in settings.routes.values() for route in routes]
+    # Disabled or invalid routes are checked too: one run reports every problem of a route.
+    for route in sorted({*routed, *settings.unrouted_keys}, key=attrs.astuple):
+        event_type = route.event_type
+        signal = registry.find(event_type)
+        if signal is None or route.event_key_field is None:
+            continue
+        try:
+            key_getter(signal, route.event_key_field)
+        except AttributeError as exc:
+            messages.append(
+                Error(
+                    f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{route.topic!r}]: "
+                    f"event_key_field {route.event_key_field!r} is not a payload field ({exc})",
+                    hint="use a dotted path to a field of the payload, starting with one of "
+                    f"{sorted(signal.data)}, e.g. 'order.id'",
+                    id="events_celery.E031",
+                )
+            )
+    for event_type in settings.routes:
         signal = registry.find(event_type)
         if signal is None:
             messages.append(
@@ -35,22 +55,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="events_celery.E030",
                 )
             )
-            continue
-        for route in routes:
-            if route.event_key_field is None:
-                continue
-            try:
-                key_getter(signal, route.event_key_field)
-            except AttributeError as exc:
-                messages.append(
-                    Error(
-                        f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{route.topic!r}]: "
-                        f"event_key_field {route.event_key_field!r} is not a payload field ({exc})",
-                        hint="use a dotted path into the payload starting with one of "
-                        f"{sorted(signal.data)}, e.g. 'order.id'",
-                        id="events_celery.E031",
-                    )
-                )
     for subscription in settings.subscriptions:
         if subscription.topic.startswith(f"{RESERVED_SEGMENT}."):
             messages.append(
@@ -103,6 +107,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.E041",
             )
         )
+    if settings.subscriptions and _task_default_queue() == "celery":
+        messages.append(
+            Warning(
+                "Celery's default task queue is 'celery': the workers of every service on "
+                "this broker that keeps it consume it, and take each other's tasks",
+                hint=f"give this service its own, e.g. CELERY_TASK_DEFAULT_QUEUE = "
+                f"'{settings.service_name}.celery' (events_celery's receiver tasks already "
+                "use a queue of the service's own)",
+                id="events_celery.W002",
+            )
+        )
     published = {route.topic for routes in settings.routes.values() for route in routes}
     if published and not settings.broker_url:
         messages.append(
@@ -142,3 +157,9 @@ def _check_task_serialization() -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def _task_default_queue() -> str:
+    from celery import current_app
+
+    return str(current_app.conf.task_default_queue)

@@ -161,6 +161,8 @@ class BusSettings:
     topic_prefix: str
     broker_url: str | None
     routes: Mapping[str, tuple[Route, ...]]
+    #: Routes not in ``routes`` (disabled or invalid) that name an ``event_key_field``.
+    unrouted_keys: tuple[Route, ...]
     subscriptions: tuple[Subscription, ...]
     queue_type: Literal["classic", "quorum"]
     publish_mode: Literal["outbox", "direct"]
@@ -313,7 +315,8 @@ def _parse() -> BusSettings:
     def report(check_id: str, message: str, hint: str) -> None:
         problems.append(Problem(check_id, message, hint))
 
-    routes = parse_routes(report, _get("EVENT_BUS_PRODUCER_CONFIG", {}))
+    unrouted_keys: list[Route] = []
+    routes = parse_routes(report, _get("EVENT_BUS_PRODUCER_CONFIG", {}), unrouted_keys)
     subscriptions = parse_subscriptions(report, _get("EVENT_BUS_CONSUMER_CONFIG", {}))
 
     queue_type = _get("EVENT_BUS_QUEUE_TYPE", "classic")
@@ -372,6 +375,7 @@ def _parse() -> BusSettings:
         topic_prefix=prefix,
         broker_url=broker_url,
         routes=routes,
+        unrouted_keys=tuple(unrouted_keys),
         subscriptions=subscriptions,
         queue_type=queue_type,
         publish_mode=publish_mode,

@@ -35,19 +35,25 @@ class Subscription:
     event_types: tuple[str, ...] | None
 
 
-def _valid_topic(problem: Report, where: str, topic: object) -> bool:
+def _valid_topic(problem: Report, where: str, topic: object, check_id: str = "E006") -> bool:
     if isinstance(topic, str) and TOPIC_PATTERN.match(topic):
         return True
     problem(
-        "E006",
+        check_id,
         f"{where}: {topic!r} is not a valid topic name",
         "use letters, digits, '.', '-', '_', starting with a letter or digit",
     )
     return False
 
 
-def parse_routes(problem: Report, config: Any) -> dict[str, tuple[Route, ...]]:
-    """Parse ``EVENT_BUS_PRODUCER_CONFIG`` into the enabled routes of each event type."""
+def parse_routes(
+    problem: Report, config: Any, key_fields: list[Route] | None = None
+) -> dict[str, tuple[Route, ...]]:
+    """Parse ``EVENT_BUS_PRODUCER_CONFIG`` into the enabled routes of each event type.
+
+    ``key_fields``, when given, receives the routes left out (disabled or invalid) that name
+    an ``event_key_field``, for the checks.
+    """
     if not isinstance(config, Mapping):
         problem(
             "E005",
@@ -95,6 +101,10 @@ def parse_routes(problem: Report, config: Any) -> dict[str, tuple[Route, ...]]:
                 valid = False
             if valid and is_enabled:
                 enabled.append(Route(str(event_type), topic, key_field))
+            elif isinstance(key_field, str) and key_fields is not None:
+                # Not routed, but its event_key_field is checked all the same (E031), so one
+                # run of manage.py check reports every problem of the route.
+                key_fields.append(Route(str(event_type), topic, key_field))
         routes[str(event_type)] = tuple(enabled)
     return routes
 
@@ -111,7 +121,7 @@ def parse_subscriptions(problem: Report, config: Any) -> tuple[Subscription, ...
     subscriptions = []
     for topic, options in config.items():
         where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
-        if not _valid_topic(problem, where, topic):
+        if not _valid_topic(problem, where, topic, "E007"):
             continue
         options = {} if options is None else options
         if not isinstance(options, Mapping) or set(options) - {"event_types"}:

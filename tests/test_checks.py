@@ -265,3 +265,41 @@ def test_direct_mode_needs_no_database(settings):
     settings.EVENT_BUS_PUBLISH_MODE = "direct"
 
     assert "events_celery.E012" not in by_id(check_settings())
+
+
+def test_one_run_reports_a_bad_route_option_and_a_bad_key_field_together(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {
+            "orders": {"enabled": "yes", "event_key_field": "order.custmer.id"}
+        }
+    }
+
+    found = by_id(check_settings())
+
+    assert "events_celery.E005" in found
+    assert "custmer" in found["events_celery.E031"].msg
+
+
+def test_an_event_key_field_naming_a_whole_record_is_e031(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": "order.customer"}}
+    }
+
+    error = by_id(check_settings())["events_celery.E031"]
+
+    assert "names a whole record (CustomerData)" in error.msg
+    assert "'order.customer.id'" in error.msg
+
+
+def test_a_consuming_service_on_celerys_shared_default_queue_is_warned(settings):
+    from celery import current_app
+
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+    previous = current_app.conf.task_default_queue
+    try:
+        current_app.conf.task_default_queue = "celery"
+        assert "events_celery.W002" in by_id(check_settings())
+        current_app.conf.task_default_queue = "tests.celery"
+        assert "events_celery.W002" not in by_id(check_settings())
+    finally:
+        current_app.conf.task_default_queue = previous

@@ -135,7 +135,7 @@ def test_strict_receivers_and_schema_dir_are_read(settings, tmp_path):
         ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"orders": {"key": "x"}}}, "E005"),
         ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"orders": {"enabled": "yes"}}}, "E005"),
         ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"bad topic": {}}}, "E006"),
-        ("EVENT_BUS_CONSUMER_CONFIG", {"bad topic": {}}, "E006"),
+        ("EVENT_BUS_CONSUMER_CONFIG", {"bad topic": {}}, "E007"),
         ("EVENT_BUS_CONSUMER_CONFIG", {"orders": {"event_types": ORDER_PLACED}}, "E007"),
         ("EVENT_BUS_CONSUMER_CONFIG", {"orders": {"event_types": []}}, "E007"),
         ("EVENT_BUS_QUEUE_TYPE", "mirrored", "E010"),

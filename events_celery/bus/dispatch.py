@@ -105,6 +105,12 @@ def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], 
                 f"{signal.event_type}: {path!r} has no field {part!r} (fields there: {known})"
             )
         current = fields[part].type
+    if attrs.has(current):
+        raise AttributeError(
+            f"{signal.event_type}: {path!r} names a whole record "
+            f"({getattr(current, '__name__', current)}); name one of its fields, e.g. "
+            f"'{path}.{next(iter(attrs.fields_dict(current)))}'"
+        )
     attr = operator.attrgetter(rest) if rest else None
 
     def get(payload: Mapping[str, Any]) -> str:
