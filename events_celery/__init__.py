@@ -2,6 +2,7 @@
 
 from events_celery.avro import register_codec
 from events_celery.dedupe import once_per_event
+from events_celery.event_registry import EventRegistry, registry
 from events_celery.exceptions import (
     ConfigurationError,
     DecodeError,
@@ -11,7 +12,6 @@ from events_celery.exceptions import (
 )
 from events_celery.metadata import EventMetadata, library_version
 from events_celery.receivers import current_attempt, receiver
-from events_celery.registry import EventRegistry, registry
 from events_celery.signals import EventSignal, SentEvent
 
 __version__ = library_version()

@@ -13,7 +13,7 @@ from django.db import connections
 from events_celery.bus.dispatch import key_getter
 from events_celery.bus.topology import RESERVED_SEGMENT
 from events_celery.conf import bus_settings
-from events_celery.registry import registry
+from events_celery.event_registry import registry
 
 
 @register("events_celery")

@@ -135,7 +135,7 @@ def _stored(signal: EventSignal, directory: str | Path | None) -> list[tuple[Pat
 
 @cache
 def _load(event_type: str, folder: str) -> dict[str, dict[str, Any]]:
-    from events_celery.registry import registry
+    from events_celery.event_registry import registry
 
     signal = registry.get(event_type)
     return {fingerprint(schema): schema for _, schema in _stored(signal, folder)}

@@ -14,13 +14,13 @@ from django.utils.inspect import func_accepts_kwargs
 
 from events_celery.avro import PayloadSerializer
 from events_celery.conf import bus_settings
+from events_celery.event_registry import EventRegistry, registry
 from events_celery.exceptions import (
     EventDefinitionError,
     InvalidEventTypeError,
     PayloadValidationError,
 )
 from events_celery.metadata import EventMetadata
-from events_celery.registry import EventRegistry, registry
 
 logger = logging.getLogger(__name__)
 

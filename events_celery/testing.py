@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
+from events_celery.event_registry import EventRegistry, registry
 from events_celery.metadata import EventMetadata
-from events_celery.registry import EventRegistry, registry
 from events_celery.signals import EventSignal
 
 

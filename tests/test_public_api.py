@@ -78,3 +78,15 @@ def test_publish_error_carries_the_event_id_and_topic():
     error = events_celery.PublishError("not confirmed", event_id="abc", topic="orders")
 
     assert (error.event_id, error.topic, str(error)) == ("abc", "orders", "not confirmed")
+
+
+def test_no_module_is_hidden_by_an_object_of_the_same_name():
+    import importlib
+    import pkgutil
+    import types
+
+    for module in pkgutil.iter_modules(events_celery.__path__):
+        value = getattr(events_celery, module.name, None)
+        if value is not None:
+            assert isinstance(value, types.ModuleType), f"events_celery.{module.name}"
+        importlib.import_module(f"events_celery.{module.name}")

@@ -689,7 +689,7 @@ def test_emit_from_bus_runs_nothing_for_a_disabled_event(ping):
 def test_the_event_core_imports_nothing_of_the_bus():
     code = (
         "import sys, django; from django.conf import settings; settings.configure(); "
-        "import events_celery.signals, events_celery.registry, events_celery.metadata; "
+        "import events_celery.signals, events_celery.event_registry, events_celery.metadata; "
         "print(sorted(m for m in sys.modules if m.startswith('events_celery.bus')))"
     )
     result = subprocess.run(

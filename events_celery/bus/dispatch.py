@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from events_celery import schema_store
+from events_celery.event_registry import EventRegistry, registry
 from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
 from events_celery.metadata import (
     AVRO_CONTENT_TYPE,
@@ -23,7 +24,6 @@ from events_celery.metadata import (
     REQUIRED_HEADERS,
     EventMetadata,
 )
-from events_celery.registry import EventRegistry, registry
 from events_celery.signals import EventSignal
 
 #: Header carrying the writer schema's fingerprint (CRC-64-AVRO, 16 hex digits).

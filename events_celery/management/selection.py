@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
+from events_celery.event_registry import registry
 from events_celery.exceptions import EventNotFoundError
-from events_celery.registry import registry
 from events_celery.signals import EventSignal
 
 

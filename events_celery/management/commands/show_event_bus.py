@@ -11,7 +11,7 @@ from events_celery.bus import outbox, topology
 from events_celery.bus.connection import bus_connection
 from events_celery.bus.topology import reply_code
 from events_celery.conf import bus_settings
-from events_celery.registry import registry
+from events_celery.event_registry import registry
 
 
 class Command(BaseCommand):
