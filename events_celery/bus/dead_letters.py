@@ -19,6 +19,8 @@ from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings
 from events_celery.metadata import format_time
 
+#: Every header the dead-letter store adds starts with this.
+OUR_PREFIX = "x-events-celery-"
 HEADER_REASON = "x-events-celery-reason"
 HEADER_RECEIVER = "x-events-celery-receiver"
 HEADER_ERROR = "x-events-celery-error"
@@ -32,6 +34,8 @@ KEPT_PROPERTIES = frozenset({"message_id", "type", "timestamp", "app_id", "corre
 
 #: Longest traceback kept in a dead letter's headers (the tail is kept: it names the error).
 MAX_TRACEBACK = 16_000
+#: Longest error message kept (its start is kept).
+MAX_ERROR = 2_000
 
 
 def plain_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -71,14 +75,19 @@ def dead_letter(
     if receiver is not None:
         extra[HEADER_RECEIVER] = receiver
     if error is not None:
-        extra[HEADER_ERROR] = error[:2000]
+        extra[HEADER_ERROR] = error[:MAX_ERROR]
     if traceback is not None:
         extra[HEADER_TRACEBACK] = traceback[-MAX_TRACEBACK:]
     if attempts is not None:
         extra[HEADER_ATTEMPTS] = str(attempts)  # every header events_celery adds is text
     message = OutgoingMessage(
         body=body,
-        headers={**plain_headers(headers), **extra},
+        # What an earlier dead-lettering said (a replayed event that failed again) is dropped:
+        # only this failure's reason, receiver, error and traceback describe it now.
+        headers={
+            **{k: v for k, v in plain_headers(headers).items() if not k.startswith(OUR_PREFIX)},
+            **extra,
+        },
         properties={
             **{k: v for k, v in (properties or {}).items() if k in KEPT_PROPERTIES},
             "content_type": content_type or "application/octet-stream",

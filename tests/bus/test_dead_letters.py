@@ -161,7 +161,13 @@ def test_a_long_error_keeps_its_start_and_a_long_traceback_its_end(
 def test_dead_lettering_again_replaces_the_reasons_of_the_first_time(
     memory_store: DeadLetterStore,
 ) -> None:
-    earlier = {"ce_id": "e-3", HEADER_REASON: "the first reason", HEADER_ATTEMPTS: "5"}
+    earlier = {
+        "ce_id": "e-3",
+        HEADER_REASON: "the first reason",
+        HEADER_ATTEMPTS: "5",
+        HEADER_RECEIVER: "an.earlier.receiver",
+        HEADER_TRACEBACK: "the first traceback",
+    }
     dead_letter(
         bus_settings(), b"body", earlier, reason="the second reason", content_type=AVRO, attempts=1
     )
@@ -169,6 +175,9 @@ def test_dead_lettering_again_replaces_the_reasons_of_the_first_time(
     [message] = memory_store.take()
     assert message.headers[HEADER_REASON] == "the second reason"
     assert message.headers[HEADER_ATTEMPTS] == "1"
+    assert HEADER_RECEIVER not in message.headers  # nothing of the first time is left over
+    assert HEADER_TRACEBACK not in message.headers
+    assert message.headers["ce_id"] == "e-3"
 
 
 def test_only_the_properties_that_identify_the_event_are_kept(

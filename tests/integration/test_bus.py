@@ -14,6 +14,7 @@ from django.db import transaction
 
 from events_celery.bus.dead_letters import (
     HEADER_ATTEMPTS,
+    HEADER_ORIGIN,
     HEADER_REASON,
     HEADER_RECEIVER,
     HEADER_TRACEBACK,
@@ -133,7 +134,7 @@ def test_a_receiver_failing_every_attempt_is_dead_lettered(bus: Bus, settings: A
     assert "after 3 attempt" in headers[HEADER_REASON]
     assert "ValueError: doomed receiver always fails (n=13)" in headers[HEADER_TRACEBACK]
     assert headers["ce_type"] == DOOMED.event_type
-    assert headers["x-events-celery-origin"] == f"{bus.prefix}{TOPIC}/{DOOMED.event_type}"
+    assert headers[HEADER_ORIGIN] == f"{bus.prefix}{TOPIC}/{DOOMED.event_type}"
     assert message.properties["message_id"] == headers["ce_id"]
     assert message.properties["type"] == DOOMED.event_type
     assert message.properties["content_type"] == "application/avro"
