@@ -91,6 +91,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.E012",
             )
         )
+    database = connections.settings.get(settings.db_alias, {})
+    if (
+        publishes
+        and settings.publish_mode == "outbox"
+        and "sqlite" in str(database.get("ENGINE", ""))
+        and str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
+    ):
+        messages.append(
+            Warning(
+                "the outbox is on SQLite in deferred transaction mode: SQLite allows one writer, "
+                "and a request whose transaction read first then writes an event fails at once "
+                "with 'database is locked' when the outbox publisher is deleting rows",
+                hint="set DATABASES[...]['OPTIONS'] = {'transaction_mode': 'IMMEDIATE'} "
+                "(Django 5.1+), or keep the outbox on PostgreSQL",
+                id="events_celery.W003",
+            )
+        )
     messages.extend(_check_task_serialization())
     event_bus_url = getattr(django_settings, "EVENT_BUS_BROKER_URL", None)
     celery_url = os.environ.get("CELERY_BROKER_URL") or getattr(
@@ -160,6 +177,9 @@ def _check_task_serialization() -> list[CheckMessage]:
 
 
 def _task_default_queue() -> str:
+    # The Django setting, where the Celery app reads its configuration (namespace CELERY), else
+    # what the current app says.
     from celery import current_app
 
-    return str(current_app.conf.task_default_queue)
+    configured = getattr(django_settings, "CELERY_TASK_DEFAULT_QUEUE", None)
+    return str(configured or current_app.conf.task_default_queue)

@@ -358,11 +358,11 @@ def _parse() -> BusSettings:
     lease = _seconds(problems, "EVENT_BUS_OUTBOX_LEASE", 30.0)
     sweep = _seconds(problems, "EVENT_BUS_OUTBOX_SWEEP_INTERVAL", 2.0)
     warn_after = _seconds(problems, "EVENT_BUS_OUTBOX_WARN_AFTER", 60.0)
-    if lease <= timeout:
+    if lease < 4 * timeout:
         problems.append(
             Problem(
                 "E023",
-                f"EVENT_BUS_OUTBOX_LEASE ({lease:g}s) is not longer than "
+                f"EVENT_BUS_OUTBOX_LEASE ({lease:g}s) is less than four times "
                 f"EVENT_BUS_PUBLISH_TIMEOUT ({timeout:g}s)",
                 "a lease must outlast one publish, or a sweeper takes rows still being "
                 "published: make the lease several times the timeout",

@@ -24,6 +24,8 @@ from events_celery.metadata import EventMetadata
 
 logger = logging.getLogger(__name__)
 
+#: An event type is the routing key of its messages, an AMQP short string.
+MAX_EVENT_TYPE_LENGTH = 255
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v[1-9][0-9]*$")
 
 Receiver = Callable[..., Any]
@@ -110,10 +112,15 @@ class EventSignal(Signal):
         event_registry: EventRegistry | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
+        if (
+            not isinstance(event_type, str)
+            or not EVENT_TYPE_PATTERN.match(event_type)
+            or len(event_type) > MAX_EVENT_TYPE_LENGTH
+        ):
             raise InvalidEventTypeError(
                 f"{event_type!r} is not a valid event type: use lowercase reverse-DNS segments "
-                "(letters, digits, '_') ending in a version, e.g. "
+                "(letters, digits, '_') ending in a version, at most "
+                f"{MAX_EVENT_TYPE_LENGTH} characters (it is the AMQP routing key), e.g. "
                 "'org.example.shop.order.placed.v1'"
             )
         if (

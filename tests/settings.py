@@ -9,6 +9,8 @@ test database its parent created.
 import os
 import tempfile
 
+import django
+
 SECRET_KEY = "events-celery-tests"
 USE_TZ = True
 INSTALLED_APPS = [
@@ -38,7 +40,9 @@ elif TEST_DB == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _PATH,
             "TEST": {"NAME": _PATH},
-            "OPTIONS": {"timeout": 20},
+            # IMMEDIATE (Django 5.1+): the outbox publisher thread writes too (check W003).
+            "OPTIONS": {"timeout": 20}
+            | ({"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {}),
         }
     }
 else:
@@ -47,4 +51,5 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 EVENT_BUS_SERVICE_NAME = "tests"
 CELERY_BROKER_URL = "memory://"
+CELERY_TASK_DEFAULT_QUEUE = "tests.celery"
 LOGGING_CONFIG = None

@@ -292,14 +292,24 @@ def test_an_event_key_field_naming_a_whole_record_is_e031(settings):
 
 
 def test_a_consuming_service_on_celerys_shared_default_queue_is_warned(settings):
-    from celery import current_app
-
     settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
-    previous = current_app.conf.task_default_queue
-    try:
-        current_app.conf.task_default_queue = "celery"
-        assert "events_celery.W002" in by_id(check_settings())
-        current_app.conf.task_default_queue = "tests.celery"
-        assert "events_celery.W002" not in by_id(check_settings())
-    finally:
-        current_app.conf.task_default_queue = previous
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = "celery"
+    assert "events_celery.W002" in by_id(check_settings())
+    settings.CELERY_TASK_DEFAULT_QUEUE = "tests.celery"
+    assert "events_celery.W002" not in by_id(check_settings())
+
+
+def test_the_outbox_on_sqlite_in_deferred_mode_is_warned(settings, monkeypatch):
+    from django.db import connections
+
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {}}}
+    database = connections.settings["default"]
+    monkeypatch.setitem(database, "OPTIONS", {"timeout": 20})  # no transaction_mode
+
+    found = by_id(check_settings())
+
+    if "sqlite" in database["ENGINE"]:
+        assert "database is locked" in found["events_celery.W003"].msg
+    else:
+        assert "events_celery.W003" not in found

@@ -697,3 +697,10 @@ def test_the_event_core_imports_nothing_of_the_bus():
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_an_event_type_longer_than_a_routing_key_is_refused():
+    long_type = "org." + "a" * 250 + ".v1"
+
+    with isolated_registry(), pytest.raises(InvalidEventTypeError, match="at most 255"):
+        EventSignal(long_type, data={"n": int})

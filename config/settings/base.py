@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import django
+
 SECRET_KEY = "events-celery-example-not-a-secret"
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -22,9 +24,19 @@ INSTALLED_APPS = [
 
 
 def service_database(service: str) -> dict[str, dict[str, object]]:
-    """One SQLite database per service, in the temp directory (each service owns its data)."""
+    """One SQLite database per service, in the temp directory (each service owns its data).
+
+    Transactions take SQLite's write lock when they begin (``IMMEDIATE``): the outbox's
+    publisher thread writes too, and SQLite allows one writer at a time.
+    """
     path = Path(tempfile.gettempdir()) / f"events_celery_demo_{service}.sqlite3"
-    return {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": path}}
+    return {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {},
+        }
+    }
 
 
 # Celery, and the broker the event bus publishes to (EVENT_BUS_BROKER_URL defaults to it).

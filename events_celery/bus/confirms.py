@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -72,7 +72,13 @@ class ConfirmingPublisher:
     """
 
     def __init__(
-        self, connection: Connection, *, window: int, blocked_patience: float = 0.0
+        self,
+        connection: Connection,
+        *,
+        window: int,
+        blocked_patience: float = 0.0,
+        on_wait: Callable[[], object] | None = None,
+        wait_interval: float = 5.0,
     ) -> None:
         """Publish over ``connection`` (opened on first use).
 
@@ -80,15 +86,22 @@ class ConfirmingPublisher:
             connection: a kombu connection without ``confirm_publish`` (confirms are managed
                 here).
             window: how many publishes may await their confirm at once.
-            blocked_patience: how long to wait, beyond the batch's timeout, for a broker that
-                blocks publishers (a resource alarm) to let them go. Messages it holds are
-                confirmed once it does, so waiting avoids publishing them twice; ``0`` fails
-                the batch as soon as the broker blocks (a caller that must not wait).
+            blocked_patience: how long to wait, from the moment the broker blocks publishers
+                (a resource alarm), for it to let them go. The messages it holds are confirmed
+                once it does, so waiting avoids publishing them twice; ``0`` fails the batch as
+                soon as the broker blocks (a caller that must not wait). Once the broker lets
+                go, the batch gets its whole timeout again.
+            on_wait: called every ``wait_interval`` seconds while waiting for the broker (a
+                relay renews the lease of the rows it is publishing).
+            wait_interval: see ``on_wait``.
         """
         self.connection = connection
         self.window = max(window, 1)
         self.blocked_patience = blocked_patience
+        self.on_wait = on_wait
+        self.wait_interval = wait_interval
         self._blocked_at = 0.0
+        self._unblocked = False
         self._channel: Any = None
         self._producer: Producer | None = None
         self._declared: set[tuple[str, ...]] = set()
@@ -99,6 +112,7 @@ class ConfirmingPublisher:
         self._refused: dict[int, str] = {}
         self._next_tag = 1
         self._written: list[bytes] = []  # frames not yet sent (see _publish_amqp)
+        self._written_tags: list[int] = []  # their delivery tags
         self._parked_checked: dict[str, float] = {}  # parking queue -> when last counted
 
     def close(self) -> None:
@@ -142,8 +156,12 @@ class ConfirmingPublisher:
             self._watch_parked({id(item.declare): item.declare for item in items}.values())
         except Exception as exc:
             outcome.error = exc
-            outcome.unknown = [key for key, _ in self._outstanding.values()]
-            outcome.unsent = [item.key for item in items[sent:]]
+            never_sent = set(self._written_tags)  # frames still in the buffer
+            outcome.unknown = [
+                k for tag, (k, _) in self._outstanding.items() if tag not in never_sent
+            ]
+            outcome.unsent = [k for tag, (k, _) in self._outstanding.items() if tag in never_sent]
+            outcome.unsent += [item.key for item in items[sent:]]
             self.close()
         finally:
             outcome.confirmed.extend(self._confirmed)
@@ -153,6 +171,7 @@ class ConfirmingPublisher:
 
     def _reset_batch(self) -> None:
         self._written = []
+        self._written_tags = []
         self._outstanding.clear()
         self._returned.clear()
         self._confirmed = []
@@ -226,6 +245,7 @@ class ConfirmingPublisher:
             item.key,
             f"{item.message.properties.get('message_id')}\0{item.exchange}",
         )
+        self._written_tags.append(self._next_tag)
         self._next_tag += 1
         if len(self._written) >= WRITE_BATCH:
             self._send_written()
@@ -234,26 +254,37 @@ class ConfirmingPublisher:
         if self._written:
             data, self._written = b"".join(self._written), []
             self._channel.connection.transport.write(data)
+            self._written_tags = []
 
     def _wait(self, deadline: Deadline) -> None:
+        """Wait for the broker's next frame (confirms, mostly); raise when time runs out."""
         self._send_written()
-        end = deadline.end
-        if self.blocked is not None:
-            if not self.blocked_patience:
-                raise BrokerBlockedError(f"the broker is blocking publishers ({self.blocked})")
-            end = max(end, self._blocked_at + self.blocked_patience)
-        left = end - time.monotonic()
-        blocked = f"; it is blocking publishers ({self.blocked})" if self.blocked else ""
-        if left <= 0:
-            raise TimeoutError(
-                f"the broker did not confirm {len(self._outstanding)} message(s) in time{blocked}"
-            )
-        try:
-            self.connection.drain_events(timeout=left)
-        except TimeoutError:
-            raise TimeoutError(
-                f"the broker did not confirm {len(self._outstanding)} message(s) in time{blocked}"
-            ) from None
+        last_call = time.monotonic()
+        while True:
+            end = deadline.end
+            if self.blocked is not None:
+                if not self.blocked_patience:
+                    raise BrokerBlockedError(f"the broker is blocking publishers ({self.blocked})")
+                end = max(end, self._blocked_at + self.blocked_patience)
+            left = end - time.monotonic()
+            if left <= 0:
+                blocked = f"; it is blocking publishers ({self.blocked})" if self.blocked else ""
+                raise TimeoutError(
+                    f"the broker did not confirm {len(self._outstanding)} message(s) in "
+                    f"time{blocked}"
+                )
+            try:
+                self.connection.drain_events(timeout=min(left, self.wait_interval))
+                break
+            except TimeoutError:
+                pass
+            if self.on_wait is not None and time.monotonic() - last_call >= self.wait_interval:
+                last_call = time.monotonic()
+                self.on_wait()
+        if self._unblocked:
+            # The broker let publishers go: what it held gets confirmed now, in its own time.
+            self._unblocked = False
+            deadline.end = max(deadline.end, time.monotonic() + deadline.seconds)
 
     def _settle(self, delivery_tag: int, multiple: bool, refused_reason: str | None) -> None:
         tags = [t for t in self._outstanding if t <= delivery_tag] if multiple else [delivery_tag]
@@ -287,3 +318,4 @@ class ConfirmingPublisher:
 
     def _on_unblocked(self) -> None:
         self.blocked = None
+        self._unblocked = True

@@ -48,12 +48,14 @@ class Row:
         topic: the topic it goes to.
         message: body, headers and properties.
         leased_at: ``time.monotonic()`` when its current lease began.
+        owner: who holds the lease (``locked_by``): the writing process, or a relay's claim.
     """
 
     id: int
     topic: str
     message: OutgoingMessage
     leased_at: float
+    owner: str
 
     @property
     def event_id(self) -> str:
@@ -136,7 +138,7 @@ def write(settings: BusSettings, events: Sequence[tuple[EventMetadata, Messages]
         ids = prepared.insert(cursor, values)
     leased_at = time.monotonic()
     return [
-        Row(pk, topic, message, leased_at)
+        Row(pk, topic, message, leased_at, owner)
         for pk, (topic, message) in zip(ids, written, strict=True)
     ]
 
@@ -255,7 +257,7 @@ def claim(settings: BusSettings, *, limit: int, include_refused: bool = False) -
         .order_by("id")
         .values_list(*fields)
     )
-    return [_row(values, leased_at) for values in found]
+    return [_row(values, leased_at, owner) for values in found]
 
 
 def _claim_returning(
@@ -276,16 +278,16 @@ def _claim_returning(
         cursor.execute(sql, [owner, until, now, limit])
         found = sorted(cursor.fetchall())  # RETURNING follows no particular order
     leased_at = time.monotonic()
-    return [_row(values, leased_at) for values in found]
+    return [_row(values, leased_at, owner) for values in found]
 
 
-def _row(values: tuple[Any, ...], leased_at: float) -> Row:
+def _row(values: tuple[Any, ...], leased_at: float, owner: str) -> Row:
     pk, event_id, event_type, topic, headers, body, created_at = values
     headers = json.loads(headers)
     properties = message_properties(
         str(event_id), event_type, created_at, str(headers.get(HEADER_SOURCE, ""))
     )
-    return Row(pk, topic, OutgoingMessage(bytes(body), headers, properties), leased_at)
+    return Row(pk, topic, OutgoingMessage(bytes(body), headers, properties), leased_at, owner)
 
 
 def delete(settings: BusSettings, ids: Iterable[int]) -> None:
@@ -309,19 +311,18 @@ def delete(settings: BusSettings, ids: Iterable[int]) -> None:
 
 
 def renew(settings: BusSettings, rows: Sequence[Row]) -> list[Row]:
-    """Extend this process's lease on ``rows``; returns the rows it still owns."""
+    """Extend the lease on ``rows`` of whoever holds them; returns the rows still held."""
     if not rows:
         return []
-    alias = settings.db_alias
-    owner = process_owner()
-    ids = [row.id for row in rows]
     until = timezone.now() + timedelta(seconds=settings.outbox_lease)
+    objects = OutboxMessage.objects.using(settings.db_alias)
     owned: set[int] = set()
-    objects = OutboxMessage.objects.using(alias)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        objects.filter(id__in=chunk, locked_by=owner).update(locked_until=until)
-        owned.update(objects.filter(id__in=chunk, locked_by=owner).values_list("id", flat=True))
+    for owner in {row.owner for row in rows}:
+        ids = [row.id for row in rows if row.owner == owner]
+        for start in range(0, len(ids), CHUNK):
+            held = objects.filter(id__in=ids[start : start + CHUNK], locked_by=owner)
+            held.update(locked_until=until)
+            owned.update(held.values_list("id", flat=True))
     leased_at = time.monotonic()
     return [attrs.evolve(row, leased_at=leased_at) for row in rows if row.id in owned]
 

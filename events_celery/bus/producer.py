@@ -29,7 +29,7 @@ from django.utils.connection import ConnectionDoesNotExist
 from kombu import Connection, Producer
 
 from events_celery.bus import outbox, topology
-from events_celery.bus.confirms import ConfirmingPublisher, Outgoing
+from events_celery.bus.confirms import BrokerBlockedError, ConfirmingPublisher, Outgoing
 from events_celery.bus.connection import Deadline, broker_url, bus_connection, connect, drop
 from events_celery.bus.dispatch import OutgoingMessage, encode_event, key_getter
 from events_celery.bus.relay import background_publisher, backoff
@@ -261,6 +261,8 @@ class _Batch:
 
     def write(self, settings: BusSettings) -> None:
         connection = connections[self.alias]
+        if connection.needs_rollback:  # set_rollback(True): the block rolls back, quietly
+            return
         alive = {
             id(getattr(callback, "__self__", None)) for _, callback, *_ in connection.run_on_commit
         }
@@ -329,7 +331,8 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
 
     Everything, connecting and retries included, happens within ``EVENT_BUS_PUBLISH_TIMEOUT``:
     kombu's own connection retries are off, the socket times out with the deadline, and a
-    broker that blocks publishers (``connection.blocked``) fails the publish at once.
+    broker that blocks publishers (``connection.blocked``) fails the publish at once. Only
+    messages the broker never took are tried again: one that it may hold is not sent twice.
 
     Raises:
         PublishError: naming every event id not confirmed, and whether the broker may still
@@ -359,6 +362,11 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
             return
         may_be_delivered.update(outcome.unknown)
         may_be_delivered.difference_update(outcome.refused)
+        if outcome.unknown or isinstance(outcome.error, BrokerBlockedError):
+            # The broker may have taken them (it holds what a blocked connection sent): sending
+            # them again could deliver them twice, so the caller hears it at once.
+            reason = f"{type(outcome.error).__name__}: {outcome.error}"
+            break
         reason = (
             f"{type(outcome.error).__name__}: {outcome.error}"
             if outcome.error is not None

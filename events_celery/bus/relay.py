@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 from django.db import DatabaseError, connections
@@ -37,6 +37,13 @@ logger = logging.getLogger(__name__)
 #: Rows a background publisher keeps in memory; past it, new rows wait for a sweeper.
 MAX_HELD_ROWS = 50_000
 
+#: Shortest pause of a relay between two failed tries, whatever the retry policy says.
+MIN_PAUSE = 0.1
+
+#: Seconds a relay waits for a broker that blocks publishers before it gives up on the batch
+#: (renewing its rows' leases meanwhile).
+BLOCKED_PATIENCE = 600.0
+
 #: Seconds published rows may wait to be deleted together (fewer, larger deletes). A crash in
 #: that time publishes them again later: at least once.
 DELETE_DELAY = 0.05
@@ -45,15 +52,37 @@ DELETE_DELAY = 0.05
 class Relay:
     """Publishes rows over one connection, then deletes the confirmed ones."""
 
-    def __init__(self, settings: BusSettings) -> None:
+    def __init__(
+        self, settings: BusSettings, *, holding: Callable[[], list[Row]] | None = None
+    ) -> None:
+        """Publish over a new connection (opened on first use).
+
+        Args:
+            settings: the settings.
+            holding: the rows this relay holds besides those it is publishing (published,
+                not deleted yet); their leases are renewed with the others while it waits.
+        """
         self.settings = settings
+        self._holding = holding
+        self._publishing: Sequence[Row] = ()
         # A broker that blocks publishers holds what it was sent and confirms it once it lets
-        # go: waiting (well within the rows' lease) beats sending the rows again.
+        # go: sending the rows again on a new connection would deliver them twice. So the
+        # relay waits (up to BLOCKED_PATIENCE), renewing its rows' leases meanwhile, so that no
+        # sweeper takes them.
         self.publisher = ConfirmingPublisher(
             bus_connection(settings, confirm_publish=False),
             window=settings.publish_window,
-            blocked_patience=settings.outbox_lease / 4,
+            blocked_patience=BLOCKED_PATIENCE,
+            on_wait=self._renew,
+            wait_interval=settings.outbox_lease / 4,
         )
+
+    def _renew(self) -> None:
+        rows = [*self._publishing, *(self._holding() if self._holding else ())]
+        try:
+            outbox.renew(self.settings, rows)
+        except DatabaseError:
+            logger.exception("could not renew the lease of %d outbox row(s)", len(rows))
 
     def close(self) -> None:
         """Drop the broker connection."""
@@ -72,6 +101,7 @@ class Relay:
         """
         settings = self.settings
         prefix = settings.topic_prefix
+        self._publishing = rows
         outcome = self.publisher.publish(
             (
                 Outgoing(
@@ -85,6 +115,7 @@ class Relay:
             ),
             timeout=settings.publish_timeout + 0.002 * len(rows),
         )
+        self._publishing = ()
         if outcome.confirmed and delete:
             outbox.delete(settings, outcome.confirmed)
         if outcome.refused:
@@ -97,7 +128,7 @@ def backoff(failures: int, settings: BusSettings) -> float:
     """Seconds to wait after ``failures`` failed tries in a row (with jitter)."""
     policy = settings.publish_retry_policy
     delay = min(policy.interval_start + policy.interval_step * failures, policy.interval_max)
-    return delay * random.uniform(0.5, 1.0)
+    return max(delay, MIN_PAUSE) * random.uniform(0.5, 1.0)
 
 
 class BackgroundPublisher:
@@ -110,7 +141,7 @@ class BackgroundPublisher:
         self._busy = False  # the thread holds a batch
         self._relay: Relay | None = None
         self._stopping = threading.Event()
-        self._confirmed: list[int] = []  # published, not yet deleted
+        self._confirmed: list[Row] = []  # published, not yet deleted
         self._confirmed_since = 0.0
         self._delete_not_before = 0.0  # after a failed delete, a pause
 
@@ -209,13 +240,13 @@ class BackgroundPublisher:
                 continue
             if outcome.confirmed and not self._confirmed:
                 self._confirmed_since = time.monotonic()
-            self._confirmed += outcome.confirmed
+            by_id = {row.id: row for row in batch}
+            self._confirmed += [by_id[key] for key in outcome.confirmed]
             if outcome.refused:
                 self._release_refused(settings, outcome)
             if outcome.error is None:
                 failures = 0
                 continue
-            by_id = {row.id: row for row in batch}
             self._give_back([by_id[k] for k in [*outcome.unknown, *outcome.unsent]])
             failures += 1
             delay = backoff(failures, settings)
@@ -244,7 +275,7 @@ class BackgroundPublisher:
 
     def _delete_confirmed(self, settings: BusSettings) -> None:
         try:
-            outbox.delete(settings, self._confirmed)
+            outbox.delete(settings, [row.id for row in self._confirmed])
         except DatabaseError:
             # Kept for a later try, after a pause; if this process dies first, the rows are
             # published again once their lease runs out (at least once).
@@ -260,14 +291,16 @@ class BackgroundPublisher:
         if self._relay is None or self._relay.settings is not settings:
             if self._relay is not None:
                 self._relay.close()
-            self._relay = Relay(settings)
+            self._relay = Relay(settings, holding=lambda: list(self._confirmed))
         return self._relay
 
     @staticmethod
     def _keep_leased(settings: BusSettings, rows: list[Row]) -> list[Row]:
-        # A row held past half its lease (the broker was away) gets a new lease first, so no
-        # sweeper takes it meanwhile; a row another relay took already is left to that relay.
-        stale_before = time.monotonic() - settings.outbox_lease / 2
+        # A row whose lease might run out before this publish and its delete are done (it was
+        # held a while: the broker was away) gets a new lease first, so that no sweeper takes
+        # it meanwhile; a row another relay took already is left to that relay.
+        publish = settings.publish_timeout + 0.002 * len(rows) + DELETE_DELAY
+        stale_before = time.monotonic() - max(settings.outbox_lease - 2 * publish, 0.0)
         stale = [row for row in rows if row.leased_at <= stale_before]
         if not stale:
             return rows
@@ -349,11 +382,15 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
             outcome = relay.publish(rows)
             published += len(outcome.confirmed)
             retry = [*outcome.unknown, *outcome.unsent]
-            if retry or outcome.refused:
+            if retry:
+                outbox.release(settings, retry, retry_in=backoff(1, settings), refused={})
+            if outcome.refused:
+                # Refused rows wait a lease before any relay tries them again, as the
+                # background publisher's do; this pass goes on with other rows only.
                 outbox.release(
                     settings,
-                    [*retry, *outcome.refused],
-                    retry_in=backoff(1, settings),
+                    list(outcome.refused),
+                    retry_in=settings.outbox_lease,
                     refused=outcome.refused,
                 )
             if outcome.error is not None:

@@ -294,11 +294,14 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
     """
     settings = bus_settings()
     if (self.request.delivery_info or {}).get("redelivered"):
-        for item in items:
-            if returns + 1 > settings.max_redeliveries:
-                _dead_letter_returned(settings, item, None, returns + 1)
-                continue
-            send_task(self.app, settings, DELIVER_EVENTS, [[item], returns + 1])
+        try:
+            for item in items:
+                if returns + 1 > settings.max_redeliveries:
+                    _dead_letter_returned(settings, item, None, returns + 1)
+                    continue
+                send_task(self.app, settings, DELIVER_EVENTS, [[item], returns + 1])
+        except PublishError as exc:
+            _requeue_on_publish_error([exc])
         logger.warning(
             "%d event(s) came back unfinished (%d time(s) now: a worker died while running "
             "their receivers, or the task was requeued); each now runs in its own task: %s",
@@ -396,8 +399,8 @@ def _dead_letter_returned(
         item,
         reason=(
             f"came back unfinished {returns} time(s): a worker died while running "
-            f"{'receiver ' + receiver if receiver else 'its receivers'} "
-            f"(EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})"
+            f"{'receiver ' + receiver if receiver else 'its receivers'}, or handing it on to "
+            f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})"
         ),
         receiver=receiver,
         attempts=None,

@@ -284,3 +284,14 @@ def test_a_batch_inside_a_transaction_commits_with_it(submitted: list[Row]) -> N
 
     assert not OutboxMessage.objects.exists()
     assert submitted == []
+
+
+def test_a_batch_whose_transaction_is_marked_for_rollback_writes_nothing(
+    submitted: list[Row],
+) -> None:
+    with batch_events():
+        PING.send_event(n=1)
+        transaction.set_rollback(True)
+
+    assert not OutboxMessage.objects.exists()
+    assert submitted == []

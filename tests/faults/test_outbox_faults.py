@@ -8,6 +8,7 @@ records which threads tried to connect.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -115,6 +116,7 @@ def test_events_committed_while_the_broker_blocks_publishers_arrive_once_it_unbl
     try:
         committed, rolled_back = commit_events(24, rollback_every=4)  # 18 committed
         assert OutboxMessage.objects.count() == len(committed)
+        time.sleep(6)  # longer than a batch's timeout (2 s): the publisher must wait, not resend
     finally:
         rabbitmq_node.set_memory_alarm(False)
 
@@ -123,6 +125,7 @@ def test_events_committed_while_the_broker_blocks_publishers_arrive_once_it_unbl
     counts = delivered(fault_bus, consumer)
     report("broker blocking publishers at commit", committed, counts, rolled_back)
     assert not set(rolled_back) & set(counts), "a rolled-back event arrived"
+    assert all(counts[i] == 1 for i in committed), "an event arrived twice"
     assert threading.current_thread().name not in connecting_threads, "a commit waited"
     assert not OutboxMessage.objects.exists()
 

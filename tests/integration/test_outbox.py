@@ -70,6 +70,7 @@ def test_events_of_a_publisher_killed_after_commit_are_relayed_by_a_worker_sweep
         "TEST_PUBLISH_MODE": "outbox",
         "TEST_PRODUCER_CONFIG": json.dumps(ROUTE),
         "TEST_OUTBOX_LEASE": "6",
+        "TEST_PUBLISH_TIMEOUT": "1.5",
     }
     # The publisher commits 25 events but cannot reach the broker, then dies by SIGKILL.
     dying = subprocess.Popen(
