@@ -40,7 +40,8 @@ Settings (all optional unless noted):
 ``EVENT_BUS_PUBLISH_TIMEOUT``
     Seconds a publish may take: in ``"direct"`` mode, the most ``send_event`` blocks on the
     broker in all (connecting, retries and confirms included); for the outbox, how long one
-    batch waits for its confirms. Default ``5.0``.
+    batch waits for its confirms (plus 2 ms a row, and while the broker blocks publishers up
+    to ten minutes more, the rows' leases renewed meanwhile). Default ``5.0``.
 ``EVENT_BUS_PUBLISH_RETRY_POLICY``
     Pauses between publish attempts: ``{"max_retries": 3, "interval_start": 0.0,
     "interval_step": 0.5, "interval_max": 2.0}``. ``"direct"`` mode tries at most

@@ -4,7 +4,7 @@ py-amqp builds frames through generic, per-value serialization that costs most o
 An event message has string headers and a fixed set of properties, so its three frames
 (method, content header, body) are written here with a few ``struct`` calls. The bytes are
 the ones py-amqp writes for the same message (``tests/bus/test_frames.py`` checks it);
-properties or headers of other types fall back to py-amqp's serializer.
+headers of other types fall back to py-amqp's serializer.
 """
 
 from __future__ import annotations

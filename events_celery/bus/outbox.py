@@ -105,7 +105,8 @@ INSERT_ROWS = 500
 def write(settings: BusSettings, events: Sequence[tuple[EventMetadata, Messages]]) -> list[Row]:
     """Write one row per event and topic on ``EVENT_BUS_DB_ALIAS``, leased to this process.
 
-    All the rows go in one ``INSERT`` (up to :data:`INSERT_ROWS`), inside the caller's
+    All the rows go in one ``INSERT`` (up to :data:`INSERT_ROWS`; one per row where the
+    database returns no ids from a multi-row insert, as MySQL), inside the caller's
     transaction when one is open, else in its own autocommit write.
 
     Returns:

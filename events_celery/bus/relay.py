@@ -166,7 +166,11 @@ class BackgroundPublisher:
                 self._thread.start()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every submitted row is published and deleted; whether it was in time."""
+        """Wait until this process holds no row any more; whether that happened in time.
+
+        Rows leave it published and deleted, or given up on: set aside after the broker
+        refused them, beyond ``MAX_HELD_ROWS``, or taken by a sweeper after their lease.
+        """
         deadline = time.monotonic() + timeout
         with self._condition:
             while self._rows or self._busy or self._confirmed:
@@ -175,11 +179,6 @@ class BackgroundPublisher:
                     return False
                 self._condition.wait(min(left, 0.05))
         return True
-
-    def pending(self) -> int:
-        """Rows waiting in this process."""
-        with self._condition:
-            return len(self._rows) + (1 if self._busy else 0)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after its current batch; rows it still holds wait for a sweeper."""

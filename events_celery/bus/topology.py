@@ -53,10 +53,10 @@ def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
     """The bounded queue that parks events of ``topic`` no service subscribes to.
 
     Publishing never fails because of it: when it is full the broker drops the oldest parked
-    event (``drop-head``). Publishers log how many are parked (see
-    :meth:`~events_celery.bus.producer.Publisher.run`), and ``manage.py show_event_bus`` shows
-    it. Every service publishing to the topic shares this queue, so it is declared only when
-    it does not exist yet (see :func:`declare`).
+    event (``drop-head``). A publishing process logs how many are parked, at most once a
+    minute per topic (:func:`warn_parked`), and ``manage.py show_event_bus`` shows it.
+    Every service publishing to the topic shares this queue, so it is declared only when it
+    does not exist yet (see :func:`declare`).
     """
     name = unrouted_name(prefix, topic)
     return Queue(
