@@ -447,8 +447,10 @@ class Sweeper:
                 if time.monotonic() - last_warning >= settings.outbox_warn_after:
                     last_warning = time.monotonic()
                     warn_overdue(settings)
-            except Exception:
-                logger.exception("the outbox sweeper failed; it tries again")
+            except Exception as exc:  # logged with its traceback; the rows wait in the table
+                logger.exception(
+                    "the outbox sweeper failed (%s); it tries again", type(exc).__name__
+                )
                 connections[settings.db_alias].close()
             self._stop.wait(settings.outbox_sweep_interval)
         connections.close_all()

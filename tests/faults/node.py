@@ -354,11 +354,13 @@ class RabbitMQNode:
 
     def _stop_process(self, timeout: float = STOP_TIMEOUT) -> None:
         pid = self.pid or self._read_pid()
-        result = self._cli("rabbitmqctl", "shutdown", timeout=timeout, check=False)
+        result = self._cli("rabbitmqctl", "shutdown", timeout=timeout, check=False)  # -n <node>
         if pid is None:
             if result.returncode != 0 and self._node_registered():
                 output = (result.stdout + result.stderr).strip()
-                raise self._fail(f"rabbitmqctl shutdown failed and the pid is unknown:\n{output}")
+                raise self._fail(
+                    f"rabbitmqctl -n {self.name} shutdown failed and the pid is unknown:\n{output}"
+                )
             return
         deadline = time.monotonic() + timeout
         while _pid_alive(pid):
