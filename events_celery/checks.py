@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import attrs
+import django
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import connections
@@ -95,6 +96,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if (
         publishes
         and settings.publish_mode == "outbox"
+        and django.VERSION >= (5, 1)  # where SQLite's transaction_mode can be set
         and "sqlite" in str(database.get("ENGINE", ""))
         and str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
     ):
