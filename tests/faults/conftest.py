@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.faults.node import RabbitMQNode
-from tests.integration.conftest import Bus
+from tests.integration.conftest import Bus, open_bus
 
 
 @pytest.fixture(scope="session")
@@ -42,16 +42,10 @@ def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ
 @pytest.fixture
 def fault_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> Iterator[Bus]:
     """A bus of real worker processes on the private node; this process publishes (outbox)."""
-    harness = Bus(rabbitmq_node.url, tmp_path)
-    settings.CELERY_BROKER_URL = rabbitmq_node.url
-    settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
-    settings.EVENT_BUS_PUBLISH_MODE = "outbox"
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 2.0
     settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"interval_step": 0.1, "interval_max": 0.5}
-    try:
+    with open_bus(rabbitmq_node.url, tmp_path, settings, "outbox") as harness:
         yield harness
-    finally:
-        harness.close()
 
 
 @pytest.fixture
@@ -63,16 +57,10 @@ def quorum_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> It
     dead-lettering finds no route) and hold back the delayed messages of later tests, so they
     are deleted with the test's own queues; the next worker declares them again.
     """
-    harness = Bus(rabbitmq_node.url, tmp_path)
-    settings.CELERY_BROKER_URL = rabbitmq_node.url
-    settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
-    settings.EVENT_BUS_PUBLISH_MODE = "direct"
-    try:
+    with open_bus(rabbitmq_node.url, tmp_path, settings, "direct") as harness:
         yield harness
-    finally:
-        harness.close()
-        client = harness.client()
-        for level in range(28):  # kombu's native delayed delivery levels
-            with contextlib.suppress(Exception):  # a level that was never declared
-                client.channel().queue_delete(f"celery_delayed_{level}")
-        client.close()
+    client = harness.client()
+    for level in range(28):  # kombu's native delayed delivery levels
+        with contextlib.suppress(Exception):  # a level that was never declared
+            client.channel().queue_delete(f"celery_delayed_{level}")
+    client.close()

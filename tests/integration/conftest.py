@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,14 +195,21 @@ class Bus:
         self.amqp.close()
 
 
-@pytest.fixture
-def bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[Bus]:
-    """A clean bus for one test; the test process publishes as service ``tests``."""
-    harness = Bus(rabbitmq_url, tmp_path)
-    settings.CELERY_BROKER_URL = rabbitmq_url
+@contextmanager
+def open_bus(url: str, tmp_path: Path, settings: Any, publish_mode: str) -> Iterator[Bus]:
+    """A bus on the broker at ``url``; this process publishes with ``publish_mode``."""
+    harness = Bus(url, tmp_path)
+    settings.CELERY_BROKER_URL = url
     settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
-    settings.EVENT_BUS_PUBLISH_MODE = "direct"
+    settings.EVENT_BUS_PUBLISH_MODE = publish_mode
     try:
         yield harness
     finally:
         harness.close()
+
+
+@pytest.fixture
+def bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[Bus]:
+    """A clean bus for one test; the test process publishes as service ``tests``."""
+    with open_bus(rabbitmq_url, tmp_path, settings, "direct") as harness:
+        yield harness
