@@ -41,3 +41,76 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id} -> {self.topic}"
+
+
+class DeadLetter(models.Model):
+    """A message that will not be delivered without an operator: the dead-letter store.
+
+    One row per service, event and receiver: a receiver that used up its attempts, an event
+    whose receiver kept killing its worker, or a poison message that never became an event
+    (``receiver`` blank). Dead-lettering the same event and receiver again updates the row
+    (``last_failed_at``, ``failures``) instead of adding one. The row keeps the original
+    body and headers, so it can be replayed once the cause is fixed.
+    """
+
+    class Reason(models.TextChoices):
+        RECEIVER_FAILED = "receiver-failed", "receiver used up its attempts"
+        GAVE_UP = "gave-up", "receiver raised an error it gives up on"
+        REDELIVERED = "redelivered", "event killed its worker too often"
+        RECEIVER_GONE = "receiver-gone", "receiver no longer connected"
+        POISON = "poison", "message cannot become an event"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        REPLAYING = "replaying", "replaying"
+        REPLAYED = "replayed", "replayed"
+        DISCARDED = "discarded", "discarded"
+
+    id = models.BigAutoField(primary_key=True)
+    service = models.CharField(max_length=255, help_text="the service that dead-lettered it")
+    event_id = models.UUIDField(
+        null=True, blank=True, help_text="metadata.id, when the message carried a valid one"
+    )
+    event_type = models.CharField(max_length=255, blank=True, default="")
+    receiver = models.CharField(
+        max_length=500, blank=True, default="", help_text="the receiver's bus name; blank: all"
+    )
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    error = models.TextField(blank=True, default="", help_text="what went wrong, in one text")
+    traceback = models.TextField(blank=True, default="")
+    traceback_truncated = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0, help_text="runs of the receiver")
+    headers = models.JSONField(default=dict, help_text="the message headers, as text")
+    headers_truncated = models.BooleanField(default=False)
+    body = models.BinaryField(help_text="the message body as received (Avro for an event)")
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    origin = models.CharField(
+        max_length=500, blank=True, default="", help_text="exchange/routing key it came by"
+    )
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=1, help_text="times it was dead-lettered")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    replays = models.PositiveIntegerField(default=0, help_text="replays started")
+
+    class Meta:
+        db_table = "events_celery_dead_letter"
+        verbose_name = "dead letter"
+        ordering = ["-last_failed_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "last_failed_at"], name="events_celery_dl_status"),
+            models.Index(fields=["event_type"], name="events_celery_dl_type"),
+            models.Index(fields=["event_id"], name="events_celery_dl_event"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "event_id", "receiver"],
+                condition=models.Q(event_id__isnull=False),
+                name="events_celery_dl_one_per_receiver",
+            )
+        ]
+
+    def __str__(self) -> str:
+        who = self.receiver or "all receivers"
+        return f"{self.event_type or '(no type)'} {self.event_id or ''} -> {who}: {self.reason}"
