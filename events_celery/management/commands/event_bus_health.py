@@ -1,0 +1,251 @@
+"""``manage.py event_bus_health``: a probe for containers; exit 0 when the bus is healthy.
+
+Four checks, each of which can be skipped with ``--skip``:
+
+* ``broker``: the broker accepts a connection within ``--timeout`` seconds;
+* ``topology``: the exchanges and queues of this service exist (passive declarations);
+* ``outbox``: no outbox row has waited longer than ``--max-outbox-age`` seconds;
+* ``dead-letters``: at most ``--max-new-dead-letters`` of this service's pending dead letters
+  failed within the last ``--window`` seconds.
+
+It prints one line (``OK: ...`` or ``FAIL: ...`` naming every failed check) or, with
+``--json``, one JSON object, and exits 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError, connections
+from django.utils import timezone
+from kombu import Connection
+
+from events_celery.bus import outbox, topology
+from events_celery.bus.connection import bus_connection, connect, drop
+from events_celery.bus.topology import reply_code
+from events_celery.conf import BusSettings, bus_settings
+from events_celery.models import DeadLetter
+
+CHECKS = ("broker", "topology", "outbox", "dead-letters")
+
+
+@attrs.frozen
+class Result:
+    """What one check found: whether it passed, and a short account of why."""
+
+    check: str
+    ok: bool
+    detail: str
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the event bus for a container probe: the broker is reachable, this service's "
+        "topology exists, the outbox is not stuck, and dead letters are not piling up. Prints "
+        "one line and exits 1 when a check fails."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--timeout",
+            type=_positive,
+            default=5.0,
+            help="seconds to wait for the broker's connection and answers (default: 5)",
+        )
+        parser.add_argument(
+            "--max-outbox-age",
+            type=_positive,
+            default=None,
+            help="seconds the oldest outbox row may wait (default: EVENT_BUS_OUTBOX_WARN_AFTER)",
+        )
+        parser.add_argument(
+            "--window",
+            type=_positive,
+            default=600.0,
+            help="seconds back to count new dead letters in (default: 600)",
+        )
+        parser.add_argument(
+            "--max-new-dead-letters",
+            type=_count,
+            default=0,
+            help="pending dead letters allowed within --window (default: 0)",
+        )
+        parser.add_argument(
+            "--skip",
+            action="append",
+            choices=CHECKS,
+            default=[],
+            help="leave a check out (repeatable)",
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        results = check_health(bus_settings(), **_check_options(options))
+        failed = [r for r in results if not r.ok]
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "ok": not failed,
+                        "reason": "; ".join(f"{r.check}: {r.detail}" for r in failed) or None,
+                        "checks": {r.check: {"ok": r.ok, "detail": r.detail} for r in results},
+                    }
+                )
+            )
+        elif failed:
+            self.stdout.write("FAIL: " + "; ".join(f"{r.check}: {r.detail}" for r in failed))
+        else:
+            self.stdout.write("OK: " + "; ".join(f"{r.check}: {r.detail}" for r in results))
+        if failed:
+            self.stdout.flush()
+            sys.exit(1)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "timeout": options["timeout"],
+        "max_outbox_age": options["max_outbox_age"],
+        "window": options["window"],
+        "max_new_dead_letters": options["max_new_dead_letters"],
+        "skip": frozenset(options["skip"]),
+    }
+
+
+def check_health(
+    settings: BusSettings,
+    *,
+    timeout: float = 5.0,
+    max_outbox_age: float | None = None,
+    window: float = 600.0,
+    max_new_dead_letters: int = 0,
+    skip: frozenset[str] = frozenset(),
+) -> list[Result]:
+    """Run the checks not in ``skip``, in order; a check that cannot run fails with the cause."""
+    results: list[Result] = []
+    if settings.problems:
+        problems = ", ".join(p.id for p in settings.problems)
+        return [Result("settings", False, f"invalid ({problems}); run manage.py check")]
+    if "broker" not in skip or "topology" not in skip:
+        connection = bus_connection(settings, confirm_publish=False)
+        try:
+            broker = _broker(connection, timeout)
+            if "broker" not in skip:
+                results.append(broker)
+            if "topology" not in skip:
+                results.append(
+                    _topology(connection, settings)
+                    if broker.ok
+                    else Result("topology", False, "not checked: the broker is unreachable")
+                )
+        finally:
+            drop(connection)
+    if "outbox" not in skip:
+        results.append(_database("outbox", settings, lambda: _outbox(settings, max_outbox_age)))
+    if "dead-letters" not in skip:
+        results.append(
+            _database(
+                "dead-letters",
+                settings,
+                lambda: _dead_letters(settings, window, max_new_dead_letters),
+            )
+        )
+    return results
+
+
+def _broker(connection: Connection, timeout: float) -> Result:
+    where = connection.as_uri()  # the password masked
+    try:
+        connect(connection, timeout=timeout)
+    except Exception as exc:
+        return Result("broker", False, f"{where} unreachable ({type(exc).__name__}: {exc})")
+    return Result("broker", True, f"{where} reachable")
+
+
+def _topology(connection: Connection, settings: BusSettings) -> Result:
+    # Passive declarations: they create nothing, and a missing entity answers 404 (which
+    # closes the channel, so each check has its own).
+    wanted = topology.service_topology(settings)
+    missing: list[str] = []
+    entities: list[tuple[str, str]] = [("exchange", e.name) for e in wanted.exchanges]
+    entities += [("queue", q.name) for q in wanted.queues]
+    for kind, name in entities:
+        channel: Any = connection.channel()
+        try:
+            if kind == "exchange":
+                channel.exchange_declare(name, "topic", passive=True)
+            else:
+                channel.queue_declare(name, passive=True)
+        except Exception as exc:
+            if reply_code(exc) != 404:
+                return Result("topology", False, f"checking {kind} {name!r} failed: {exc}")
+            missing.append(f"{kind} {name!r}")
+            continue
+        channel.close()
+    if missing:
+        return Result(
+            "topology",
+            False,
+            f"missing {', '.join(missing)} (run manage.py declare_event_topology, or start a "
+            "worker of this service)",
+        )
+    return Result("topology", True, f"{len(entities)} exchange(s) and queue(s) present")
+
+
+def _database(check: str, settings: BusSettings, run: Callable[[], Result]) -> Result:
+    try:
+        return run()
+    except DatabaseError as exc:
+        return Result(check, False, f"database error ({type(exc).__name__}: {exc}); run migrate?")
+    finally:
+        connections[settings.db_alias].close()
+
+
+def _outbox(settings: BusSettings, max_age: float | None) -> Result:
+    limit = settings.outbox_warn_after if max_age is None else max_age
+    waiting = outbox.backlog(settings)
+    age = waiting.oldest_age()
+    if age is None:
+        return Result("outbox", True, "empty")
+    if age > limit:
+        return Result(
+            "outbox",
+            False,
+            f"{waiting.count} row(s) unpublished, the oldest for {age:.0f}s (limit {limit:g}s); "
+            "is the broker reachable from the publishers? (manage.py show_event_bus)",
+        )
+    return Result("outbox", True, f"{waiting.count} row(s), the oldest {age:.0f}s old")
+
+
+def _dead_letters(settings: BusSettings, window: float, limit: int) -> Result:
+    since = timezone.now() - timedelta(seconds=window)
+    new = (
+        DeadLetter.objects.using(settings.db_alias)
+        .filter(
+            service=settings.service_name or "",
+            status=DeadLetter.Status.PENDING,
+            last_failed_at__gte=since,
+        )
+        .count()
+    )
+    detail = f"{new} pending dead letter(s) in the last {window:g}s (limit {limit})"
+    return Result("dead-letters", new <= limit, detail)
