@@ -1,19 +1,19 @@
-"""Django system checks: ``manage.py check`` reports every misconfiguration at once."""
+"""Django system checks: ``manage.py check`` reports every misconfiguration at once.
+
+The checks read only the parsed settings, :func:`~events_celery.conf.bus_settings`.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import attrs
 import django
-from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connections
 
 from events_celery.bus.dispatch import key_getter
 from events_celery.bus.topology import RESERVED_SEGMENT
-from events_celery.conf import bus_settings
+from events_celery.conf import BusSettings, bus_settings
 from events_celery.event_registry import registry
 
 
@@ -25,9 +25,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
         for problem in settings.problems
     ]
-    routed = [route for routes in settings.routes.values() for route in routes]
-    # Disabled or invalid routes are checked too: one run reports every problem of a route.
-    for route in sorted({*routed, *settings.unrouted_keys}, key=attrs.astuple):
+    # Disabled routes, and routes with a problem, are checked too: one run reports every
+    # problem of a route.
+    configured = [route for routes in settings.producer_config.values() for route in routes]
+    for route in sorted(configured, key=attrs.astuple):
         event_type = route.event_type
         signal = registry.find(event_type)
         if signal is None or route.event_key_field is None:
@@ -56,7 +57,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="events_celery.E030",
                 )
             )
-    for subscription in settings.subscriptions:
+    for subscription in settings.consumer_config:
         if subscription.topic.startswith(f"{RESERVED_SEGMENT}."):
             messages.append(
                 Error(
@@ -78,11 +79,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     )
                 )
     publishes = any(settings.routes.values())
-    if (
-        publishes
-        and settings.publish_mode == "outbox"
-        and settings.db_alias not in connections.settings
-    ):
+    if publishes and settings.publish_mode == "outbox" and settings.db_engine is None:
         messages.append(
             Error(
                 f"EVENT_BUS_PUBLISH_MODE 'outbox' writes events to the database "
@@ -92,13 +89,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.E012",
             )
         )
-    database = connections.settings.get(settings.db_alias, {})
     if (
         publishes
         and settings.publish_mode == "outbox"
         and django.VERSION >= (5, 1)  # where SQLite's transaction_mode can be set
-        and "sqlite" in str(database.get("ENGINE", ""))
-        and str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
+        and "sqlite" in (settings.db_engine or "")
+        and settings.db_transaction_mode.upper() != "IMMEDIATE"
     ):
         messages.append(
             Warning(
@@ -110,12 +106,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W003",
             )
         )
-    messages.extend(_check_task_serialization())
-    event_bus_url = getattr(django_settings, "EVENT_BUS_BROKER_URL", None)
-    celery_url = os.environ.get("CELERY_BROKER_URL") or getattr(
-        django_settings, "CELERY_BROKER_URL", None
-    )
-    if settings.subscriptions and event_bus_url and celery_url and event_bus_url != celery_url:
+    messages.extend(_check_task_serialization(settings))
+    # broker_url is EVENT_BUS_BROKER_URL when it is set, else Celery's URL.
+    celery_url = settings.celery_broker_url
+    if settings.subscriptions and celery_url and settings.broker_url != celery_url:
         messages.append(
             Error(
                 "EVENT_BUS_BROKER_URL differs from Celery's broker URL in a service that consumes "
@@ -126,7 +120,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.E041",
             )
         )
-    if settings.subscriptions and _task_default_queue() == "celery":
+    if settings.subscriptions and settings.celery_task_default_queue == "celery":
         messages.append(
             Warning(
                 "Celery's default task queue is 'celery': the workers of every service on "
@@ -150,22 +144,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
-#: Celery settings whose values name serializers a worker accepts or uses.
-_SERIALIZER_SETTINGS = (
-    "CELERY_ACCEPT_CONTENT",
-    "CELERY_TASK_SERIALIZER",
-    "CELERY_RESULT_SERIALIZER",
-    "CELERY_RESULT_ACCEPT_CONTENT",
-)
-
-
-def _check_task_serialization() -> list[CheckMessage]:
+def _check_task_serialization(settings: BusSettings) -> list[CheckMessage]:
     """Receiver tasks travel as JSON; a worker that also unpickles can be made to run code."""
     messages: list[CheckMessage] = []
-    for name in _SERIALIZER_SETTINGS:
-        value = getattr(django_settings, name, None)
-        values = [value] if isinstance(value, str) else list(value or ())
-        unsafe = [v for v in values if isinstance(v, str) and "pickle" in v.lower()]
+    for name, values in settings.celery_serializers.items():
+        unsafe = [v for v in values if "pickle" in v.lower()]
         if unsafe:
             messages.append(
                 Error(
@@ -176,12 +159,3 @@ def _check_task_serialization() -> list[CheckMessage]:
                 )
             )
     return messages
-
-
-def _task_default_queue() -> str:
-    # The Django setting, where the Celery app reads its configuration (namespace CELERY), else
-    # what the current app says.
-    from celery import current_app
-
-    configured = getattr(django_settings, "CELERY_TASK_DEFAULT_QUEUE", None)
-    return str(configured or current_app.conf.task_default_queue)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from events_celery.conf import Problem, RetryPolicy, parse_retry_policy
+from events_celery.conf import Problems, RetryPolicy, parse_retry_policy
 from events_celery.exceptions import EventDefinitionError
 from events_celery.signals import EventSignal, Receiver
 
@@ -87,10 +87,10 @@ def _policy(
 ) -> RetryPolicy | None:
     if retry is None or isinstance(retry, RetryPolicy):
         return retry
-    problems: list[Problem] = []
+    problems = Problems()
     policy = parse_retry_policy(problems, retry, setting=f"{signal.event_type} retry")
     if problems:
-        listed = "; ".join(f"{p.message} ({p.hint})" for p in problems)
+        listed = "; ".join(f"{p.message} ({p.hint})" for p in problems.found)
         raise EventDefinitionError(f"{signal.event_type}: invalid retry options: {listed}")
     return policy
 

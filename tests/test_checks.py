@@ -314,3 +314,60 @@ def test_the_outbox_on_sqlite_in_deferred_mode_is_warned(settings, monkeypatch):
         assert "database is locked" in found["events_celery.W003"].msg
     else:
         assert "events_celery.W003" not in found
+
+
+def test_one_run_reports_a_bad_topic_name_and_the_rest_of_its_route(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {
+            "bad topic!": {"event_key_field": "order.custmer.id", "enabled": "yes", "typo": 1}
+        }
+    }
+
+    found = [m.id for m in check_settings()]
+
+    assert sorted(found) == [
+        "events_celery.E005",
+        "events_celery.E005",
+        "events_celery.E006",
+        "events_celery.E031",
+    ]
+
+
+def test_one_run_reports_a_bad_consumer_topic_and_its_unknown_event_type(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"bad topic!": {"event_types": [UNKNOWN]}}
+
+    found = by_id(check_settings())
+
+    assert sorted(found) == ["events_celery.E007", "events_celery.E032"]
+    assert UNKNOWN in found["events_celery.E032"].msg
+
+
+def test_one_run_reports_unknown_consumer_keys_and_bad_event_types_of_one_topic(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "pings": {"event_type": PING.event_type, "event_types": []}
+    }
+
+    messages = [m.msg for m in check_settings() if m.id == "events_celery.E007"]
+
+    assert len(messages) == 2
+    assert any("'event_type'" in m for m in messages)
+    assert any("non-empty list" in m for m in messages)
+
+
+def test_one_run_reports_a_reserved_topic_and_its_unknown_keys(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "events_celery.tasks": {"typo": 1, "event_types": [UNKNOWN]}
+    }
+
+    found = sorted(m.id for m in check_settings())
+
+    assert found == ["events_celery.E007", "events_celery.E032", "events_celery.E033"]
+
+
+def test_a_consumer_topic_with_a_problem_is_not_consumed(settings):
+    from events_celery.conf import bus_settings
+
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {"typo": 1}}
+
+    assert bus_settings().subscriptions == ()
+    assert not bus_settings().subscribes_to(PING.event_type)

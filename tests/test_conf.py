@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
-from events_celery.conf import PublishRetryPolicy, Route, Subscription, bus_settings
+from events_celery.conf import (
+    SETTINGS,
+    BusSettings,
+    PublishRetryPolicy,
+    Route,
+    Subscription,
+    bus_settings,
+)
 from events_celery.exceptions import ConfigurationError
 
 ORDER_PLACED = "org.example.shop.order.placed.v1"
@@ -238,3 +246,122 @@ def test_non_list_event_types_is_reported(settings):
     settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": {"event_types": 5}}
 
     assert "E007" in problem_ids()
+
+
+def test_every_declared_setting_is_an_attribute_of_the_parsed_settings():
+    fields = {field.name for field in attrs.fields(BusSettings)}
+
+    names = [setting.name for setting in SETTINGS]
+    assert len(names) == len(set(names))
+    for setting in SETTINGS:
+        assert setting.name.startswith("EVENT_BUS_")
+        assert setting.attr in fields
+        assert setting.doc.endswith(".")
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.name)
+def test_each_declared_default_is_accepted_and_is_what_the_parsed_settings_hold(settings, setting):
+    if setting.default is None:
+        return  # required (the service name), or a default computed elsewhere
+    setattr(settings, setting.name, setting.default)
+
+    parsed = bus_settings()
+
+    assert parsed.problems == ()
+    value = getattr(parsed, setting.attr)
+    if attrs.has(type(value)):  # a retry policy: its defaults are the declared dict
+        value = attrs.asdict(value)
+    if setting.name in ("EVENT_BUS_PRODUCER_CONFIG", "EVENT_BUS_CONSUMER_CONFIG"):
+        assert not setting.default
+        assert not value  # nothing routed, nothing consumed
+    else:
+        assert value == setting.default
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EVENT_BUS_SERVICE_NAME", None),
+        ("EVENT_BUS_SERVICE_NAME", "Orders Service"),
+        ("EVENT_BUS_TOPIC_PREFIX", "bad prefix!"),
+        ("EVENT_BUS_BROKER_URL", 42),
+        ("EVENT_BUS_PRODUCER_CONFIG", {ORDER_PLACED: {"bad topic": {"enabled": 1}}}),
+        ("EVENT_BUS_CONSUMER_CONFIG", {"bad topic": {"event_types": []}}),
+        ("EVENT_BUS_QUEUE_TYPE", "mirrored"),
+        ("EVENT_BUS_PUBLISH_MODE", "on_commit"),
+        ("EVENT_BUS_DB_ALIAS", ["default"]),
+        ("EVENT_BUS_PUBLISH_TIMEOUT", 100.0),
+        ("EVENT_BUS_PUBLISH_RETRY_POLICY", {"max_retries": -1}),
+        ("EVENT_BUS_PUBLISH_WINDOW", 0),
+        ("EVENT_BUS_MAX_MESSAGE_SIZE", True),
+        ("EVENT_BUS_OUTBOX_BATCH_SIZE", 1.5),
+        ("EVENT_BUS_OUTBOX_LEASE", 0),
+        ("EVENT_BUS_OUTBOX_SWEEP_INTERVAL", "2"),
+        ("EVENT_BUS_OUTBOX_WARN_AFTER", -1),
+        ("EVENT_BUS_RETRY_POLICY", {"max_attempts": 0, "jitter": 1}),
+        ("EVENT_BUS_CONSUMER_BATCH_SIZE", 0),
+        ("EVENT_BUS_CONSUMER_FLUSH_INTERVAL", 0),
+        ("EVENT_BUS_MAX_REDELIVERIES", -1),
+        ("EVENT_BUS_UNROUTED_MAX_LENGTH", None),
+    ],
+)
+def test_a_problem_carries_a_check_id_its_setting_declares(settings, name, value):
+    setattr(settings, name, value)
+    declared = {setting.name: setting.check_ids for setting in SETTINGS}
+
+    problems = bus_settings().problems
+
+    assert problems
+    assert {problem.id for problem in problems} <= set(declared[name])
+
+
+def test_a_route_with_a_bad_topic_name_is_kept_disabled_for_the_checks(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED: {"bad topic": {"event_key_field": "order.id"}, "orders": {}}
+    }
+
+    parsed = bus_settings()
+
+    assert parsed.routes[ORDER_PLACED] == (Route(ORDER_PLACED, "orders", None),)
+    assert parsed.producer_config[ORDER_PLACED] == (
+        Route(ORDER_PLACED, "bad topic", "order.id", enabled=False),
+        Route(ORDER_PLACED, "orders", None),
+    )
+
+
+def test_a_topic_with_a_problem_is_not_consumed_but_kept_for_the_checks(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "bad topic": {"event_types": [ORDER_PLACED]},
+        "pings": {"event_types": [PING], "typo": 1},
+        "orders": {},
+    }
+
+    parsed = bus_settings()
+
+    assert parsed.subscriptions == (Subscription("orders", None),)
+    assert parsed.consumer_config == (
+        Subscription("bad topic", (ORDER_PLACED,), enabled=False),
+        Subscription("pings", (PING,), enabled=False),
+        Subscription("orders", None),
+    )
+    assert [problem.id for problem in parsed.problems] == ["E007", "E007"]
+
+
+def test_celery_and_database_settings_the_checks_compare_are_read(settings, monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://from-env//")
+    settings.CELERY_ACCEPT_CONTENT = ["json", "pickle"]
+    settings.CELERY_TASK_SERIALIZER = "json"
+    settings.CELERY_TASK_DEFAULT_QUEUE = "tests.tasks"
+
+    parsed = bus_settings()
+
+    assert parsed.celery_broker_url == "amqp://from-env//"
+    assert parsed.broker_url == "amqp://from-env//"
+    assert parsed.celery_task_default_queue == "tests.tasks"
+    assert parsed.celery_serializers == {
+        "CELERY_ACCEPT_CONTENT": ("json", "pickle"),
+        "CELERY_TASK_SERIALIZER": ("json",),
+    }
+    assert parsed.db_engine is not None
+    settings.EVENT_BUS_DB_ALIAS = "missing"
+    assert bus_settings().db_engine is None

@@ -1,0 +1,164 @@
+"""The parsed settings, :class:`BusSettings`, and the parser that reads every declaration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+from django.conf import settings as django_settings
+from django.db import connections
+
+from events_celery.conf.declarations import NAME_PATTERN, SETTINGS, celery_broker_url
+from events_celery.conf.policies import PublishRetryPolicy, RetryPolicy
+from events_celery.conf.problems import Problem, Problems
+from events_celery.conf.routing import Route, Subscription
+from events_celery.exceptions import ConfigurationError
+
+#: Celery settings whose values name serializers a worker accepts or uses.
+SERIALIZER_SETTINGS = (
+    "CELERY_ACCEPT_CONTENT",
+    "CELERY_TASK_SERIALIZER",
+    "CELERY_RESULT_SERIALIZER",
+    "CELERY_RESULT_ACCEPT_CONTENT",
+)
+
+
+def _enabled_routes(settings: BusSettings) -> Mapping[str, tuple[Route, ...]]:
+    return {
+        event_type: tuple(route for route in routes if route.enabled)
+        for event_type, routes in settings.producer_config.items()
+    }
+
+
+def _enabled_subscriptions(settings: BusSettings) -> tuple[Subscription, ...]:
+    return tuple(s for s in settings.consumer_config if s.enabled)
+
+
+@attrs.frozen(eq=False, kw_only=True)  # compared and hashed by identity: caches key on it
+class BusSettings:
+    """The parsed settings, plus every problem found while parsing them.
+
+    Each ``EVENT_BUS_<NAME>`` setting is the attribute ``<name>`` (see
+    :data:`~events_celery.conf.SETTINGS`); a wrong value is replaced by its
+    default, and the problem is in ``problems``.
+    """
+
+    service_name: str | None
+    #: Every route of ``EVENT_BUS_PRODUCER_CONFIG``, disabled ones and those with a problem too.
+    producer_config: Mapping[str, tuple[Route, ...]]
+    #: Every topic of ``EVENT_BUS_CONSUMER_CONFIG``, those with a problem too.
+    consumer_config: tuple[Subscription, ...]
+    topic_prefix: str
+    broker_url: str | None
+    queue_type: Literal["classic", "quorum"]
+    unrouted_max_length: int
+    publish_mode: Literal["outbox", "direct"]
+    db_alias: str
+    publish_timeout: float
+    publish_retry_policy: PublishRetryPolicy
+    publish_window: int
+    max_message_size: int
+    outbox_batch_size: int
+    outbox_lease: float
+    outbox_sweep_interval: float
+    outbox_warn_after: float
+    retry_policy: RetryPolicy
+    consumer_batch_size: int
+    consumer_flush_interval: float
+    max_redeliveries: int
+    strict_receivers: bool
+    schema_dir: str | None
+
+    # Celery's and Django's own settings that the checks compare with the ones above.
+    #: Celery's broker URL (environment variable, else setting), ``None`` when unset.
+    celery_broker_url: str | None
+    #: Celery's default task queue.
+    celery_task_default_queue: str
+    #: Each Celery serializer setting that is set, with the serializers it names.
+    celery_serializers: Mapping[str, tuple[str, ...]]
+    #: ``ENGINE`` of the database ``db_alias``; ``None`` when it is not in ``DATABASES``.
+    db_engine: str | None
+    #: ``OPTIONS['transaction_mode']`` of that database (``""`` when unset).
+    db_transaction_mode: str
+
+    problems: tuple[Problem, ...]
+
+    #: The enabled routes of each event type named in ``EVENT_BUS_PRODUCER_CONFIG``.
+    routes: Mapping[str, tuple[Route, ...]] = attrs.field(
+        init=False, default=attrs.Factory(_enabled_routes, takes_self=True)
+    )
+    #: The topics consumed.
+    subscriptions: tuple[Subscription, ...] = attrs.field(
+        init=False, default=attrs.Factory(_enabled_subscriptions, takes_self=True)
+    )
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`ConfigurationError` listing every problem, if there is any."""
+        if self.problems:
+            lines = "\n".join(f"- {p.id}: {p.message} ({p.hint})" for p in self.problems)
+            raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
+
+    def subscribes_to(self, event_type: str, topic: str | None = None) -> bool:
+        """Whether this service consumes ``event_type`` (on ``topic``, when given)."""
+        return any(
+            (topic is None or s.topic == topic)
+            and (s.event_types is None or event_type in s.event_types)
+            for s in self.subscriptions
+        )
+
+    def require_service_name(self) -> str:
+        """Return the service name, or raise :class:`ConfigurationError` saying how to set it."""
+        if not self.service_name or not NAME_PATTERN.match(self.service_name):
+            raise ConfigurationError(
+                "EVENT_BUS_SERVICE_NAME is not set to a valid name; set it in Django settings, "
+                "e.g. EVENT_BUS_SERVICE_NAME = 'orders' (lowercase letters, digits, '-', '_')"
+            )
+        return self.service_name
+
+
+def parse() -> BusSettings:
+    """Read every declared setting, and the Celery and database settings the checks use.
+
+    Never raises: what is wrong is in the result's ``problems``.
+    """
+    problems = Problems()
+    values: dict[str, Any] = {setting.attr: setting.value(problems) for setting in SETTINGS}
+    if values["outbox_lease"] < 4 * values["publish_timeout"]:
+        problems.add(
+            "E023",
+            f"EVENT_BUS_OUTBOX_LEASE ({values['outbox_lease']:g}s) is less than four times "
+            f"EVENT_BUS_PUBLISH_TIMEOUT ({values['publish_timeout']:g}s)",
+            "a lease must outlast one publish, or a sweeper takes rows still being "
+            "published: make the lease several times the timeout",
+        )
+    database = connections.settings.get(values["db_alias"])
+    return BusSettings(
+        **values,
+        celery_broker_url=celery_broker_url(),
+        celery_task_default_queue=_celery_task_default_queue(),
+        celery_serializers=_celery_serializers(),
+        db_engine=None if database is None else str(database.get("ENGINE", "")),
+        db_transaction_mode=str((database or {}).get("OPTIONS", {}).get("transaction_mode", "")),
+        problems=tuple(problems.found),
+    )
+
+
+def _celery_task_default_queue() -> str:
+    # The Django setting, where the Celery app reads its configuration (namespace CELERY), else
+    # what the current app says.
+    configured = getattr(django_settings, "CELERY_TASK_DEFAULT_QUEUE", None)
+    if configured:
+        return str(configured)
+    from celery import current_app
+
+    return str(current_app.conf.task_default_queue)
+
+
+def _celery_serializers() -> dict[str, tuple[str, ...]]:
+    found = {}
+    for name in SERIALIZER_SETTINGS:
+        value = getattr(django_settings, name, None)
+        values = [value] if isinstance(value, str) else list(value or ())
+        found[name] = tuple(v for v in values if isinstance(v, str))
+    return {name: values for name, values in found.items() if values}

@@ -1,0 +1,162 @@
+"""Routing settings: which topics events are published to, and which topics a service consumes.
+
+Parsing never raises: each problem goes to a :class:`~events_celery.conf.Problems`,
+and an entry with a problem is kept, marked ``enabled=False``, so ``manage.py check`` also
+checks the rest of it (its event types, its ``event_key_field``) in the same run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from events_celery.conf.problems import Problems
+
+TOPIC_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+@attrs.frozen
+class Route:
+    """One (event type → topic) route of the producer.
+
+    ``enabled`` is ``False`` when the route is disabled, or has a problem: nothing is
+    published on it.
+    """
+
+    event_type: str
+    topic: str
+    event_key_field: str | None
+    enabled: bool = attrs.field(default=True, kw_only=True)
+
+
+@attrs.frozen
+class Subscription:
+    """One topic this service consumes; ``event_types`` ``None`` means all of them.
+
+    ``enabled`` is ``False`` when the entry has a problem: nothing is consumed for it.
+    """
+
+    topic: str
+    event_types: tuple[str, ...] | None
+    enabled: bool = attrs.field(default=True, kw_only=True)
+
+
+def _valid_topic(problems: Problems, where: str, topic: object, check_id: str) -> bool:
+    if isinstance(topic, str) and TOPIC_PATTERN.match(topic):
+        return True
+    problems.add(
+        check_id,
+        f"{where}: {topic!r} is not a valid topic name",
+        "use letters, digits, '.', '-', '_', starting with a letter or digit",
+    )
+    return False
+
+
+def parse_routes(problems: Problems, config: Any) -> dict[str, tuple[Route, ...]]:
+    """Parse ``EVENT_BUS_PRODUCER_CONFIG`` into the routes of each event type.
+
+    Every route is returned, those disabled or with a problem with ``enabled=False``.
+    """
+    if not isinstance(config, Mapping):
+        problems.add(
+            "E005",
+            "EVENT_BUS_PRODUCER_CONFIG is not a dict",
+            "use {event_type: {topic: {'event_key_field': 'a.b', 'enabled': True}}}",
+        )
+        return {}
+    routes: dict[str, tuple[Route, ...]] = {}
+    for event_type, topics in config.items():
+        if not isinstance(topics, Mapping):
+            problems.add(
+                "E005",
+                f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}] is not a dict of topics",
+                "use {topic: {'event_key_field': 'a.b', 'enabled': True}}",
+            )
+            continue
+        routes[str(event_type)] = tuple(
+            _parse_route(problems, str(event_type), topic, options)
+            for topic, options in topics.items()
+        )
+    return routes
+
+
+def _parse_route(problems: Problems, event_type: str, topic: Any, options: Any) -> Route:
+    where = f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{topic!r}]"
+    valid = _valid_topic(problems, where, topic, "E006")
+    if not isinstance(options, Mapping):
+        problems.add(
+            "E005",
+            f"{where} must be a dict with keys 'event_key_field' and 'enabled'",
+            "e.g. {'event_key_field': 'order.id', 'enabled': True}",
+        )
+        return Route(event_type, str(topic), None, enabled=False)
+    unknown = sorted(map(str, set(options) - {"event_key_field", "enabled"}))
+    if unknown:
+        problems.add(
+            "E005",
+            f"{where} has unknown key(s) {unknown}",
+            "the keys are 'event_key_field' and 'enabled'",
+        )
+        valid = False
+    key_field = options.get("event_key_field")
+    if key_field is not None and not isinstance(key_field, str):
+        problems.add("E005", f"{where}: event_key_field is not a string", "e.g. 'order.id'")
+        valid, key_field = False, None
+    enabled = options.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.add("E005", f"{where}: enabled is {enabled!r}", "use True or False")
+        valid = False
+    return Route(event_type, str(topic), key_field, enabled=valid and enabled is True)
+
+
+def parse_subscriptions(problems: Problems, config: Any) -> tuple[Subscription, ...]:
+    """Parse ``EVENT_BUS_CONSUMER_CONFIG`` into the topics (and event types) consumed.
+
+    Every topic is returned, those with a problem with ``enabled=False``.
+    """
+    if not isinstance(config, Mapping):
+        problems.add(
+            "E007",
+            "EVENT_BUS_CONSUMER_CONFIG is not a dict",
+            "use {topic: {'event_types': [event_type, ...]}} (or {topic: {}} for all)",
+        )
+        return ()
+    return tuple(_parse_subscription(problems, topic, options) for topic, options in config.items())
+
+
+def _parse_subscription(problems: Problems, topic: Any, options: Any) -> Subscription:
+    where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
+    valid = _valid_topic(problems, where, topic, "E007")
+    options = {} if options is None else options
+    if not isinstance(options, Mapping) or set(options) - {"event_types"}:
+        unknown = (
+            sorted(map(str, set(options) - {"event_types"}))
+            if isinstance(options, Mapping)
+            else options
+        )
+        problems.add(
+            "E007",
+            f"{where} must be a dict with the optional key 'event_types' (got {unknown!r})",
+            "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
+        )
+        if not isinstance(options, Mapping):
+            return Subscription(str(topic), None, enabled=False)
+        valid = False
+    event_types = options.get("event_types")
+    if event_types is not None and (
+        not isinstance(event_types, list | tuple)
+        or not event_types
+        or not all(isinstance(t, str) for t in event_types)
+    ):
+        problems.add(
+            "E007",
+            f"{where}['event_types'] must be a non-empty list of event types",
+            "list event types, or leave the key out to consume the whole topic",
+        )
+        return Subscription(str(topic), None, enabled=False)
+    return Subscription(
+        str(topic), tuple(event_types) if event_types is not None else None, enabled=valid
+    )
