@@ -14,6 +14,7 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repository root: events_celery and docs.django_settings
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))  # this documentation's own Sphinx extensions
 
 # autodoc imports modules that read Django settings, so Django is set up before any of them.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "docs.django_settings")
@@ -39,6 +40,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
+    "event_bus_settings",  # the settings reference, from events_celery.conf.SETTINGS
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import django
 import pytest
 from django.core import checks
@@ -9,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from events_celery.checks import check_settings
+from events_celery.conf import SETTINGS
 from tests.testapp.events import ORDER_PLACED, PING
 
 UNKNOWN = "org.example.shop.order.cancelled.v1"
@@ -371,3 +375,19 @@ def test_a_consumer_topic_with_a_problem_is_not_consumed(settings):
 
     assert bus_settings().subscriptions == ()
     assert not bus_settings().subscribes_to(PING.event_type)
+
+
+def test_the_documented_check_ids_are_the_ones_the_code_reports():
+    root = Path(__file__).resolve().parent.parent
+    commands = (root / "docs" / "reference" / "commands.rst").read_text()
+    table = commands[commands.index(".. _check-ids:") :]
+    documented = re.findall(r"[EW]\d{3}", "".join(re.findall(r"^   \* - (.*)$", table, re.M)))
+    source = "".join(path.read_text() for path in (root / "events_celery").rglob("*.py"))
+
+    reported = set(re.findall(r"\"(?:events_celery\.)?([EW]\d{3})\"", source))
+
+    assert len(documented) == len(set(documented))
+    assert set(documented) == reported
+    declared = {check_id for setting in SETTINGS for check_id in setting.check_ids}
+    # Only the checks of Celery's own settings belong to no EVENT_BUS_* setting.
+    assert reported - declared == {"E040", "W002"}

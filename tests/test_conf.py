@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import attrs
 import pytest
 
@@ -365,3 +368,26 @@ def test_celery_and_database_settings_the_checks_compare_are_read(settings, monk
     assert parsed.db_engine is not None
     settings.EVENT_BUS_DB_ALIAS = "missing"
     assert bus_settings().db_engine is None
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_settings_reference_documents_each_declared_setting_once():
+    reference = (ROOT / "docs" / "reference" / "settings.rst").read_text()
+
+    documented = re.findall(r"^\.\. event-bus-setting:: (\S+)$", reference, re.MULTILINE)
+
+    assert sorted(documented) == sorted(setting.name for setting in SETTINGS)
+    # Types and defaults come from the declarations; the page states none of its own.
+    assert ".. confval::" not in reference
+
+
+def test_every_check_id_the_settings_readers_report_is_declared_by_a_setting():
+    declared = {check_id for setting in SETTINGS for check_id in setting.check_ids}
+    source = "".join(path.read_text() for path in (ROOT / "events_celery" / "conf").glob("*.py"))
+
+    reported = set(re.findall(r"\"([EW]\d{3})\"", source))
+
+    assert reported
+    assert reported <= declared

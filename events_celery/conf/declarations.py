@@ -3,6 +3,12 @@
 The parser (``events_celery.conf.parsing``), ``manage.py check`` and the settings
 reference (``docs/reference/settings.rst``, whose type and default lines are generated from
 these declarations) all use :data:`SETTINGS`.
+
+A new setting is a :class:`Setting` in :data:`SETTINGS`, an attribute of the same name in
+:class:`~events_celery.conf.BusSettings`, an ``.. event-bus-setting::`` entry in
+``docs/reference/settings.rst``, and a row in the check id table of
+``docs/reference/commands.rst`` for each new check id; the tests and the docs build fail
+until all four agree.
 """
 
 from __future__ import annotations
