@@ -78,7 +78,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="events_celery.E032",
                     )
                 )
-    publishes = any(settings.routes.values())
+    # A route or topic with a problem still says what the service means to do: the checks
+    # below that depend on it are not hidden by that problem.
+    publishes = any(route.enabled for route in configured)
+    consumes = bool(settings.consumer_config)
     if publishes and settings.publish_mode == "outbox" and settings.db_engine is None:
         messages.append(
             Error(
@@ -109,7 +112,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages.extend(_check_task_serialization(settings))
     # broker_url is EVENT_BUS_BROKER_URL when it is set, else Celery's URL.
     celery_url = settings.celery_broker_url
-    if settings.subscriptions and celery_url and settings.broker_url != celery_url:
+    if consumes and celery_url and settings.broker_url != celery_url:
         messages.append(
             Error(
                 "EVENT_BUS_BROKER_URL differs from Celery's broker URL in a service that consumes "
@@ -120,7 +123,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.E041",
             )
         )
-    if settings.subscriptions and settings.celery_task_default_queue == "celery":
+    if consumes and settings.celery_task_default_queue == "celery":
         messages.append(
             Warning(
                 "Celery's default task queue is 'celery': the workers of every service on "
@@ -131,8 +134,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W002",
             )
         )
-    published = {route.topic for routes in settings.routes.values() for route in routes}
-    if published and not settings.broker_url:
+    if publishes and not settings.broker_url:
         messages.append(
             Warning(
                 "EVENT_BUS_BROKER_URL and CELERY_BROKER_URL are not set; events are published "

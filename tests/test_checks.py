@@ -391,3 +391,34 @@ def test_the_documented_check_ids_are_the_ones_the_code_reports():
     declared = {check_id for setting in SETTINGS for check_id in setting.check_ids}
     # Only the checks of Celery's own settings belong to no EVENT_BUS_* setting.
     assert reported - declared == {"E040", "W002"}
+
+
+def test_a_route_with_a_problem_does_not_hide_the_checks_of_a_publishing_service(settings):
+    settings.CELERY_BROKER_URL = None
+    settings.EVENT_BUS_DB_ALIAS = "events"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": "yes"}}}
+
+    found = sorted(by_id(check_settings()))
+
+    assert found == ["events_celery.E005", "events_celery.E012", "events_celery.W001"]
+
+
+def test_a_disabled_route_is_not_publishing(settings):
+    settings.CELERY_BROKER_URL = None
+    settings.EVENT_BUS_DB_ALIAS = "events"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": False}}}
+
+    assert check_settings() == []
+
+
+def test_a_consumer_topic_with_a_problem_does_not_hide_the_checks_of_a_consuming_service(
+    settings,
+):
+    settings.CELERY_TASK_DEFAULT_QUEUE = "celery"
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@rabbit-a:5672//"
+    settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@rabbit-b:5672//"
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {"typo": 1}}
+
+    found = sorted(by_id(check_settings()))
+
+    assert found == ["events_celery.E007", "events_celery.E041", "events_celery.W002"]

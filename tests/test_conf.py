@@ -327,7 +327,7 @@ def test_a_route_with_a_bad_topic_name_is_kept_disabled_for_the_checks(settings)
 
     assert parsed.routes[ORDER_PLACED] == (Route(ORDER_PLACED, "orders", None),)
     assert parsed.producer_config[ORDER_PLACED] == (
-        Route(ORDER_PLACED, "bad topic", "order.id", enabled=False),
+        Route(ORDER_PLACED, "bad topic", "order.id", valid=False),
         Route(ORDER_PLACED, "orders", None),
     )
 
@@ -343,8 +343,8 @@ def test_a_topic_with_a_problem_is_not_consumed_but_kept_for_the_checks(settings
 
     assert parsed.subscriptions == (Subscription("orders", None),)
     assert parsed.consumer_config == (
-        Subscription("bad topic", (ORDER_PLACED,), enabled=False),
-        Subscription("pings", (PING,), enabled=False),
+        Subscription("bad topic", (ORDER_PLACED,), valid=False),
+        Subscription("pings", (PING,), valid=False),
         Subscription("orders", None),
     )
     assert [problem.id for problem in parsed.problems] == ["E007", "E007"]

@@ -26,13 +26,13 @@ SERIALIZER_SETTINGS = (
 
 def _enabled_routes(settings: BusSettings) -> Mapping[str, tuple[Route, ...]]:
     return {
-        event_type: tuple(route for route in routes if route.enabled)
+        event_type: tuple(route for route in routes if route.enabled and route.valid)
         for event_type, routes in settings.producer_config.items()
     }
 
 
 def _enabled_subscriptions(settings: BusSettings) -> tuple[Subscription, ...]:
-    return tuple(s for s in settings.consumer_config if s.enabled)
+    return tuple(s for s in settings.consumer_config if s.valid)
 
 
 @attrs.frozen(eq=False, kw_only=True)  # compared and hashed by identity: caches key on it
@@ -84,11 +84,11 @@ class BusSettings:
 
     problems: tuple[Problem, ...]
 
-    #: The enabled routes of each event type named in ``EVENT_BUS_PRODUCER_CONFIG``.
+    #: The enabled and valid routes of each event type named in ``EVENT_BUS_PRODUCER_CONFIG``.
     routes: Mapping[str, tuple[Route, ...]] = attrs.field(
         init=False, default=attrs.Factory(_enabled_routes, takes_self=True)
     )
-    #: The topics consumed.
+    #: The topics consumed: the valid entries of ``consumer_config``.
     subscriptions: tuple[Subscription, ...] = attrs.field(
         init=False, default=attrs.Factory(_enabled_subscriptions, takes_self=True)
     )

@@ -1,7 +1,7 @@
 """Routing settings: which topics events are published to, and which topics a service consumes.
 
 Parsing never raises: each problem goes to a :class:`~events_celery.conf.Problems`,
-and an entry with a problem is kept, marked ``enabled=False``, so ``manage.py check`` also
+and an entry with a problem is kept, marked ``valid=False``, so ``manage.py check`` also
 checks the rest of it (its event types, its ``event_key_field``) in the same run.
 """
 
@@ -22,26 +22,27 @@ TOPIC_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 class Route:
     """One (event type → topic) route of the producer.
 
-    ``enabled`` is ``False`` when the route is disabled, or has a problem: nothing is
-    published on it.
+    Events are published on it when it is ``enabled`` (its ``enabled`` option is not
+    ``False``) and ``valid`` (it has no problem).
     """
 
     event_type: str
     topic: str
     event_key_field: str | None
     enabled: bool = attrs.field(default=True, kw_only=True)
+    valid: bool = attrs.field(default=True, kw_only=True)
 
 
 @attrs.frozen
 class Subscription:
     """One topic this service consumes; ``event_types`` ``None`` means all of them.
 
-    ``enabled`` is ``False`` when the entry has a problem: nothing is consumed for it.
+    ``valid`` is ``False`` when the entry has a problem: nothing is consumed for it.
     """
 
     topic: str
     event_types: tuple[str, ...] | None
-    enabled: bool = attrs.field(default=True, kw_only=True)
+    valid: bool = attrs.field(default=True, kw_only=True)
 
 
 def _valid_topic(problems: Problems, where: str, topic: object, check_id: str) -> bool:
@@ -58,7 +59,7 @@ def _valid_topic(problems: Problems, where: str, topic: object, check_id: str) -
 def parse_routes(problems: Problems, config: Any) -> dict[str, tuple[Route, ...]]:
     """Parse ``EVENT_BUS_PRODUCER_CONFIG`` into the routes of each event type.
 
-    Every route is returned, those disabled or with a problem with ``enabled=False``.
+    Every route is returned, disabled ones and those with a problem (``valid=False``) too.
     """
     if not isinstance(config, Mapping):
         problems.add(
@@ -92,7 +93,7 @@ def _parse_route(problems: Problems, event_type: str, topic: Any, options: Any) 
             f"{where} must be a dict with keys 'event_key_field' and 'enabled'",
             "e.g. {'event_key_field': 'order.id', 'enabled': True}",
         )
-        return Route(event_type, str(topic), None, enabled=False)
+        return Route(event_type, str(topic), None, valid=False)
     unknown = sorted(map(str, set(options) - {"event_key_field", "enabled"}))
     if unknown:
         problems.add(
@@ -109,13 +110,13 @@ def _parse_route(problems: Problems, event_type: str, topic: Any, options: Any) 
     if not isinstance(enabled, bool):
         problems.add("E005", f"{where}: enabled is {enabled!r}", "use True or False")
         valid = False
-    return Route(event_type, str(topic), key_field, enabled=valid and enabled is True)
+    return Route(event_type, str(topic), key_field, enabled=enabled is not False, valid=valid)
 
 
 def parse_subscriptions(problems: Problems, config: Any) -> tuple[Subscription, ...]:
     """Parse ``EVENT_BUS_CONSUMER_CONFIG`` into the topics (and event types) consumed.
 
-    Every topic is returned, those with a problem with ``enabled=False``.
+    Every topic is returned, those with a problem (``valid=False``) too.
     """
     if not isinstance(config, Mapping):
         problems.add(
@@ -143,7 +144,7 @@ def _parse_subscription(problems: Problems, topic: Any, options: Any) -> Subscri
             "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
         )
         if not isinstance(options, Mapping):
-            return Subscription(str(topic), None, enabled=False)
+            return Subscription(str(topic), None, valid=False)
         valid = False
     event_types = options.get("event_types")
     if event_types is not None and (
@@ -156,7 +157,7 @@ def _parse_subscription(problems: Problems, topic: Any, options: Any) -> Subscri
             f"{where}['event_types'] must be a non-empty list of event types",
             "list event types, or leave the key out to consume the whole topic",
         )
-        return Subscription(str(topic), None, enabled=False)
+        return Subscription(str(topic), None, valid=False)
     return Subscription(
-        str(topic), tuple(event_types) if event_types is not None else None, enabled=valid
+        str(topic), tuple(event_types) if event_types is not None else None, valid=valid
     )
