@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from kombu import Connection, Producer
 
-from events_celery.bus import topology
+from events_celery.bus import metrics, topology
 from events_celery.bus.connection import Deadline, connect, drop, is_amqp
 from events_celery.bus.dispatch import OutgoingMessage
 from events_celery.bus.frames import publish_frames
@@ -167,6 +167,7 @@ class ConfirmingPublisher:
             outcome.confirmed.extend(self._confirmed)
             outcome.refused.update(self._refused)
             self._reset_batch()
+            metrics.published(items, outcome)
         return outcome
 
     def _reset_batch(self) -> None:

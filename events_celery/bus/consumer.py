@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 from kombu import Consumer
 from kombu.message import Message
 
-from events_celery.bus import topology
+from events_celery.bus import metrics, topology
 from events_celery.bus.dead_letters import dead_letter, plain_headers
 from events_celery.bus.dispatch import PoisonMessageError, decode_event
 from events_celery.bus.relay import Sweeper
@@ -122,6 +122,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             logger.exception("unexpected error while decoding a message; dead-lettering it")
             self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
             return
+        metrics.consumed(settings, topic, str(routing_key))
         item = envelope(plain_headers(message.headers), body, origin=origin(message))
         with self._lock:
             self._pending.append((message, item))
@@ -165,6 +166,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._flush_entry = None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
+        metrics.poisoned(self.settings, str(message.delivery_info.get("exchange") or ""))
         try:
             dead_letter(
                 self.settings,

@@ -24,7 +24,7 @@ from celery import Celery, shared_task
 from celery.exceptions import Reject
 from kombu import Producer
 
-from events_celery.bus import topology
+from events_celery.bus import metrics, topology
 from events_celery.bus.dead_letters import dead_letter
 from events_celery.bus.dispatch import (
     WIRE_HEADERS,
@@ -161,7 +161,7 @@ def _run(
     name = event.signal.bus_name(func)
     options = options_for(func)
     try:
-        with attempt_number(attempt):
+        with attempt_number(attempt), metrics.receiver_run(settings, event, name):
             event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
     except Exception as exc:
         policy = options.retry or settings.retry_policy
@@ -169,6 +169,7 @@ def _run(
         if attempt < policy.max_attempts and not give_up:
             delay = retry_delay(policy, attempt + 1, quorum=settings.queue_type == "quorum")
             send_task(app, settings, RUN_RECEIVER, [item, name, attempt + 1], countdown=delay)
+            metrics.receiver_failed(settings, event, name, metrics.RETRY)
             logger.warning(
                 "%s: receiver %s failed on attempt %d/%d (%s: %s); retry in %.1fs (event %s)",
                 event.metadata.event_type,
@@ -195,6 +196,7 @@ def _run(
             error=f"{type(exc).__name__}: {exc}",
             traceback="".join(tb.format_exception(exc)),
         )
+        metrics.receiver_failed(settings, event, name, metrics.DEAD_LETTERED)
         logger.error(
             "%s: receiver %s failed its last attempt (%d); event %s dead-lettered",
             event.metadata.event_type,

@@ -9,3 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integration.service_setti
 app = Celery("tests")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+if os.environ.get("TEST_METRICS_PORT"):
+    from events_celery.contrib.prometheus import serve_from_workers
+
+    serve_from_workers(app, port=int(os.environ["TEST_METRICS_PORT"]), addr="127.0.0.1")

@@ -1,0 +1,180 @@
+"""Prometheus metrics counted by a real worker on kombu's in-memory transport."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController
+from django.test import override_settings
+from kombu import Connection, Exchange, Producer
+from prometheus_client import REGISTRY
+
+from events_celery.bus import metrics
+from tests.testapp.events import PING
+
+TOPIC = "metered"
+SERVICE = "metrics-tests"
+EVENT = PING.event_type
+
+WORKER_SETTINGS: dict[str, Any] = {
+    "CELERY_BROKER_URL": "memory://",
+    "EVENT_BUS_SERVICE_NAME": SERVICE,
+    "EVENT_BUS_PUBLISH_MODE": "direct",
+    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
+    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
+    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
+    "EVENT_BUS_PRODUCER_CONFIG": {EVENT: {TOPIC: {"enabled": True}}},
+}
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[WorkController]:
+    with override_settings(**WORKER_SETTINGS):
+        app = Celery(SERVICE, broker="memory://", set_as_current=True)
+        app.conf.task_default_queue = f"{SERVICE}.celery"
+        app.conf.broker_transport_options = {"polling_interval": 0.01}
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+            yield w
+
+
+def value(name: str, **labels: str) -> float:
+    """A sample of the default registry (0 when it was never counted)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def message_labels() -> dict[str, str]:
+    return {"service": SERVICE, "topic": TOPIC, "event_type": EVENT}
+
+
+def run_labels(receiver: str, outcome: str | None = None) -> dict[str, str]:
+    """Labels of a receiver's runs; a receiver connected with a dispatch_uid goes by it."""
+    labels = {"service": SERVICE, "event_type": EVENT, "receiver": receiver}
+    return labels | ({"outcome": outcome} if outcome else {})
+
+
+RECORD = run_labels("metrics-record")
+RECORD_SUCCESS = run_labels("metrics-record", "success")
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_publishing_consuming_and_receiver_runs_are_counted(worker: WorkController) -> None:
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(n: int, from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            with lock:
+                seen.append(n)
+
+    before = {
+        "published": value("events_celery_published_messages_total", **message_labels()),
+        "confirmed": value("events_celery_published_messages_confirmed_total", **message_labels()),
+        "consumed": value("events_celery_consumed_messages_total", **message_labels()),
+        "runs": value(
+            "events_celery_receiver_runs_total", **run_labels("metrics-record", "success")
+        ),
+        "timed": value(
+            "events_celery_receiver_duration_seconds_count", **run_labels("metrics-record")
+        ),
+    }
+    PING.connect(record, weak=False, dispatch_uid="metrics-record")
+    try:
+        for n in range(4):
+            PING.send_event(n=n)
+        wait_until(lambda: len(seen) == 4, "four events from the bus")
+    finally:
+        PING.disconnect(dispatch_uid="metrics-record")
+
+    labels = message_labels()
+    assert value("events_celery_published_messages_total", **labels) == before["published"] + 4
+    confirmed = value("events_celery_published_messages_confirmed_total", **labels)
+    assert confirmed == before["confirmed"] + 4
+    assert value("events_celery_published_messages_failed_total", **labels) == 0
+    assert value("events_celery_consumed_messages_total", **labels) == before["consumed"] + 4
+    runs = value("events_celery_receiver_runs_total", **RECORD_SUCCESS)
+    assert runs == before["runs"] + 4
+    timed = value("events_celery_receiver_duration_seconds_count", **RECORD)
+    assert timed == before["timed"] + 4
+
+
+def test_a_failing_receiver_counts_a_retry_then_a_dead_letter(worker: WorkController) -> None:
+    calls: list[int] = []
+
+    def always_fails(from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            calls.append(1)
+            raise RuntimeError("this receiver always fails")
+
+    retry = run_labels("metrics-fails", "retry")
+    dead = run_labels("metrics-fails", "dead-lettered")
+    PING.connect(always_fails, weak=False, dispatch_uid="metrics-fails")
+    try:
+        PING.send_event(n=1)
+        wait_until(
+            lambda: value("events_celery_receiver_runs_total", **dead) == 1,
+            "the receiver's dead letter",
+        )
+    finally:
+        PING.disconnect(dispatch_uid="metrics-fails")
+
+    assert len(calls) == 2  # max_attempts
+    assert value("events_celery_receiver_runs_total", **retry) == 1
+    assert value("events_celery_receiver_runs_total", **run_labels("metrics-fails", "success")) == 0
+    timed = value("events_celery_receiver_duration_seconds_count", **run_labels("metrics-fails"))
+    assert timed == 2
+
+
+def test_a_poison_message_is_counted(worker: WorkController) -> None:
+    labels = {"service": SERVICE, "topic": TOPIC}
+    before = value("events_celery_poison_messages_total", **labels)
+
+    with Connection("memory://") as connection:
+        Producer(connection.default_channel).publish(
+            b"not avro",
+            exchange=Exchange(TOPIC, type="topic"),
+            routing_key=EVENT,
+            content_type="text/plain",
+            content_encoding="binary",
+        )
+
+    wait_until(
+        lambda: value("events_celery_poison_messages_total", **labels) == before + 1,
+        "the poison message to be counted",
+    )
+
+
+def test_without_prometheus_client_events_flow_and_nothing_is_counted(
+    worker: WorkController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "prometheus_client", None)
+    monkeypatch.setattr(metrics, "_metrics", None)
+    seen: list[int] = []
+
+    def record(n: int, from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            seen.append(n)
+
+    before = value("events_celery_consumed_messages_total", **message_labels())
+    PING.connect(record, weak=False, dispatch_uid="metrics-off")
+    try:
+        PING.send_event(n=7)
+        wait_until(lambda: seen == [7], "the event from the bus")
+    finally:
+        PING.disconnect(dispatch_uid="metrics-off")
+
+    assert not metrics.enabled()
+    assert value("events_celery_consumed_messages_total", **message_labels()) == before
+    assert value("events_celery_receiver_runs_total", **run_labels("metrics-off", "success")) == 0
