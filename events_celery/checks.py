@@ -5,6 +5,7 @@ The checks read only the parsed settings, :func:`~events_celery.conf.bus_setting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -15,6 +16,22 @@ from events_celery.bus.dispatch import key_getter
 from events_celery.bus.topology import RESERVED_SEGMENT
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.event_registry import registry
+
+#: Predicates telling whether another library defines an event type and publishes it itself.
+_other_definitions: list[Callable[[str], bool]] = []
+
+
+def define_events_elsewhere(defines: Callable[[str], bool]) -> Callable[[], None]:
+    """Accept routes to event types that ``defines`` says another library defines.
+
+    :mod:`events_celery.contrib.openedx` adds Open edX's signals this way when its app is
+    ready, so ``EVENT_BUS_PRODUCER_CONFIG`` may route them (check E030 skips them).
+
+    Returns:
+        a function that removes ``defines`` again.
+    """
+    _other_definitions.append(defines)
+    return lambda: _other_definitions.remove(defines)
 
 
 @register("events_celery")
@@ -47,7 +64,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
     for event_type in settings.routes:
         signal = registry.find(event_type)
-        if signal is None:
+        if signal is None and not any(defines(event_type) for defines in _other_definitions):
             messages.append(
                 Error(
                     f"EVENT_BUS_PRODUCER_CONFIG routes {event_type!r}, which no installed app "

@@ -54,8 +54,25 @@ def encode_event(
     partition_key: str | None = None,
 ) -> OutgoingMessage:
     """Wrap an encoded payload in the headers and properties of design section 4."""
+    return wire_message(
+        metadata, body, fingerprint=signal.serializer.fingerprint, partition_key=partition_key
+    )
+
+
+def wire_message(
+    metadata: EventMetadata,
+    body: bytes,
+    *,
+    fingerprint: str,
+    partition_key: str | None = None,
+) -> OutgoingMessage:
+    """The message of an Avro body written with the schema whose fingerprint is given.
+
+    :func:`encode_event` calls it for an :class:`EventSignal`; an event defined elsewhere (an
+    Open edX signal, say) travels in the same headers and properties with its own schema.
+    """
     headers = metadata.to_headers()
-    headers[HEADER_FINGERPRINT] = signal.serializer.fingerprint
+    headers[HEADER_FINGERPRINT] = fingerprint
     if partition_key is not None:
         headers[HEADER_PARTITION_KEY] = partition_key
     return OutgoingMessage(body=body, headers=headers, properties=event_properties(metadata))
@@ -169,6 +186,51 @@ def decode_event(
     Raises:
         PoisonMessageError: the message is not a decodable event (the reason says why).
     """
+    metadata = read_metadata(
+        headers,
+        body,
+        content_type=content_type,
+        max_size=max_size,
+        routing_key=routing_key,
+        subscribed=subscribed,
+    )
+    try:
+        signal = event_registry.get(metadata.event_type)
+    except EventNotFoundError as exc:
+        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    fingerprint = read_fingerprint(headers)
+    writer_schema = None
+    if fingerprint != signal.serializer.fingerprint:
+        writer_schema = schema_store.find_schema(signal, fingerprint)
+        if writer_schema is None:
+            raise PoisonMessageError(
+                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
+                "replay after upgrading this service to a version that knows the schema"
+            )
+    try:
+        payload = signal.serializer.decode(body, writer_schema)
+    except DecodeError as exc:
+        raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
+    return ReceivedEvent(signal, metadata, payload)
+
+
+def read_metadata(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
+) -> EventMetadata:
+    """Check a received message's envelope and read its metadata, whoever defines the event.
+
+    The checks of :func:`decode_event` before the payload: content type, size, headers,
+    routing key and subscription.
+
+    Raises:
+        PoisonMessageError: the message is not an event of this wire format.
+    """
     if content_type != AVRO_CONTENT_TYPE:
         raise PoisonMessageError(
             f"content type is {content_type!r}; only {AVRO_CONTENT_TYPE!r} is accepted"
@@ -194,27 +256,19 @@ def decode_event(
             f"{metadata.event_type!r} is not an event type this service subscribes to "
             "(EVENT_BUS_CONSUMER_CONFIG)"
         )
-    try:
-        signal = event_registry.get(metadata.event_type)
-    except EventNotFoundError as exc:
-        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    return metadata
+
+
+def read_fingerprint(headers: Mapping[str, Any]) -> str:
+    """The writer schema's fingerprint a message names.
+
+    Raises:
+        PoisonMessageError: the header is missing.
+    """
     fingerprint = headers.get(HEADER_FINGERPRINT)
     if fingerprint is None:
         raise PoisonMessageError(f"message header {HEADER_FINGERPRINT!r} is missing")
-    fingerprint = _text(fingerprint)
-    writer_schema = None
-    if fingerprint != signal.serializer.fingerprint:
-        writer_schema = schema_store.find_schema(signal, fingerprint)
-        if writer_schema is None:
-            raise PoisonMessageError(
-                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
-                "replay after upgrading this service to a version that knows the schema"
-            )
-    try:
-        payload = signal.serializer.decode(body, writer_schema)
-    except DecodeError as exc:
-        raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
-    return ReceivedEvent(signal, metadata, payload)
+    return _text(fingerprint)
 
 
 def _text(value: object) -> str:

@@ -43,7 +43,9 @@ __all__ = [
     "batch_events",
     "broker_url",
     "bus_connection",
+    "check_size",
     "publish_event",
+    "publish_messages",
     "publisher",
 ]
 
@@ -199,17 +201,44 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
     if not routes:
         return
     body = signal.serializer.encode(payload)
-    if len(body) > settings.max_message_size:
-        raise PayloadValidationError(
-            signal.event_type,
-            None,
-            f"payload encodes to {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE "
-            f"({settings.max_message_size}); send a reference to large data instead",
-        )
+    check_size(settings, signal.event_type, body)
     messages = [
         (topic, encode_event(signal, metadata, body, partition_key=get(payload) if get else None))
         for topic, get in routes
     ]
+    publish_messages(settings, metadata, messages)
+
+
+def check_size(settings: BusSettings, event_type: str, body: bytes) -> None:
+    """Refuse a body larger than ``EVENT_BUS_MAX_MESSAGE_SIZE``.
+
+    Raises:
+        PayloadValidationError: naming the size and the limit.
+    """
+    if len(body) > settings.max_message_size:
+        raise PayloadValidationError(
+            event_type,
+            None,
+            f"payload encodes to {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE "
+            f"({settings.max_message_size}); send a reference to large data instead",
+        )
+
+
+def publish_messages(
+    settings: BusSettings, metadata: EventMetadata, messages: Sequence[tuple[str, OutgoingMessage]]
+) -> None:
+    """Publish one event's ``(topic, message)`` pairs the way ``EVENT_BUS_PUBLISH_MODE`` says.
+
+    ``"outbox"``: written to the outbox in the open transaction (published after its commit) or
+    at once outside one; ``"direct"``: a confirmed publish, after the commit inside a
+    transaction. :func:`publish_event` calls it for an :class:`EventSignal`; an adapter for
+    events defined elsewhere (:mod:`events_celery.contrib.openedx`) calls it with its messages.
+
+    Raises:
+        django.db.DatabaseError: ``"outbox"`` mode could not write the outbox rows.
+        PublishError: ``"direct"`` mode only: the broker did not confirm every message.
+    """
+    messages = list(messages)
     in_transaction = _in_transaction(settings.db_alias)
     if settings.publish_mode == "outbox":
         batch: _Batch | None = getattr(_local, "batch", None)
