@@ -1,0 +1,312 @@
+"""The consumer openedx-events runs (``EVENT_BUS_CONSUMER``): ``manage.py consume_events``.
+
+``consume_events -t TOPIC -g GROUP`` makes one :class:`EventsCeleryConsumer` and calls
+:meth:`~EventsCeleryConsumer.consume_indefinitely`. It consumes the durable queue
+``<GROUP>.<TOPIC>``, bound to the topic's exchange with ``#`` (every event type), so every
+process of a group competes on one queue and each group gets every event. Each event runs the
+signal's receivers through ``send_event_with_custom_metadata`` with the metadata that
+travelled, one event at a time, and is acknowledged only afterwards:
+
+* a receiver that raised makes the event wait in a retry queue (``EVENT_BUS_RETRY_POLICY``:
+  attempt ``n`` waits ``min(backoff * 2 ** (n - 2), backoff_max)`` seconds, without jitter)
+  and every receiver runs again; after ``max_attempts`` the event goes to the group's
+  dead-letter store with the receivers' names, errors and traceback;
+* a message that can never become an event (design section 6) is dead-lettered with the reason;
+* a message that comes back unfinished (its consumer died) more than
+  ``EVENT_BUS_MAX_REDELIVERIES`` times is dead-lettered instead of run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from kombu import Connection, Consumer, Exchange, Queue
+from kombu.message import Message
+from kombu.mixins import ConsumerMixin
+from openedx_events.event_bus import EventBusConsumer
+from openedx_events.tooling import prepare_for_new_work_cycle
+
+from events_celery.bus import topology
+from events_celery.bus.connection import bus_connection
+from events_celery.bus.consumer import raw_body
+from events_celery.bus.dead_letters import KEPT_PROPERTIES, dead_letter, plain_headers
+from events_celery.bus.dispatch import OutgoingMessage, PoisonMessageError
+from events_celery.bus.producer import publisher
+from events_celery.bus.tasks import retry_delay
+from events_celery.conf import BusSettings, Subscription, bus_settings
+from events_celery.conf.declarations import NAME_PATTERN
+from events_celery.conf.routing import TOPIC_PATTERN
+from events_celery.contrib.openedx import wire
+from events_celery.exceptions import ConfigurationError, PublishError
+from events_celery.signals import receiver_name
+
+logger = logging.getLogger(__name__)
+
+#: ``<exchange>/<routing key>`` an event first arrived by, on a message this consumer put back.
+HEADER_ORIGIN = "x-events-celery-origin"
+#: Which attempt of the receivers a message from a retry queue is (2, 3, ...).
+HEADER_ATTEMPT = "x-events-celery-attempt"
+#: How many times a message came back unfinished (its consumer died while running it).
+HEADER_RETURNS = "x-events-celery-returns"
+
+
+def retry_queue(group: str, topic: str, delay: float, queue_type: str = "classic") -> Queue:
+    """The queue where events of ``group`` wait ``delay`` seconds before their next attempt.
+
+    Every message in it waits as long (``x-message-ttl``), so they leave in order; then the
+    broker dead-letters them straight back to the queue ``<group>.<topic>``.
+    """
+    milliseconds = max(round(delay * 1000), 1)
+    name = f"{group}.{topology.RESERVED_SEGMENT}.{topic}.retry-{milliseconds}ms"
+    arguments: dict[str, object] = {
+        "x-queue-type": queue_type,
+        "x-message-ttl": milliseconds,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": f"{group}.{topic}",
+    }
+    if queue_type == "quorum":
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return Queue(name, Exchange(""), routing_key=name, durable=True, queue_arguments=arguments)
+
+
+class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[misc]
+    """Consumes one topic as one consumer group, on RabbitMQ.
+
+    Args:
+        topic: the topic, without ``EVENT_BUS_TOPIC_PREFIX``.
+        group_id: the consumer group; it names the group's queues (``<group_id>.<topic>``)
+            and dead-letter store (``<group_id>.events_celery.dead_letters``), as a service
+            name does.
+
+    Raises:
+        ConfigurationError: the topic or group id cannot name queues, or options other
+            than ``topic`` and ``group_id`` were given.
+    """
+
+    def __init__(self, *, topic: str, group_id: str, **kwargs: Any) -> None:
+        if kwargs:
+            raise ConfigurationError(
+                f"consume_events: events_celery takes no extra options, got {sorted(kwargs)}"
+            )
+        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+            raise ConfigurationError(
+                f"consume_events: {topic!r} is not a valid topic name (letters, digits, '.', "
+                "'-', '_', starting with a letter or digit)"
+            )
+        if not isinstance(group_id, str) or not NAME_PATTERN.match(group_id):
+            raise ConfigurationError(
+                f"consume_events: group id {group_id!r} cannot name queues: use lowercase "
+                "letters, digits, '-' and '_', starting with a letter or digit"
+            )
+        self.topic = topic
+        self.group_id = group_id
+        self.settings: BusSettings = attrs.evolve(
+            bus_settings(), service_name=group_id, consumer_config=(Subscription(topic, None),)
+        )
+        self.exchange = topology.exchange_name(self.settings.topic_prefix, topic)
+        self.queue = topology.service_queue(
+            group_id, self.settings.topic_prefix, Subscription(topic, None), self.queue_type
+        )
+        self.connection: Connection = bus_connection(self.settings, confirm_publish=False)
+
+    @property
+    def queue_type(self) -> str:
+        """``EVENT_BUS_QUEUE_TYPE``: the type of every queue of the group."""
+        return self.settings.queue_type
+
+    def consume_indefinitely(self) -> None:
+        """Consume until the process is stopped; reconnects whenever the broker goes away."""
+        self.run()
+
+    def get_consumers(
+        self, consumer_class: Callable[..., Consumer], channel: Any
+    ) -> list[Consumer]:
+        """Declare the group's topology, and consume its queue one message at a time."""
+        producer = topology.producer_topology(self.settings, [self.topic])
+        topology.declare(
+            channel.connection.client,
+            topology.Topology(
+                exchanges=(*producer.exchanges, topology.dead_letter_exchange(self.group_id)),
+                queues=(
+                    *producer.queues,
+                    topology.dead_letter_queue(self.group_id, self.queue_type),
+                    self.queue,
+                ),
+            ),
+        )
+        channel.basic_qos(0, 1, False)
+        return [consumer_class(queues=[self.queue], on_message=self.on_message, no_ack=False)]
+
+    def on_consume_ready(
+        self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
+    ) -> None:
+        """Log that the group consumes its queue (once per connection)."""
+        logger.info(
+            "events_celery: group %r consuming %s (topic exchange %r)",
+            self.group_id,
+            self.queue.name,
+            self.exchange,
+        )
+
+    def on_message(self, message: Message) -> None:
+        """Run the receivers of one event, then acknowledge it (or retry, or dead-letter)."""
+        headers = dict(message.headers or {})
+        body = raw_body(message)
+        info = message.delivery_info
+        exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
+        if not exchange:  # put back on the queue by this consumer: where did it come from?
+            exchange, _, routing_key = _text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
+        origin = f"{exchange}/{routing_key}"
+        if exchange != self.exchange:
+            self._dead_letter(
+                message,
+                origin,
+                f"arrived by exchange {exchange!r}, not the topic's exchange {self.exchange!r}",
+            )
+            return
+        if info.get("redelivered"):
+            self._count_return(message, headers, origin)
+            return
+        try:
+            event = wire.decode(
+                headers,
+                body,
+                content_type=message.content_type,
+                max_size=self.settings.max_message_size,
+                routing_key=routing_key,
+            )
+        except PoisonMessageError as exc:
+            self._dead_letter(message, origin, exc.reason)
+            return
+        attempt = _number(headers.get(HEADER_ATTEMPT), default=1)
+        prepare_for_new_work_cycle()
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            responses = event.signal.send_event_with_custom_metadata(
+                event.metadata, **event.event_data
+            )
+        except Exception as exc:  # DEBUG (or allow_send_event_failure): the first error raises
+            failures.append(("(the first receiver that raised)", exc))
+        else:
+            failures = [
+                (receiver_name(func), response)
+                for func, response in responses
+                if isinstance(response, BaseException)
+            ]
+        if not failures:
+            message.ack()
+            return
+        names = ", ".join(name for name, _ in failures)
+        errors = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failures)
+        policy = self.settings.retry_policy
+        if attempt < policy.max_attempts:
+            delay = retry_delay(attrs.evolve(policy, jitter=False), attempt + 1)
+            queue = retry_queue(self.group_id, self.topic, delay, self.queue_type)
+            if self._put_back(message, headers, origin, queue, {HEADER_ATTEMPT: str(attempt + 1)}):
+                logger.warning(
+                    "%s: receiver(s) %s failed on attempt %d/%d (%s); all run again in %.1fs "
+                    "(event %s)",
+                    event.metadata.event_type,
+                    names,
+                    attempt,
+                    policy.max_attempts,
+                    errors,
+                    delay,
+                    event.metadata.id,
+                )
+            return
+        self._dead_letter(
+            message,
+            origin,
+            f"receiver(s) failed after {attempt} attempt(s)",
+            receiver=names,
+            error=errors,
+            attempts=attempt,
+            traceback="\n".join("".join(traceback.format_exception(e)) for _, e in failures),
+        )
+
+    def _count_return(self, message: Message, headers: dict[str, Any], origin: str) -> None:
+        # A message that comes back unfinished goes to the back of the queue with a count, so
+        # one whose receivers kill the consumer every time is dead-lettered, not run forever.
+        returns = _number(headers.get(HEADER_RETURNS), default=0) + 1
+        if returns > self.settings.max_redeliveries:
+            self._dead_letter(
+                message,
+                origin,
+                f"came back unfinished {returns} time(s): the consumer died while running its "
+                f"receivers (EVENT_BUS_MAX_REDELIVERIES is {self.settings.max_redeliveries})",
+            )
+            return
+        self._put_back(message, headers, origin, self.queue, {HEADER_RETURNS: str(returns)})
+        logger.warning("event %s came back unfinished (%d time(s))", headers.get("ce_id"), returns)
+
+    def _put_back(
+        self,
+        message: Message,
+        headers: dict[str, Any],
+        origin: str,
+        queue: Queue,
+        extra: dict[str, str],
+    ) -> bool:
+        """Publish a copy of ``message`` to one of the group's queues, then ack the original."""
+        kept = {k: v for k, v in plain_headers(headers).items() if not k.startswith("x-")}
+        attempt = headers.get(HEADER_ATTEMPT)
+        if attempt is not None and HEADER_ATTEMPT not in extra:
+            kept[HEADER_ATTEMPT] = _text(attempt)
+        copy = OutgoingMessage(
+            body=raw_body(message),
+            headers={**kept, HEADER_ORIGIN: origin, **extra},
+            properties={
+                **{k: v for k, v in message.properties.items() if k in KEPT_PROPERTIES},
+                "content_type": message.content_type,
+                "content_encoding": "binary",
+                "delivery_mode": 2,
+            },
+        )
+        try:
+            publisher(self.settings).publish(
+                copy,
+                exchange="",
+                routing_key=queue.name,
+                declare=topology.Topology(exchanges=(), queues=(queue,)),
+            )
+        except PublishError:
+            logger.exception("could not put event %s back; requeued", headers.get("ce_id"))
+            message.requeue()
+            return False
+        message.ack()
+        return True
+
+    def _dead_letter(self, message: Message, origin: str, reason: str, **details: Any) -> None:
+        try:
+            dead_letter(
+                self.settings,
+                raw_body(message),
+                message.headers,
+                reason=reason,
+                content_type=message.content_type,
+                origin=origin,
+                properties=message.properties,
+                **details,
+            )
+        except PublishError:
+            # The queue's dead-letter exchange parks it all the same, without the reason.
+            logger.exception("could not record why a message is dead-lettered")
+            message.reject(requeue=False)
+            return
+        logger.error("dead-lettered a message of %s: %s", self.queue.name, reason)
+        message.ack()
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _number(value: object, *, default: int) -> int:
+    text = _text(value) if value is not None else ""
+    return int(text) if text.isdigit() else default
