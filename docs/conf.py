@@ -41,11 +41,12 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_parser",
     "event_bus_settings",  # the settings reference, from events_celery.conf.SETTINGS
+    "event_catalog",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
