@@ -19,6 +19,8 @@ travelled, one event at a time, and is acknowledged only afterwards:
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +32,7 @@ from kombu.mixins import ConsumerMixin
 from openedx_events.event_bus import EventBusConsumer
 from openedx_events.tooling import prepare_for_new_work_cycle
 
-from events_celery.bus import topology
+from events_celery.bus import metrics, topology
 from events_celery.bus.connection import bus_connection
 from events_celery.bus.consumer import raw_body
 from events_celery.bus.dead_letters import KEPT_PROPERTIES, dead_letter, plain_headers
@@ -120,8 +122,22 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         return self.settings.queue_type
 
     def consume_indefinitely(self) -> None:
-        """Consume until the process is stopped; reconnects whenever the broker goes away."""
-        self.run()
+        """Consume until the process is stopped; reconnects whenever the broker goes away.
+
+        ``SIGTERM`` (what process managers send) stops it after the event being processed,
+        so that event is not delivered again as one that came back unfinished.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._stop) if main else None
+        try:
+            self.run()
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
+        self.should_stop = True
 
     def get_consumers(
         self, consumer_class: Callable[..., Consumer], channel: Any
@@ -163,6 +179,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             exchange, _, routing_key = _text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
         if exchange != self.exchange:
+            metrics.poisoned(self.settings, exchange)
             self._dead_letter(
                 message,
                 origin,
@@ -181,8 +198,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 routing_key=routing_key,
             )
         except PoisonMessageError as exc:
+            metrics.poisoned(self.settings, exchange)
             self._dead_letter(message, origin, exc.reason)
             return
+        metrics.consumed(self.settings, self.topic, event.metadata.event_type)
         attempt = _number(headers.get(HEADER_ATTEMPT), default=1)
         prepare_for_new_work_cycle()
         failures: list[tuple[str, BaseException]] = []

@@ -27,6 +27,7 @@ EVENT_BUS_SERVICE_NAME = os.environ["TEST_SERVICE"]
 EVENT_BUS_TOPIC_PREFIX = os.environ["TEST_PREFIX"]
 EVENT_BUS_PUBLISH_MODE = "outbox"
 EVENT_BUS_RETRY_POLICY = {"max_attempts": 3, "backoff": 0.2, "backoff_max": 0.4, "jitter": False}
+EVENT_BUS_QUEUE_TYPE = os.environ.get("TEST_QUEUE_TYPE", "classic")
 EVENT_BUS_MAX_REDELIVERIES = int(os.environ.get("TEST_MAX_REDELIVERIES", "3"))
 CELERY_BROKER_URL = os.environ["TEST_BROKER_URL"]
 LOGGING_CONFIG = "logging.config.dictConfig"

@@ -40,8 +40,8 @@ EVENT_TIME = "2026-11-02T10:30:15.654321+00:00"
 class ConsumeEvents:
     """``manage.py consume_events`` of one consumer group, as its own process."""
 
-    def __init__(self, bus: Bus, group: str, env: dict[str, str] | None = None) -> None:
-        self.bus, self.group, self.env = bus, group, env or {}
+    def __init__(self, bus: Bus, group: str, env: dict[str, str]) -> None:
+        self.bus, self.group, self.env = bus, group, env
         self.log = bus.tmp_path / f"consume-{group}.log"
         self.starts = 0
         self.start()
@@ -70,42 +70,54 @@ class ConsumeEvents:
             pytest.fail(f"consume_events exited:\n{self.log.read_text()[-4000:]}")
         return self.log.read_text().count(" consuming ") >= self.starts
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM the process, as a process manager stops it; its exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=20)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
 
-class OpenedxBus(Bus):
-    """The harness's bus, on the topic ``enrollments``, with consumer group processes."""
+class Groups:
+    """The consumer groups of one test, each a ``consume_events`` process on ``enrollments``."""
 
-    consumers: list[ConsumeEvents]
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.started: list[ConsumeEvents] = []
 
-    def consume(self, base: str, env: dict[str, str] | None = None) -> ConsumeEvents:
+    def start(self, base: str, env: dict[str, str] | None = None) -> ConsumeEvents:
         """Start ``consume_events`` for a new group named after ``base``."""
-        group = self.service_name(base)
-        self.services.add(group)  # its queues are deleted after the test
-        consumer = ConsumeEvents(self, group, env)
-        self.consumers.append(consumer)
+        group = self.bus.service_name(base)
+        self.bus.services.add(group)  # its queues are deleted after the test
+        consumer = ConsumeEvents(self.bus, group, env or {})
+        self.started.append(consumer)
         return consumer
 
 
 @pytest.fixture
-def openedx_bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[OpenedxBus]:
-    """A bus whose topic is ``enrollments``; retry queues of its groups are deleted too."""
+def bus(rabbitmq_url: str, tmp_path: Path, settings: Any) -> Iterator[Bus]:
+    """A bus on the topic ``enrollments``; the test process publishes nothing itself."""
     with open_bus(rabbitmq_url, tmp_path, settings, "outbox") as harness:
-        harness.__class__ = OpenedxBus
-        assert isinstance(harness, OpenedxBus)
-        harness.consumers = []
         harness.topics.add(TOPIC)
-        try:
-            yield harness
-        finally:
-            for consumer in harness.consumers:
-                consumer.stop()
-            for group in harness.services:
-                for delay in (0.2, 0.4):
-                    harness.channel.queue_delete(retry_queue(group, TOPIC, delay).name)
+        yield harness
+
+
+@pytest.fixture
+def groups(bus: Bus) -> Iterator[Groups]:
+    """Consumer groups of the test, stopped afterwards, their retry queues deleted."""
+    started = Groups(bus)
+    try:
+        yield started
+    finally:
+        for consumer in started.started:
+            consumer.stop()
+        for group in bus.services:
+            for delay in (0.2, 0.4):
+                bus.channel.queue_delete(retry_queue(group, TOPIC, delay).name)
 
 
 def send(bus: Bus, *usernames: str, minor_version: int = 0) -> dict[str, dict[str, Any]]:
@@ -130,17 +142,17 @@ def send(bus: Bus, *usernames: str, minor_version: int = 0) -> dict[str, dict[st
 
 
 def test_an_enrollment_sent_in_one_service_reaches_a_receiver_in_another_with_its_metadata(
-    openedx_bus: OpenedxBus,
+    bus: Bus, groups: Groups
 ) -> None:
-    openedx_bus.consume("course-catalog")
-    probe = openedx_bus.probe(topic=TOPIC)
+    consumer = groups.start("course-catalog")
+    probe = bus.probe(topic=TOPIC)
 
-    sent = send(openedx_bus, "ada", "rollback-bob", minor_version=2)
+    sent = send(bus, "ada", "rollback-bob", minor_version=2)
 
     ada = sent["ada"]
-    (received,) = wait_for(lambda: openedx_bus.records(event_id=ada["id"]), "ada's enrollment")
+    (received,) = wait_for(lambda: bus.records(event_id=ada["id"]), "ada's enrollment")
     assert received["minorversion"] == 2 == ada["minorversion"]
-    assert received["source"] == f"openedx/{openedx_bus.service_name('lms')}/web" == ada["source"]
+    assert received["source"] == f"openedx/{bus.service_name('lms')}/web" == ada["source"]
     assert received["time"] == EVENT_TIME == ada["time"]
     assert received["sourcelib"] == [
         int(n) for n in __import__("openedx_events").__version__.split(".")
@@ -151,9 +163,9 @@ def test_an_enrollment_sent_in_one_service_reaches_a_receiver_in_another_with_it
     assert received["creation_date"] == "2026-11-02T10:30:15.123456+00:00"
 
     # The rolled-back enrollment was never published; the probe got only ada's.
-    message = wait_for(lambda: openedx_bus.get(probe), "the message on the probe queue")
-    assert openedx_bus.get(probe) is None
-    assert not openedx_bus.records(event_id=sent["rollback-bob"]["id"])
+    message = wait_for(lambda: bus.get(probe), "the message on the probe queue")
+    assert bus.get(probe) is None
+    assert not bus.records(event_id=sent["rollback-bob"]["id"])
     # An events_celery consumer reads its headers: the wire format of design section 4.
     headers = message.headers
     metadata = EventMetadata.from_headers(headers)
@@ -163,50 +175,54 @@ def test_an_enrollment_sent_in_one_service_reaches_a_receiver_in_another_with_it
     assert headers[HEADER_FINGERPRINT] == wire.signal_codec(COURSE_ENROLLMENT_CREATED).fingerprint
     assert message.properties["content_type"] == "application/avro"
     assert message.properties["message_id"] == ada["id"]
+    # SIGTERM stops it cleanly, after the event in hand.
+    assert consumer.stop() == 0
+    assert "stopping" in consumer.log.read_text()
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_failing_receivers_are_retried_then_dead_lettered_and_later_events_still_arrive(
-    openedx_bus: OpenedxBus,
+    bus: Bus, groups: Groups, queue_type: str
 ) -> None:
-    group = openedx_bus.consume("grades").group
+    group = groups.start("grades", {"TEST_QUEUE_TYPE": queue_type}).group
 
-    sent = send(openedx_bus, "flaky", "broken", "cleo")
+    sent = send(bus, "flaky", "broken", "cleo")
 
     flaky = wait_for(
-        lambda: len(openedx_bus.records(event_id=sent["flaky"]["id"])) >= 3, "flaky's third call"
+        lambda: len(bus.records(event_id=sent["flaky"]["id"])) >= 3, "flaky's third call"
     )
     assert flaky
-    wait_for(lambda: openedx_bus.records(event_id=sent["cleo"]["id"]), "cleo's enrollment")
+    wait_for(lambda: bus.records(event_id=sent["cleo"]["id"]), "cleo's enrollment")
     dead_letters = f"{group}.events_celery.dead_letters"
-    letter = wait_for(lambda: openedx_bus.get(dead_letters), "broken's dead letter")
+    letter = wait_for(lambda: bus.get(dead_letters), "broken's dead letter")
     assert letter.headers["ce_id"] == sent["broken"]["id"]
     assert letter.headers[HEADER_REASON] == "receiver(s) failed after 3 attempt(s)"
     assert letter.headers[HEADER_RECEIVER] == (
         "tests.contrib.openedx.receivers.apps.record_enrollment"
     )
-    assert [r["call"] for r in openedx_bus.records(event_id=sent["broken"]["id"])] == [1, 2, 3]
-    assert [r["call"] for r in openedx_bus.records(event_id=sent["flaky"]["id"])] == [1, 2, 3]
-    assert openedx_bus.get(dead_letters) is None
+    assert [r["call"] for r in bus.records(event_id=sent["broken"]["id"])] == [1, 2, 3]
+    assert [r["call"] for r in bus.records(event_id=sent["flaky"]["id"])] == [1, 2, 3]
+    assert bus.get(dead_letters) is None
 
 
 def test_an_event_whose_receiver_kills_the_consumer_is_dead_lettered_after_its_redeliveries(
-    openedx_bus: OpenedxBus,
+    bus: Bus, groups: Groups
 ) -> None:
-    consumer = openedx_bus.consume("certificates", {"TEST_MAX_REDELIVERIES": "1"})
+    consumer = groups.start("certificates", {"TEST_MAX_REDELIVERIES": "1"})
 
-    sent = send(openedx_bus, "crash", "dora")
+    sent = send(bus, "crash", "dora")
 
     # Each call SIGKILLs the consumer; it is restarted, as a process manager would.
     crash = sent["crash"]["id"]
     for calls in (1, 2):
         wait_for(lambda: consumer.process.poll() is not None, f"the consumer to die ({calls})")
-        assert len(openedx_bus.records(event_id=crash)) == calls
+        assert len(bus.records(event_id=crash)) == calls
         consumer.start()
-    wait_for(lambda: openedx_bus.records(event_id=sent["dora"]["id"]), "dora's enrollment")
+    wait_for(lambda: bus.records(event_id=sent["dora"]["id"]), "dora's enrollment")
     letter = wait_for(
-        lambda: openedx_bus.get(f"{consumer.group}.events_celery.dead_letters"), "the dead letter"
+        lambda: bus.get(f"{consumer.group}.events_celery.dead_letters"), "the dead letter"
     )
     assert letter.headers["ce_id"] == crash
     assert letter.headers[HEADER_REASON].startswith("came back unfinished 2 time(s)")
-    assert len(openedx_bus.records(event_id=crash)) == 2
+    assert len(bus.records(event_id=crash)) == 2
     assert consumer.process.poll() is None
