@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from events_celery import schema_store
+from events_celery.bus import tracing
 from events_celery.event_registry import EventRegistry, registry
 from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
 from events_celery.metadata import (
@@ -73,6 +74,7 @@ def wire_message(
     """
     headers = metadata.to_headers()
     headers[HEADER_FINGERPRINT] = fingerprint
+    tracing.inject(headers)
     if partition_key is not None:
         headers[HEADER_PARTITION_KEY] = partition_key
     return OutgoingMessage(body=body, headers=headers, properties=event_properties(metadata))

@@ -24,7 +24,7 @@ from celery import Celery, shared_task
 from celery.exceptions import Reject
 from kombu import Producer
 
-from events_celery.bus import metrics, topology
+from events_celery.bus import metrics, topology, tracing
 from events_celery.bus.dead_letters import dead_letter
 from events_celery.bus.dispatch import (
     WIRE_HEADERS,
@@ -161,7 +161,11 @@ def _run(
     name = event.signal.bus_name(func)
     options = options_for(func)
     try:
-        with attempt_number(attempt), metrics.receiver_run(settings, event, name):
+        with (
+            attempt_number(attempt),
+            tracing.receiver_span(event, name, item, attempt=attempt),
+            metrics.receiver_run(settings, event, name),
+        ):
             event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
     except Exception as exc:
         policy = options.retry or settings.retry_policy

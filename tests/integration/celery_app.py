@@ -14,3 +14,9 @@ if os.environ.get("TEST_METRICS_PORT"):
     from events_celery.contrib.prometheus import serve_from_workers
 
     serve_from_workers(app, port=int(os.environ["TEST_METRICS_PORT"]), addr="127.0.0.1")
+
+if os.environ.get("TEST_TRACING"):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())  # spans are made (and dropped: no exporter)

@@ -23,6 +23,7 @@ def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> Non
         "event_id": str(metadata.id),
         "outcome": outcome,
         "pid": os.getpid(),
+        **trace_ids(),
         **extra,
     }
     # One write of the whole line, appended: lines of concurrent pool processes never mix.
@@ -31,6 +32,21 @@ def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> Non
         os.write(fd, (json.dumps(line) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def trace_ids() -> dict[str, str]:
+    """The trace id and parent span id of the receiver's span, when the service traces."""
+    if not os.environ.get("TEST_TRACING"):
+        return {}
+    from opentelemetry import trace
+
+    span: Any = trace.get_current_span()
+    if not span.is_recording() or span.parent is None:
+        return {}
+    return {
+        "trace_id": f"{span.get_span_context().trace_id:032x}",
+        "parent_span_id": f"{span.parent.span_id:016x}",
+    }
 
 
 def attempts_so_far(receiver_name: str, event_id: str) -> int:

@@ -1,0 +1,85 @@
+"""OpenTelemetry trace context: from the sender's span to a span around each receiver run.
+
+With the optional ``opentelemetry-api`` installed (``pip install events_celery[otel]``), an
+event sent inside a recording span carries that span's W3C trace context in its message
+headers, ``traceparent`` and, when set, ``tracestate``; the outbox row keeps them, so a
+relay that publishes it later sends the sender's context, not its own. In the subscribing
+service each receiver run is a ``CONSUMER`` span, child of the sender's span, with the
+OpenTelemetry messaging attributes. Without the package, or without a recording span,
+nothing is added and nothing is traced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from events_celery.bus.dispatch import ReceivedEvent
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # the "otel" extra is not installed: nothing is traced
+    trace = None  # type: ignore[assignment]
+
+#: The headers of the W3C trace context (https://www.w3.org/TR/trace-context/).
+HEADER_TRACEPARENT = "traceparent"
+HEADER_TRACESTATE = "tracestate"
+
+_propagator: Any = TraceContextTextMapPropagator() if trace is not None else None
+_tracer: Any = None
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current span's ``traceparent`` (and ``tracestate``) to ``headers``, if any."""
+    if _propagator is None or not trace.get_current_span().get_span_context().is_valid:
+        return
+    _propagator.inject(headers)
+
+
+@contextmanager
+def receiver_span(
+    event: ReceivedEvent, receiver: str, item: Mapping[str, Any], *, attempt: int
+) -> Iterator[None]:
+    """Run a receiver inside a ``CONSUMER`` span whose parent is the sender's span.
+
+    Args:
+        event: the decoded event.
+        receiver: the receiver's bus name.
+        item: the event as its task carries it (its message headers, and ``origin``: the
+            exchange and routing key it came by).
+        attempt: which run of the receiver this is (1, 2, ...).
+
+    The span is named ``process <event type>``; an exception is recorded on it and sets its
+    status to error.
+    """
+    if _propagator is None:
+        yield
+        return
+    global _tracer
+    if _tracer is None:
+        from events_celery import __version__
+
+        _tracer = trace.get_tracer("events_celery", __version__)
+    headers: Mapping[str, Any] = item.get("headers") or {}
+    carrier = {k: str(headers[k]) for k in (HEADER_TRACEPARENT, HEADER_TRACESTATE) if k in headers}
+    metadata = event.metadata
+    with _tracer.start_as_current_span(
+        f"process {metadata.event_type}",
+        context=_propagator.extract(carrier),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": str(item.get("origin") or "").rpartition("/")[0],
+            "messaging.message.id": str(metadata.id),
+            "messaging.rabbitmq.destination.routing_key": metadata.event_type,
+            "events_celery.receiver": receiver,
+            "events_celery.attempt": attempt,
+            "events_celery.source": metadata.source,
+        },
+    ):
+        yield
