@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from kombu import Connection
+from kombu.exceptions import OperationalError
 
 from events_celery.conf import BusSettings
 
@@ -14,12 +15,18 @@ logger = logging.getLogger(__name__)
 
 
 def broker_url(settings: BusSettings) -> str:
-    """The broker URL from the settings (see ``EVENT_BUS_BROKER_URL``), else Celery's own."""
+    """The broker URL from the settings (see ``EVENT_BUS_BROKER_URL``), else Celery's own.
+
+    Several URLs (a cluster's nodes) are one string, separated by ``;``, as kombu takes them.
+    """
     if settings.broker_url:
         return settings.broker_url
     from celery import current_app
 
-    return str(current_app.conf.broker_url or "amqp://guest:guest@localhost:5672//")
+    url: object = current_app.conf.broker_url or "amqp://guest:guest@localhost:5672//"
+    if isinstance(url, (list, tuple)):  # Celery also takes a list of failover URLs
+        return ";".join(str(u) for u in url)
+    return str(url)
 
 
 def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Connection:
@@ -33,10 +40,13 @@ def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Co
 
 
 def connect(connection: Connection, *, timeout: float) -> Any:
-    """Open ``connection`` once, within ``timeout`` seconds, without kombu's hidden retries.
+    """Open ``connection`` within ``timeout`` seconds, without kombu's hidden retries.
 
     kombu's own ``connect()`` retries once after sleeping two seconds; callers here bound
-    their total time themselves, so one attempt with a socket timeout is what they need.
+    their total time themselves, so one attempt per broker URL with a socket timeout is what
+    they need. With several URLs (kombu failover, ``"amqp://a;amqp://b"``), each is tried once
+    in kombu's failover order, starting with the one the connection is on, and each gets an
+    equal share of the time left to connect; the connection stays on the URL that answered.
     The socket's read and write timeouts are set to ``timeout`` too, so a peer that stops
     answering cannot hold a publish longer.
 
@@ -44,18 +54,38 @@ def connect(connection: Connection, *, timeout: float) -> Any:
         the transport's connection object (``amqp.Connection`` on RabbitMQ).
 
     Raises:
-        whatever the transport raises when the broker cannot be reached in time.
+        whatever the transport raises when no broker URL can be reached in time (the error
+        of the last one tried).
     """
     timeout = max(timeout, 0.001)
-    connection.connect_timeout = timeout
-    if is_amqp(connection):
-        connection.transport_options = {
-            **(connection.transport_options or {}),
-            "read_timeout": timeout,
-            "write_timeout": timeout,
-        }
-    connection.ensure_connection(max_retries=0)
-    return connection.connection
+    deadline = Deadline(timeout)
+    urls = max(len(connection.alt), 1)
+    unreachable: tuple[type[BaseException], ...] = (
+        OperationalError,  # what ensure_connection() raises for them
+        *connection.recoverable_connection_errors,
+    )
+    for tried in range(urls):
+        connection.connect_timeout = max(deadline.remaining() / (urls - tried), 0.001)
+        if is_amqp(connection):
+            connection.transport_options = {
+                **(connection.transport_options or {}),
+                "read_timeout": timeout,
+                "write_timeout": timeout,
+            }
+        try:
+            connection.ensure_connection(max_retries=0)
+        except unreachable as exc:
+            if tried + 1 == urls or deadline.expired():
+                raise
+            logger.warning(
+                "broker %s cannot be reached (%s); trying the next broker URL",
+                connection.as_uri(),
+                exc,
+            )
+            connection.maybe_switch_next()
+            continue
+        return connection.connection
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def is_amqp(connection: Connection) -> bool:

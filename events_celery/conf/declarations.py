@@ -110,12 +110,21 @@ def celery_broker_url() -> str | None:
     # Celery lets the environment variable override settings; follow it too, so the publisher
     # and the workers of one service always talk to the same broker.
     url = os.environ.get("CELERY_BROKER_URL") or getattr(django_settings, "CELERY_BROKER_URL", None)
+    if isinstance(url, (list, tuple)):  # Celery also takes a list of failover URLs
+        return ";".join(str(u) for u in url)
     return str(url) if url else None
 
 
 def _broker_url(setting: Setting, value: Any, problems: Problems) -> str | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(u, str) for u in value):
+        value = ";".join(value)  # a cluster's nodes: kombu's failover URL string
     if value is not None and not isinstance(value, str):
-        problems.add("E004", f"{setting.name} is not a string", "use an amqp:// URL")
+        problems.add(
+            "E004",
+            f"{setting.name} is not a string",
+            "use an amqp:// URL, or a list of them (or one string separated by ';') for the "
+            "nodes of a cluster",
+        )
         value = None
     return value or celery_broker_url()
 
@@ -201,7 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Broker and topology
     Setting(
         "EVENT_BUS_BROKER_URL",
-        "``str``",
+        "``str`` or a list of ``str``",
         None,
         "AMQP URL of the broker that carries events.",
         ("E004", "E041", "W001"),
