@@ -49,7 +49,7 @@ def topic_exchange(prefix: str, topic: str) -> Exchange:
     )
 
 
-def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
+def unrouted_queue(prefix: str, topic: str, max_length: int, queue_type: str = "classic") -> Queue:
     """The bounded queue that parks events of ``topic`` no service subscribes to.
 
     Publishing never fails because of it: when it is full the broker drops the oldest parked
@@ -57,6 +57,10 @@ def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
     minute per topic (:func:`warn_parked`), and ``manage.py show_event_bus`` shows it.
     Every service publishing to the topic shares this queue, so it is declared only when it
     does not exist yet (see :func:`declare`).
+
+    It has the queue type of the other queues (``EVENT_BUS_QUEUE_TYPE``): on a cluster, a
+    classic queue lives on one node, and while that node is down declaring it fails (404, "home
+    node ... is down"), which would stop every publisher and worker that declares the topic.
     """
     name = unrouted_name(prefix, topic)
     return Queue(
@@ -64,7 +68,11 @@ def unrouted_queue(prefix: str, topic: str, max_length: int) -> Queue:
         exchange=Exchange(name, type="fanout", durable=True),
         routing_key="",
         durable=True,
-        queue_arguments={"x-max-length": max_length, "x-overflow": "drop-head"},
+        queue_arguments={
+            "x-queue-type": queue_type,
+            "x-max-length": max_length,
+            "x-overflow": "drop-head",
+        },
     )
 
 
@@ -172,7 +180,10 @@ def producer_topology(settings: BusSettings, topics: Iterable[str]) -> Topology:
     return Topology(
         exchanges=tuple(topic_exchange(settings.topic_prefix, t) for t in topics),
         queues=tuple(
-            unrouted_queue(settings.topic_prefix, t, settings.unrouted_max_length) for t in topics
+            unrouted_queue(
+                settings.topic_prefix, t, settings.unrouted_max_length, settings.queue_type
+            )
+            for t in topics
         ),
     )
 

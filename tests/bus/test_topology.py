@@ -57,7 +57,23 @@ def test_unrouted_queue_is_bounded_and_drops_its_oldest_when_full():
     assert queue.exchange.name == "prod.orders.unrouted"
     assert queue.exchange.type == "fanout"
     assert queue.durable is True
-    assert queue.queue_arguments == {"x-max-length": 500, "x-overflow": "drop-head"}
+    assert queue.queue_arguments == {
+        "x-queue-type": "classic",
+        "x-max-length": 500,
+        "x-overflow": "drop-head",
+    }
+
+
+def test_on_quorum_queues_the_unrouted_queue_is_a_quorum_queue_too(settings):
+    # A classic queue lives on one cluster node: while that node is down, declaring it fails
+    # and so would every publish to the topic.
+    settings.EVENT_BUS_QUEUE_TYPE = "quorum"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {"org.example.shop.order.placed.v1": {"orders": {}}}
+    (queue,) = topology.topic_topology(bus_settings(), "orders").queues
+
+    assert queue.name.endswith("orders.unrouted")
+    assert queue.queue_arguments["x-queue-type"] == "quorum"
+    assert queue.queue_arguments["x-overflow"] == "drop-head"
 
 
 def test_service_queue_is_service_dot_topic():
