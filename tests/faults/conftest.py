@@ -5,13 +5,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.faults.cluster import RabbitMQCluster
 from tests.faults.node import RabbitMQNode
+from tests.faults.report import ROWS, table
 from tests.integration.conftest import Bus, open_bus
 
 
@@ -39,6 +42,31 @@ def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ
         atexit.unregister(node.shutdown)
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQCluster]:
+    """A started cluster of three private RabbitMQ nodes. Under CI=true it never skips."""
+    cluster = RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
+    atexit.register(cluster.shutdown)
+    began = time.monotonic()
+    try:
+        cluster.start()
+        print(f"\n{cluster!r} started in {time.monotonic() - began:.1f}s")
+    except (RuntimeError, OSError) as exc:
+        problem = f"cannot start a cluster of private RabbitMQ nodes: {exc}"
+        try:
+            cluster.shutdown()
+        except (RuntimeError, OSError) as cleanup:
+            problem += f"\nand shutting it down failed too: {cleanup}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem}\nCI runs the fault tests and cannot skip them")
+        pytest.skip(problem)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        atexit.unregister(cluster.shutdown)
+
+
 @pytest.fixture
 def fault_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> Iterator[Bus]:
     """A bus of real worker processes on the private node; this process publishes (outbox)."""
@@ -64,3 +92,15 @@ def quorum_bus(rabbitmq_node: RabbitMQNode, tmp_path: Path, settings: Any) -> It
         with contextlib.suppress(Exception):  # a level that was never declared
             client.channel().queue_delete(f"celery_delayed_{level}")
     client.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures of every fault scenario that ran, as one table."""
+    if not ROWS:
+        return
+    from django.db import connection
+
+    terminalreporter.section("fault suite: event ids counted at the receivers")
+    for line in table(ROWS):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"(database: {connection.vendor})")

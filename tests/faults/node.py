@@ -2,8 +2,9 @@
 
 The shared broker on 127.0.0.1:5672 (node ``rabbit@localhost``) is never touched: this node has its
 own name, ports, data, logs, config, env file and Erlang cookie, and every CLI call names it with
-``-n``. Its cookie is a fresh one in its own ``HOME``, so a CLI call made with this node's
-environment could not even authenticate against the shared node.
+``-n``. Its cookie is a fresh one in its own ``HOME`` (shared only with the other private nodes of
+its cluster, see :mod:`tests.faults.cluster`), so a CLI call made with this node's environment
+could not even authenticate against the shared node.
 
 The Debian wrappers in /usr/sbin re-run the scripts as the ``rabbitmq`` user through ``su`` when
 called by root, which resets ``HOME`` (so the cookie) and cannot read pytest's 0700 temp dirs; the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -107,11 +109,25 @@ def _pid_alive(pid: int) -> bool:
 class RabbitMQNode:
     """A RabbitMQ node of its own, started and stopped by the tests that need broker faults."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        cookie: str | None = None,
+        ports: tuple[int, int] | None = None,
+    ) -> None:
+        """A node not started yet.
+
+        Args:
+            base_dir: where its directory goes.
+            cookie: its Erlang cookie (nodes of one cluster share one); a fresh one by default.
+            ports: its AMQP and Erlang distribution ports; free ones by default.
+        """
         self.name = f"{NODE_PREFIX}{secrets.token_hex(4)}@localhost"
         if self.name == SHARED_NODE or not self.name.startswith(NODE_PREFIX):
             raise AssertionError(f"refusing to manage node {self.name}")
-        self.amqp_port, self.dist_port = _free_ports(2)
+        self.cookie = cookie or secrets.token_hex(20).upper()
+        self.amqp_port, self.dist_port = ports or _free_ports(2)
         self.dir = Path(base_dir) / self.name.split("@", 1)[0]
         self.home = self.dir / "home"
         self.mnesia_base = self.dir / "mnesia"
@@ -170,7 +186,7 @@ class RabbitMQNode:
             directory.mkdir(parents=True, exist_ok=True)
         cookie = self.home / ".erlang.cookie"
         if not cookie.exists():
-            cookie.write_text(secrets.token_hex(20).upper())
+            cookie.write_text(self.cookie)
             cookie.chmod(0o400)
         # Not /etc/rabbitmq/rabbitmq.conf, whose listener is the shared node's 127.0.0.1:5672.
         self.config_file.write_text(f"listeners.tcp.local = {HOST}:{self.amqp_port}\n")
@@ -320,6 +336,18 @@ class RabbitMQNode:
         self.ctl("start_app", timeout=timeout)
         self.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 15)
         self._wait_port(True)
+
+    def running_nodes(self) -> set[str]:
+        """The names of the running nodes of this node's cluster, as this node sees them."""
+        output = self.ctl("eval", "rabbit_nodes:all_running().")
+        return set(re.findall(r"'([^']+@[^']+)'", output))
+
+    def connection_count(self) -> int:
+        """How many AMQP client connections this node's listener has (asked of this node)."""
+        # list_connections lists those of every node of the cluster: count the ones made to
+        # this node's AMQP port.
+        output = self.ctl("list_connections", "port", "--no-table-headers", "--quiet")
+        return sum(1 for line in output.splitlines() if line.strip() == str(self.amqp_port))
 
     def memory_alarm(self) -> bool:
         """Whether this node has a local memory alarm set."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from events_celery.bus.dead_letters import HEADER_REASON
 from events_celery.bus.dispatch import OutgoingMessage, encode_event
 from events_celery.metadata import EventMetadata
+from tests.faults.report import report
 from tests.integration.conftest import Bus, wait_for
 from tests.testapp.events import ORDER_PLACED, PING
 
@@ -141,7 +143,7 @@ def test_hostile_messages_are_parked_and_the_worker_keeps_delivering(
     fault_bus.start(billing, {TOPIC: {}})
     settings.EVENT_BUS_PUBLISH_MODE = "direct"
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {TOPIC: {"enabled": True}}}
-    PING.send_event(n=-1)
+    sent = [str(PING.send_event(n=-1).metadata.id)]
     wait_for(lambda: fault_bus.records(service=billing, n=-1), "the first ping")
     channel = fault_bus.amqp.channel()
 
@@ -155,7 +157,7 @@ def test_hostile_messages_are_parked_and_the_worker_keeps_delivering(
             routing_key=routing_key,
         )
         expected[name] = words
-        PING.send_event(n=n)
+        sent.append(str(PING.send_event(n=n).metadata.id))
         wait_for(lambda n=n: fault_bus.records(service=billing, n=n), f"the ping after {name}")
     tasks = f"{billing}.events_celery.tasks"
     channel.basic_publish(
@@ -164,7 +166,7 @@ def test_hostile_messages_are_parked_and_the_worker_keeps_delivering(
         routing_key=tasks,
     )
     expected["non-JSON on the task queue"] = "undecodable message on the receiver task queue"
-    PING.send_event(n=1000)
+    sent.append(str(PING.send_event(n=1000).metadata.id))
     wait_for(lambda: fault_bus.records(service=billing, n=1000), "the last ping")
 
     store = f"{billing}.events_celery.dead_letters"
@@ -180,6 +182,15 @@ def test_hostile_messages_are_parked_and_the_worker_keeps_delivering(
     while not parked() and time.monotonic() < deadline:
         time.sleep(0.1)
     print(f"\nhostile inputs: {len(expected)} sent, {len(reasons)} parked, worker alive")
+    counts = Counter(r["event_id"] for r in fault_bus.records(service=billing))
+    row = report(
+        f"{len(expected)} hostile messages, a valid event after each",
+        sent,
+        counts,
+        phantom=set(counts) - set(sent),  # a hostile message that ran a receiver
+    )
+    assert row.lost == 0
+    assert row.phantom == 0
     missing = [name for name, words in expected.items() if not any(words in r for r in reasons)]
     assert missing == [], f"not parked with the expected reason: {missing}; reasons: {reasons}"
     assert len(reasons) == len(expected), "\n".join(reasons)

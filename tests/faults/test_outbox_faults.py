@@ -18,6 +18,7 @@ from django.db import transaction
 from events_celery.bus import confirms, relay
 from events_celery.models import OutboxMessage
 from tests.faults.node import RabbitMQNode
+from tests.faults.report import report
 from tests.integration.conftest import Bus, wait_for
 from tests.testapp.events import PING
 
@@ -57,15 +58,6 @@ def commit_events(count: int, *, rollback_every: int) -> tuple[list[str], list[s
             else:
                 committed.append(sent)
     return committed, rolled_back
-
-
-def report(scenario: str, sent: list[str], counts: Counter[str], phantom: list[str]) -> None:
-    lost = [i for i in sent if i not in counts]
-    duplicates = sum(c - 1 for i, c in counts.items() if i in sent)
-    print(
-        f"\n{scenario}: sent {len(sent)}, delivered {len(set(counts) & set(sent))}, "
-        f"lost {len(lost)}, duplicates {duplicates}, phantom {len(set(phantom) & set(counts))}"
-    )
 
 
 def start_consumer(bus: Bus, settings: Any) -> str:

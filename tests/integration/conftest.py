@@ -42,7 +42,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> 
 class Worker:
     """One ``celery worker`` process of a service."""
 
-    def __init__(self, env: dict[str, str], node: str, log: Path) -> None:
+    def __init__(self, env: dict[str, str], node: str, log: Path, *, wait: bool = True) -> None:
         self.log = log
         self.node = node
         with log.open("w") as out:
@@ -55,7 +55,12 @@ class Worker:
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so kill() reaches the pool
             )  # fmt: skip
-        wait_for(self._ready, f"worker {node} to start (log: {log})")
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the worker says it is ready."""
+        wait_for(self._ready, f"worker {self.node} to start (log: {self.log})")
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
@@ -95,12 +100,23 @@ class Bus:
         self.channel = self.amqp.channel()
 
     def client(self) -> amqp.Connection:
-        """A plain py-amqp connection to this bus's broker."""
-        parts = urlsplit(self.url)
+        """A plain py-amqp connection to this bus's broker (the first of its URLs that answers)."""
+        *others, last = self.url.split(";")
+        for url in others:
+            try:
+                return self._connect(url)
+            except OSError:  # a cluster node that is down: try the next one
+                continue
+        return self._connect(last)
+
+    @staticmethod
+    def _connect(url: str) -> amqp.Connection:
+        parts = urlsplit(url)
         connection = amqp.Connection(
             f"{parts.hostname}:{parts.port or 5672}",
             userid=parts.username or "guest",
             password=parts.password or "guest",
+            connect_timeout=5,
         )
         connection.connect()
         return connection
@@ -119,8 +135,13 @@ class Bus:
         queue_type: str = "classic",
         backoff: float = 0.05,
         env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> Worker:
-        """Start a ``celery worker`` of ``service``; ``env`` adds to or overrides its settings."""
+        """Start a ``celery worker`` of ``service``; ``env`` adds to or overrides its settings.
+
+        With ``wait=False`` it returns at once; call :meth:`Worker.wait_ready` (workers started
+        side by side are ready sooner).
+        """
         self.services.add(service)
         self.topics.update(consumer_config)
         env = {
@@ -134,7 +155,7 @@ class Bus:
             "TEST_PRODUCER_CONFIG": json.dumps(producer_config or {}),
             **(env or {}),
         }
-        worker = Worker(env, node or service, self.tmp_path / f"{node or service}.log")
+        worker = Worker(env, node or service, self.tmp_path / f"{node or service}.log", wait=wait)
         self.workers.append(worker)
         return worker
 
