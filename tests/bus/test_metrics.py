@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from prometheus_client import REGISTRY
 from events_celery.bus import metrics
 from tests.testapp.events import PING
 
+ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "metered"
 SERVICE = "metrics-tests"
 EVENT = PING.event_type
@@ -178,3 +183,33 @@ def test_without_prometheus_client_events_flow_and_nothing_is_counted(
     assert not metrics.enabled()
     assert value("events_celery_consumed_messages_total", **message_labels()) == before
     assert value("events_celery_receiver_runs_total", **run_labels("metrics-off", "success")) == 0
+
+
+def test_without_the_optional_packages_the_bus_imports_and_encodes() -> None:
+    # A fresh interpreter where importing prometheus_client or opentelemetry fails.
+    code = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None\n"
+        "sys.modules['opentelemetry'] = None\n"
+        "import django; django.setup()\n"
+        "from events_celery.bus import metrics, tracing, tasks, consumer\n"
+        "from events_celery.bus.dispatch import encode_event\n"
+        "from events_celery.metadata import EventMetadata\n"
+        "from tests.testapp.events import PING\n"
+        "assert not metrics.enabled()\n"
+        "metrics.consumed(metrics.bus_settings(), 'topic', PING.event_type)\n"
+        "metadata = EventMetadata.create(PING.event_type, source='t')\n"
+        "message = encode_event(PING, metadata, b'\\x02')\n"
+        "assert 'traceparent' not in message.headers\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+
+    assert result.stdout.strip() == "ok", result.stderr
