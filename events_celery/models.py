@@ -46,11 +46,14 @@ class OutboxMessage(models.Model):
 class DeadLetter(models.Model):
     """A message that will not be delivered without an operator: the dead-letter store.
 
-    One row per service, event and receiver: a receiver that used up its attempts, an event
-    whose receiver kept killing its worker, or a poison message that never became an event
-    (``receiver`` blank). Dead-lettering the same event and receiver again updates the row
-    (``last_failed_at``, ``failures``) instead of adding one. The row keeps the original
-    body and headers, so it can be replayed once the cause is fixed.
+    One row per service, event and receiver: a receiver that used up its attempts, gave up
+    or is gone; an event whose receivers kept killing its worker, or a poison message that
+    never became an event (``receiver`` blank: the whole event). Dead-lettering the same
+    event and receiver again, or a replay that fails again, updates the row
+    (``last_failed_at``, ``failures``, status back to pending) instead of adding one. A whole
+    event gets a row each time it is dead-lettered (two messages may claim one event id).
+    The row keeps the original body and headers, so it can be replayed once the cause is
+    fixed (:mod:`events_celery.bus.replay`).
     """
 
     class Reason(models.TextChoices):
@@ -83,6 +86,9 @@ class DeadLetter(models.Model):
     headers = models.JSONField(default=dict, help_text="the message headers, as text")
     headers_truncated = models.BooleanField(default=False)
     body = models.BinaryField(help_text="the message body as received (Avro for an event)")
+    body_truncated = models.BooleanField(
+        default=False, help_text="above EVENT_BUS_MAX_MESSAGE_SIZE: its start is kept"
+    )
     content_type = models.CharField(max_length=255, blank=True, default="")
     origin = models.CharField(
         max_length=500, blank=True, default="", help_text="exchange/routing key it came by"
@@ -106,7 +112,7 @@ class DeadLetter(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["service", "event_id", "receiver"],
-                condition=models.Q(event_id__isnull=False),
+                condition=models.Q(event_id__isnull=False) & ~models.Q(receiver=""),
                 name="events_celery_dl_one_per_receiver",
             )
         ]

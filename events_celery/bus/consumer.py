@@ -21,7 +21,7 @@ from kombu import Consumer
 from kombu.message import Message
 
 from events_celery.bus import metrics, topology
-from events_celery.bus.dead_letters import dead_letter, plain_headers
+from events_celery.bus.dead_letters import Failure, Reason, dead_letter, plain_headers
 from events_celery.bus.dispatch import PoisonMessageError, decode_event
 from events_celery.bus.relay import Sweeper
 from events_celery.bus.tasks import DELIVER_EVENTS, envelope, send_task
@@ -172,14 +172,14 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 self.settings,
                 raw_body(message),
                 message.headers,
-                reason=reason,
+                Failure(Reason.POISON, reason, origin=origin(message)),
                 content_type=message.content_type,
-                origin=origin(message),
                 properties=message.properties,
             )
         except PublishError:
-            # The broker still dead-letters it (the queue's dead-letter exchange), without
-            # the reason: parked either way, never dropped.
+            # Neither the database nor the broker's dead-letter queue took it. The broker
+            # still dead-letters it (the queue's dead-letter exchange), without the reason:
+            # parked either way, never dropped.
             logger.exception("could not record why a message is dead-lettered")
             message.reject(requeue=False)
             return

@@ -207,7 +207,8 @@ def decode_event(
         if writer_schema is None:
             raise PoisonMessageError(
                 f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
-                "replay after upgrading this service to a version that knows the schema"
+                "replay it after upgrading this service to a version that knows the schema "
+                "(manage.py event_dead_letters replay)"
             )
     try:
         payload = signal.serializer.decode(body, writer_schema)

@@ -20,14 +20,14 @@ import random
 import traceback as tb
 from typing import Any
 
+import attrs
 from celery import Celery, shared_task
 from celery.exceptions import Reject
 from kombu import Producer
 
 from events_celery.bus import metrics, topology, tracing
-from events_celery.bus.dead_letters import dead_letter
+from events_celery.bus.dead_letters import Failure, Reason, dead_letter, mark_replayed
 from events_celery.bus.dispatch import (
-    WIRE_HEADERS,
     PoisonMessageError,
     ReceivedEvent,
     decode_event,
@@ -62,9 +62,30 @@ _TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-def envelope(headers: dict[str, Any], body: bytes, *, origin: str | None = None) -> Envelope:
-    """Pack a message into a task argument (``origin``: the exchange/routing key it came by)."""
-    return {"headers": headers, "body": base64.b64encode(body).decode("ascii"), "origin": origin}
+def envelope(
+    headers: dict[str, Any],
+    body: bytes,
+    *,
+    origin: str | None = None,
+    dead_letter_id: int | None = None,
+) -> Envelope:
+    """Pack a message into a task argument.
+
+    Args:
+        headers: the message headers.
+        body: the message body.
+        origin: ``<exchange>/<routing key>`` the event came by.
+        dead_letter_id: the dead letter this is a replay of; its row is marked replayed once
+            the receiver (or, for a whole event, every receiver) has run.
+    """
+    item: Envelope = {
+        "headers": headers,
+        "body": base64.b64encode(body).decode("ascii"),
+        "origin": origin,
+    }
+    if dead_letter_id is not None:
+        item["dead_letter"] = dead_letter_id
+    return item
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, *, quorum: bool = False) -> float:
@@ -142,9 +163,12 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
             body,
             item["headers"],
             str(item["headers"].get("ce_id")),
-            reason=exc.reason,
-            content_type=AVRO_CONTENT_TYPE,
-            origin=item.get("origin"),
+            Failure(
+                Reason.POISON,
+                exc.reason,
+                origin=item.get("origin"),
+                replay_of=item.get("dead_letter"),
+            ),
         )
         logger.error("dead-lettered an undecodable event: %s", exc.reason)
         return None
@@ -157,7 +181,8 @@ def _run(
     item: Envelope,
     func: Receiver,
     attempt: int,
-) -> None:
+) -> bool:
+    """Run one receiver; returns whether it succeeded (else it got a retry or a dead letter)."""
     name = event.signal.bus_name(func)
     options = options_for(func)
     try:
@@ -167,6 +192,7 @@ def _run(
             metrics.receiver_run(settings, event, name),
         ):
             event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
+        return True
     except Exception as exc:
         policy = options.retry or settings.retry_policy
         give_up = isinstance(exc, options.give_up_on)
@@ -185,20 +211,24 @@ def _run(
                 delay,
                 event.metadata.id,
             )
-            return
+            return False
+        why = (
+            f"receiver gave up at once on {type(exc).__name__} (give_up_on), attempt {attempt}"
+            if give_up
+            else f"receiver failed after {attempt} attempt(s)"
+        )
         _dead_letter_event(
             settings,
             event,
             item,
-            reason=(
-                f"receiver gave up at once on {type(exc).__name__} (give_up_on), attempt {attempt}"
-                if give_up
-                else f"receiver failed after {attempt} attempt(s)"
+            Failure(
+                Reason.GAVE_UP if give_up else Reason.RECEIVER_FAILED,
+                f"{why}: {type(exc).__name__}: {exc}",
+                receiver=name,
+                attempts=attempt,
+                traceback="".join(tb.format_exception(exc)),
+                origin=item.get("origin"),
             ),
-            receiver=name,
-            attempts=attempt,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback="".join(tb.format_exception(exc)),
         )
         metrics.receiver_failed(settings, event, name, metrics.DEAD_LETTERED)
         logger.error(
@@ -209,42 +239,29 @@ def _run(
             event.metadata.id,
             exc_info=exc,
         )
+        return False
 
 
 def _dead_letter_event(
-    settings: BusSettings,
-    event: ReceivedEvent,
-    item: Envelope,
-    *,
-    reason: str,
-    receiver: str | None,
-    attempts: int | None,
-    error: str | None = None,
-    traceback: str | None = None,
+    settings: BusSettings, event: ReceivedEvent, item: Envelope, failure: Failure
 ) -> None:
     """Park an event in the dead-letter store; never loops.
 
-    When the broker will not take the dead letter (it is too large for a frame, for instance),
-    it is tried once more with only the wire-format headers and no traceback. If that fails
-    too, the task message itself is rejected without requeueing, so the broker's dead-letter
-    exchange parks it (with ``x-death``) instead of running the receivers again and again.
+    The store tries the database, then the broker's dead-letter queue (see
+    :func:`~events_celery.bus.dead_letters.dead_letter`). If neither takes it, the task message
+    itself is rejected without requeueing, so the broker's dead-letter exchange parks it (with
+    ``x-death``) instead of running the receivers again and again.
 
     Raises:
-        Reject: the dead letter could not be published either way.
+        Reject: the dead letter could not be stored either way.
     """
     _park(
         settings,
         base64.b64decode(item["body"]),
         item["headers"],
         str(event.metadata.id),
-        reason=reason,
-        content_type=AVRO_CONTENT_TYPE,
-        receiver=receiver,
-        error=error,
-        attempts=attempts,
-        origin=item.get("origin"),
+        attrs.evolve(failure, replay_of=item.get("dead_letter")),
         properties=event_properties(event.metadata),
-        traceback=traceback,
     )
 
 
@@ -253,19 +270,15 @@ def _park(
     body: bytes,
     headers: dict[str, Any],
     event_id: str,
+    failure: Failure,
     *,
-    traceback: str | None = None,
-    **options: Any,
+    properties: dict[str, Any] | None = None,
 ) -> None:
-    # See _dead_letter_event: two tries, then the task message itself is dead-lettered.
+    # See _dead_letter_event: if the store fails, the task message itself is dead-lettered.
     try:
-        dead_letter(settings, body, headers, traceback=traceback, **options)
-        return
-    except PublishError as exc:
-        logger.warning("dead-lettering event %s failed (%s); trying without extras", event_id, exc)
-    wire = {k: v for k, v in headers.items() if k in WIRE_HEADERS}
-    try:
-        dead_letter(settings, body, wire, **options)
+        dead_letter(
+            settings, body, headers, failure, content_type=AVRO_CONTENT_TYPE, properties=properties
+        )
     except PublishError as exc:
         logger.error(
             "dead-lettering event %s failed again (%s); the task message goes to the queue's "
@@ -325,6 +338,10 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
                 continue
             for func in event.signal.receivers_for_dispatch():
                 _run(self.app, settings, event, item, func, attempt=1)
+            if item.get("dead_letter") is not None:
+                # A replayed whole event: it became an event and each receiver ran once
+                # (those that failed have retries or dead letters of their own now).
+                mark_replayed(settings, item["dead_letter"])
         except PublishError as exc:
             failures.append(exc)
             continue
@@ -374,15 +391,20 @@ def _retry_receiver(
         return
     for func in event.signal.receivers_for_dispatch():
         if event.signal.bus_name(func) == receiver:
-            _run(app, settings, event, item, func, attempt)
+            if _run(app, settings, event, item, func, attempt) and item.get("dead_letter"):
+                mark_replayed(settings, item["dead_letter"])
             return
     _dead_letter_event(
         settings,
         event,
         item,
-        reason=f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
-        receiver=receiver,
-        attempts=attempt - 1,
+        Failure(
+            Reason.RECEIVER_GONE,
+            f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
+            receiver=receiver,
+            attempts=attempt - 1,
+            origin=item.get("origin"),
+        ),
     )
     logger.error(
         "%s: receiver %s to retry is no longer connected; event %s dead-lettered",
@@ -403,13 +425,14 @@ def _dead_letter_returned(
         settings,
         event,
         item,
-        reason=(
+        Failure(
+            Reason.REDELIVERED,
             f"came back unfinished {returns} time(s): a worker died while running "
             f"{'receiver ' + receiver if receiver else 'its receivers'}, or handing it on to "
-            f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})"
+            f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})",
+            receiver=receiver,
+            origin=item.get("origin"),
         ),
-        receiver=receiver,
-        attempts=None,
     )
     logger.error(
         "%s: event %s came back unfinished %d time(s); dead-lettered",

@@ -71,6 +71,13 @@ class Migration(migrations.Migration):
                         help_text="the message body as received (Avro for an event)"
                     ),
                 ),
+                (
+                    "body_truncated",
+                    models.BooleanField(
+                        default=False,
+                        help_text="above EVENT_BUS_MAX_MESSAGE_SIZE: its start is kept",
+                    ),
+                ),
                 ("content_type", models.CharField(blank=True, default="", max_length=255)),
                 (
                     "origin",
@@ -116,7 +123,10 @@ class Migration(migrations.Migration):
                 ],
                 "constraints": [
                     models.UniqueConstraint(
-                        condition=models.Q(("event_id__isnull", False)),
+                        condition=models.Q(
+                            ("event_id__isnull", False),
+                            models.Q(("receiver", ""), _negated=True),
+                        ),
                         fields=("service", "event_id", "receiver"),
                         name="events_celery_dl_one_per_receiver",
                     )

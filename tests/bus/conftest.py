@@ -1,4 +1,4 @@
-"""Fixtures of the bus tests: the dead-letter store of a service made up for one test."""
+"""Fixtures of the bus tests: the broker dead-letter queue of a service made up for one test."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from typing import Any
 
 import attrs
 import pytest
+from django.db import connection
 from kombu import Connection
 from kombu.message import Message
 
 from events_celery.bus import topology
 from events_celery.bus.producer import publisher
 from events_celery.conf import bus_settings
+from events_celery.models import DeadLetter
 
 
 @attrs.frozen
 class DeadLetterStore:
-    """The dead-letter store of this test's service, on the broker the settings name."""
+    """The broker dead-letter queue of this test's service, on the broker the settings name."""
 
     broker_url: str
     service: str
@@ -66,3 +68,19 @@ def memory_store(settings: Any) -> Iterator[DeadLetterStore]:
 def rabbitmq_store(settings: Any, rabbitmq_url: str) -> Iterator[DeadLetterStore]:
     """This test's service, on the real local RabbitMQ."""
     yield from _store(settings, rabbitmq_url, "rabbitmq-store")
+
+
+@pytest.fixture
+def table_missing(transactional_db: Any) -> Iterator[None]:
+    """The dead-letter table is gone for this test (as before ``migrate``), then comes back."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {DeadLetter._meta.db_table} RENAME TO {_AWAY}")
+    try:
+        yield
+    finally:
+        connection.close()  # a connection that saw errors may be broken
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {_AWAY} RENAME TO {DeadLetter._meta.db_table}")
+
+
+_AWAY = "events_celery_dead_letter_away"

@@ -287,7 +287,8 @@ def test_unknown_fingerprint_is_poison_to_replay_after_upgrade(settings, tmp_pat
 
     assert PING.event_type in reason
     assert "unknown writer schema fingerprint 0123456789abcdef" in reason
-    assert "replay after upgrading" in reason
+    assert "replay it after upgrading" in reason
+    assert "(manage.py event_dead_letters replay)" in reason
 
 
 @pytest.mark.parametrize("body", [b"", b"\xff\xff\xff\xff", b"\x80"])

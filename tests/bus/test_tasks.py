@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events_celery.bus.dead_letters import HEADER_ATTEMPTS, HEADER_REASON, HEADER_RECEIVER
 from events_celery.bus.dispatch import encode_event
 from events_celery.bus.tasks import envelope, retry_delay, run_receiver
 from events_celery.conf import RetryPolicy
 from events_celery.metadata import EventMetadata
-from tests.bus.conftest import DeadLetterStore
+from events_celery.models import DeadLetter
 from tests.testapp.events import PING
 
 
@@ -37,8 +38,9 @@ def test_an_envelope_carries_body_and_headers_as_json_safe_values(body: bytes, v
     assert base64.b64decode(packed["body"]) == body
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_retry_of_a_receiver_no_longer_connected_is_dead_lettered_naming_it(
-    memory_store: DeadLetterStore, settings: Any
+    settings: Any,
 ) -> None:
     settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
     ran: list[str] = []
@@ -62,12 +64,12 @@ def test_a_retry_of_a_receiver_no_longer_connected_is_dead_lettered_naming_it(
     finally:
         PING.disconnect(dispatch_uid="tasks-test-still-here")
 
-    [message] = memory_store.take()
-    assert message.headers[HEADER_REASON] == (
-        f"receiver {receiver} is no longer connected to {PING.event_type}"
-    )
-    assert message.headers[HEADER_RECEIVER] == receiver == "tasks-test-gone"
-    assert message.headers[HEADER_ATTEMPTS] == "1"
-    assert message.headers["ce_id"] == str(metadata.id)
-    assert message.body == event.body
+    row = DeadLetter.objects.get()
+    assert row.reason == "receiver-gone"
+    assert row.error == f"receiver {receiver} is no longer connected to {PING.event_type}"
+    assert row.receiver == receiver == "tasks-test-gone"
+    assert row.attempts == 1
+    assert row.event_id == uuid.UUID(str(metadata.id))
+    assert bytes(row.body) == event.body
+    assert row.origin == f"pings/{PING.event_type}"
     assert ran == []

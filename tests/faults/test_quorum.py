@@ -17,6 +17,7 @@ from tests.testapp.events import DOOMED, PING
 pytestmark = pytest.mark.rabbitmq
 
 
+@pytest.mark.django_db(transaction=True)  # the dead letter is a row of this test's database
 def test_receivers_retry_by_their_own_options_with_sub_second_waits(
     quorum_bus: Bus, settings: Any
 ) -> None:

@@ -192,6 +192,16 @@ class Bus:
         _, count, _ = self.channel.queue_declare(queue, passive=True)
         return int(count)
 
+    def dead_letters(self, service: str, **match: Any) -> list[Any]:
+        """The dead-letter rows ``service`` wrote (the test must use the database), oldest first.
+
+        A worker writes them to this test's database: the test needs
+        ``pytest.mark.django_db(transaction=True)``, so the rows are committed where it reads.
+        """
+        from events_celery.models import DeadLetter
+
+        return list(DeadLetter.objects.filter(service=service, **match).order_by("id"))
+
     def get(self, queue: str) -> amqp.Message | None:
         return self.channel.basic_get(queue, no_ack=True)
 

@@ -12,13 +12,7 @@ import amqp
 import pytest
 from django.db import transaction
 
-from events_celery.bus.dead_letters import (
-    HEADER_ATTEMPTS,
-    HEADER_ORIGIN,
-    HEADER_REASON,
-    HEADER_RECEIVER,
-    HEADER_TRACEBACK,
-)
+from events_celery.bus.dead_letters import MAX_HEADER_VALUE
 from events_celery.bus.dispatch import encode_event
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
@@ -38,6 +32,8 @@ from tests.testapp.events import (
 pytestmark = pytest.mark.rabbitmq
 
 TOPIC = "shop"
+#: Workers write dead letters to this test's database, where the test reads them.
+DB = pytest.mark.django_db(transaction=True)
 
 
 def route(*signals: Any, topic: str = TOPIC) -> dict[str, Any]:
@@ -119,30 +115,33 @@ def test_a_failing_receiver_is_retried_alone(bus: Bus, settings: Any) -> None:
     assert len(bus.records(service=billing, receiver="steady")) == 1
 
 
+@DB
 def test_a_receiver_failing_every_attempt_is_dead_lettered(bus: Bus, settings: Any) -> None:
     billing = bus.service_name("billing")
     bus.start(billing, {TOPIC: {}})
     settings.EVENT_BUS_PRODUCER_CONFIG = route(DOOMED)
 
-    DOOMED.send_event(n=13)
+    sent = DOOMED.send_event(n=13).metadata
 
-    store = f"{billing}.events_celery.dead_letters"
-    message = wait_for(lambda: bus.get(store), "the dead letter")
-    headers = message.properties["application_headers"]
-    assert headers[HEADER_RECEIVER] == "tests.integration.receivers.handlers.doomed"
-    assert headers[HEADER_ATTEMPTS] == "3"  # every header events_celery adds is text
-    assert "after 3 attempt" in headers[HEADER_REASON]
-    assert "ValueError: doomed receiver always fails (n=13)" in headers[HEADER_TRACEBACK]
-    assert headers["ce_type"] == DOOMED.event_type
-    assert headers[HEADER_ORIGIN] == f"{bus.prefix}{TOPIC}/{DOOMED.event_type}"
-    assert message.properties["message_id"] == headers["ce_id"]
-    assert message.properties["type"] == DOOMED.event_type
-    assert message.properties["content_type"] == "application/avro"
-    assert DOOMED.serializer.decode(message.body) == {"n": 13}
+    [row] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert row.event_id == sent.id
+    assert row.event_type == DOOMED.event_type
+    assert row.receiver == "tests.integration.receivers.handlers.doomed"
+    assert row.reason == "receiver-failed"
+    assert row.attempts == 3
+    assert row.error.startswith("receiver failed after 3 attempt(s): ValueError: doomed")
+    assert "ValueError: doomed receiver always fails (n=13)" in row.traceback
+    assert row.headers["ce_id"] == str(sent.id)
+    assert row.origin == f"{bus.prefix}{TOPIC}/{DOOMED.event_type}"
+    assert row.content_type == "application/avro"
+    assert DOOMED.serializer.decode(bytes(row.body)) == {"n": 13}
+    assert (row.status, row.failures) == ("pending", 1)
     assert len(bus.records(service=billing, receiver="doomed")) == 3
+    assert bus.depth(f"{billing}.events_celery.dead_letters") == 0
 
 
-def test_a_dead_letter_too_large_for_a_frame_is_parked_without_its_extras(
+@DB
+def test_a_dead_letter_with_headers_near_the_frame_size_is_stored_bounded_and_flagged(
     bus: Bus, settings: Any
 ) -> None:
     billing = bus.service_name("billing")
@@ -155,16 +154,15 @@ def test_a_dead_letter_too_large_for_a_frame_is_parked_without_its_extras(
         DOOMED.serializer.encode({"n": 7}),
     )
     # The event fits in a frame (131,072 bytes); with the traceback and the other dead-letter
-    # headers added, its dead letter does not.
+    # headers added, a dead letter on the broker would not: in the table it is bounded.
     headers = {**message.headers, "x-bulky": "b" * 130_000}
     _publish_raw(bus, message.body, headers, content_type="application/avro")
 
-    store = f"{billing}.events_celery.dead_letters"
-    dead = wait_for(lambda: bus.get(store), "the dead letter")
-    parked = dead.properties["application_headers"]
-    assert "after 3 attempt" in parked[HEADER_REASON]
-    assert "x-bulky" not in parked
-    assert parked["ce_id"] == message.headers["ce_id"]
+    [row] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert row.reason == "receiver-failed"
+    assert row.headers_truncated
+    assert row.headers["x-bulky"] == "b" * MAX_HEADER_VALUE
+    assert row.headers["ce_id"] == message.headers["ce_id"]
     assert len(bus.records(service=billing, receiver="doomed")) == 3  # never re-run
 
 
@@ -178,6 +176,7 @@ def _publish_raw(bus: Bus, body: bytes, headers: dict[str, Any], **properties: A
     channel.close()
 
 
+@DB
 def test_undecodable_messages_are_dead_lettered_and_the_worker_keeps_going(
     bus: Bus, settings: Any
 ) -> None:
@@ -201,11 +200,11 @@ def test_undecodable_messages_are_dead_lettered_and_the_worker_keeps_going(
     PING.send_event(n=3)
 
     wait_for(lambda: bus.records(service=billing, n=3), "the ping after the poison messages")
-    store = f"{billing}.events_celery.dead_letters"
-    reasons = []
-    while (message := bus.get(store)) is not None:
-        reasons.append(message.properties["application_headers"][HEADER_REASON])
-    assert len(reasons) == 5, reasons
+    wait_for(lambda: len(bus.dead_letters(billing)) == 5, "the 5 dead letters")
+    rows = bus.dead_letters(billing)
+    assert {row.reason for row in rows} == {"poison"}
+    assert {row.receiver for row in rows} == {""}
+    reasons = [row.error for row in rows]
     joined = "\n".join(reasons)
     assert "undecodable Avro body" in joined
     assert "unknown event type 'org.example.nobody.defines.this.v1'" in joined
@@ -215,6 +214,7 @@ def test_undecodable_messages_are_dead_lettered_and_the_worker_keeps_going(
     assert bus.records(service=billing, n=2) == []
 
 
+@DB
 def test_the_routing_key_decides_not_the_ce_type_header(bus: Bus, settings: Any) -> None:
     billing = bus.service_name("billing")
     bus.start(billing, {TOPIC: {"event_types": [PING.event_type]}})
@@ -248,12 +248,13 @@ def test_the_routing_key_decides_not_the_ce_type_header(bus: Bus, settings: Any)
     PING.send_event(n=2)
 
     wait_for(lambda: bus.records(service=billing, n=2), "the ping after the forged message")
-    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
-    reason = dead.properties["application_headers"][HEADER_REASON]
-    assert f"'{ORDER_PLACED.event_type}' but the message was routed with" in reason
+    [dead] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert dead.reason == "poison"
+    assert f"'{ORDER_PLACED.event_type}' but the message was routed with" in dead.error
     assert bus.records(service=billing, receiver="on_order") == []
 
 
+@DB
 def test_an_undecodable_message_on_the_task_queue_is_parked_not_dropped(
     bus: Bus, settings: Any
 ) -> None:
@@ -271,13 +272,14 @@ def test_an_undecodable_message_on_the_task_queue_is_parked_not_dropped(
     PING.send_event(n=1)
 
     wait_for(lambda: bus.records(service=billing, n=1), "the ping after the bad task message")
-    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
-    assert dead.body == b"task: whatever"
-    reason = dead.properties["application_headers"][HEADER_REASON]
-    assert f"undecodable message on the receiver task queue '{tasks}'" in reason
-    assert "'application/x-yaml'" in reason
+    [dead] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert bytes(dead.body) == b"task: whatever"
+    assert dead.content_type == "application/x-yaml"
+    assert f"undecodable message on the receiver task queue '{tasks}'" in dead.error
+    assert "'application/x-yaml'" in dead.error
 
 
+@DB
 def test_an_event_whose_receiver_kills_the_worker_comes_back_a_bounded_number_of_times(
     bus: Bus, settings: Any
 ) -> None:
@@ -286,16 +288,17 @@ def test_an_event_whose_receiver_kills_the_worker_comes_back_a_bounded_number_of
     settings.EVENT_BUS_PRODUCER_CONFIG = route(CRASHING, PING)
     sent = CRASHING.send_event(n=1).metadata
 
-    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
-    reason = dead.properties["application_headers"][HEADER_REASON]
-    assert "came back unfinished 3 time(s)" in reason
-    assert "EVENT_BUS_MAX_REDELIVERIES is 2" in reason
-    assert dead.properties["message_id"] == str(sent.id)
+    [dead] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert dead.reason == "redelivered"
+    assert "came back unfinished 3 time(s)" in dead.error
+    assert "EVENT_BUS_MAX_REDELIVERIES is 2" in dead.error
+    assert dead.event_id == sent.id
     assert len(bus.records(service=billing, receiver="crash")) == 3  # the first run and 2 more
     PING.send_event(n=2)
     wait_for(lambda: bus.records(service=billing, n=2), "a ping after the crash loop")
 
 
+@DB
 def test_receivers_retry_by_their_own_options_with_sub_second_waits(
     bus: Bus, settings: Any
 ) -> None:
@@ -314,10 +317,10 @@ def check_receivers_retry_by_their_own_options(bus: Bus, settings: Any, queue_ty
         lambda: bus.records(service=billing, receiver="persistent", outcome="ok"),
         "the fourth attempt of the persistent receiver",
     )
-    dead = wait_for(lambda: bus.get(f"{billing}.events_celery.dead_letters"), "the dead letter")
-    parked = dead.properties["application_headers"]
-    assert parked[HEADER_RECEIVER] == "tests.integration.receivers.handlers.gives_up"
-    assert "gave up at once on ValueError" in parked[HEADER_REASON]
+    [dead] = wait_for(lambda: bus.dead_letters(billing), "the dead letter")
+    assert dead.receiver == "tests.integration.receivers.handlers.gives_up"
+    assert dead.reason == "gave-up"
+    assert "gave up at once on ValueError" in dead.error
     assert [r["attempt"] for r in bus.records(service=billing, receiver="gives_up")] == [1]
     attempts = [r["attempt"] for r in bus.records(service=billing, receiver="persistent")]
     assert attempts == [1, 2, 3, 4]
