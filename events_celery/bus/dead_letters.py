@@ -140,9 +140,10 @@ def dead_letter(
     """Park a message in this service's dead-letter store; returns where it went.
 
     The row is written and committed before this returns. When the database cannot take it
-    (after :data:`DATABASE_TRIES` tries), the dead letter is published to the broker queue
-    ``<service>.events_celery.dead_letters`` (confirmed), and if the broker refuses it (too
-    large for a frame, say), once more with only the wire-format headers and no traceback.
+    (after :data:`DATABASE_TRIES` tries; any error counts, so that nothing is lost to a bug),
+    the dead letter is published to the broker queue ``<service>.events_celery.dead_letters``
+    (confirmed), and if the broker refuses it (too large for a frame, say), once more with
+    only the wire-format headers and no traceback.
 
     Raises:
         PublishError: neither the database nor the broker took it; the caller must not ack
@@ -154,7 +155,9 @@ def dead_letter(
         try:
             record(settings, service, body, headers, failure, content_type=content_type, at=now)
             return "database"
-        except DatabaseError as exc:
+        except Exception as exc:
+            # Whatever keeps the row from being written (a database error, or a bug), the
+            # dead letter must still be parked: the broker queue below takes it.
             logger.warning(
                 "dead-letter store: writing the row failed (try %d/%d): %s: %s",
                 attempt,
@@ -162,7 +165,8 @@ def dead_letter(
                 type(exc).__name__,
                 exc,
             )
-            _drop_connection(settings.db_alias)
+            if isinstance(exc, DatabaseError):
+                _drop_connection(settings.db_alias)
     logger.error(
         "dead-letter store: the database is unavailable; the dead letter goes to the broker "
         "queue %s (manage.py event_dead_letters import moves it into the table)",

@@ -115,6 +115,7 @@ def test_publishing_consuming_and_receiver_runs_are_counted(worker: WorkControll
     assert timed == before["timed"] + 4
 
 
+@pytest.mark.django_db(transaction=True)  # the dead letter is a row
 def test_a_failing_receiver_counts_a_retry_then_a_dead_letter(worker: WorkController) -> None:
     calls: list[int] = []
 
@@ -142,6 +143,7 @@ def test_a_failing_receiver_counts_a_retry_then_a_dead_letter(worker: WorkContro
     assert timed == 2
 
 
+@pytest.mark.django_db(transaction=True)  # the dead letter is a row
 def test_a_poison_message_is_counted(worker: WorkController) -> None:
     labels = {"service": SERVICE, "topic": TOPIC}
     before = value("events_celery_poison_messages_total", **labels)
