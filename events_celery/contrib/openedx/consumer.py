@@ -35,7 +35,13 @@ from openedx_events.tooling import prepare_for_new_work_cycle
 from events_celery.bus import metrics, topology
 from events_celery.bus.connection import bus_connection
 from events_celery.bus.consumer import raw_body
-from events_celery.bus.dead_letters import KEPT_PROPERTIES, dead_letter, plain_headers
+from events_celery.bus.dead_letters import (
+    KEPT_PROPERTIES,
+    Failure,
+    Reason,
+    dead_letter,
+    plain_headers,
+)
 from events_celery.bus.dispatch import OutgoingMessage, PoisonMessageError
 from events_celery.bus.producer import publisher
 from events_celery.bus.tasks import retry_delay
@@ -182,8 +188,11 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             metrics.poisoned(self.settings, exchange)
             self._dead_letter(
                 message,
-                origin,
-                f"arrived by exchange {exchange!r}, not the topic's exchange {self.exchange!r}",
+                Failure(
+                    Reason.POISON,
+                    f"arrived by exchange {exchange!r}, not the topic's exchange {self.exchange!r}",
+                    origin=origin,
+                ),
             )
             return
         if info.get("redelivered"):
@@ -199,7 +208,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             )
         except PoisonMessageError as exc:
             metrics.poisoned(self.settings, exchange)
-            self._dead_letter(message, origin, exc.reason)
+            self._dead_letter(message, Failure(Reason.POISON, exc.reason, origin=origin))
             return
         metrics.consumed(self.settings, self.topic, event.metadata.event_type)
         attempt = _number(headers.get(HEADER_ATTEMPT), default=1)
@@ -241,12 +250,14 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             return
         self._dead_letter(
             message,
-            origin,
-            f"receiver(s) failed after {attempt} attempt(s)",
-            receiver=names,
-            error=errors,
-            attempts=attempt,
-            traceback="\n".join("".join(traceback.format_exception(e)) for _, e in failures),
+            Failure(
+                Reason.RECEIVER_FAILED,
+                f"receiver(s) failed after {attempt} attempt(s): {errors}",
+                receiver=names,
+                attempts=attempt,
+                traceback="\n".join("".join(traceback.format_exception(e)) for _, e in failures),
+                origin=origin,
+            ),
         )
 
     def _count_return(self, message: Message, headers: dict[str, Any], origin: str) -> None:
@@ -256,9 +267,13 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if returns > self.settings.max_redeliveries:
             self._dead_letter(
                 message,
-                origin,
-                f"came back unfinished {returns} time(s): the consumer died while running its "
-                f"receivers (EVENT_BUS_MAX_REDELIVERIES is {self.settings.max_redeliveries})",
+                Failure(
+                    Reason.REDELIVERED,
+                    f"came back unfinished {returns} time(s): the consumer died while running "
+                    f"its receivers (EVENT_BUS_MAX_REDELIVERIES is "
+                    f"{self.settings.max_redeliveries})",
+                    origin=origin,
+                ),
             )
             return
         self._put_back(message, headers, origin, self.queue, {HEADER_RETURNS: str(returns)})
@@ -301,24 +316,22 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         message.ack()
         return True
 
-    def _dead_letter(self, message: Message, origin: str, reason: str, **details: Any) -> None:
+    def _dead_letter(self, message: Message, failure: Failure) -> None:
         try:
             dead_letter(
                 self.settings,
                 raw_body(message),
                 message.headers,
-                reason=reason,
+                failure,
                 content_type=message.content_type,
-                origin=origin,
                 properties=message.properties,
-                **details,
             )
         except PublishError:
             # The queue's dead-letter exchange parks it all the same, without the reason.
             logger.exception("could not record why a message is dead-lettered")
             message.reject(requeue=False)
             return
-        logger.error("dead-lettered a message of %s: %s", self.queue.name, reason)
+        logger.error("dead-lettered a message of %s: %s", self.queue.name, failure.error)
         message.ack()
 
 

@@ -20,10 +20,6 @@ from tests.contrib.openedx import require_openedx_events
 
 require_openedx_events()
 
-from events_celery.bus.dead_letters import (  # noqa: E402
-    HEADER_REASON,
-    HEADER_RECEIVER,
-)
 from events_celery.bus.dispatch import HEADER_FINGERPRINT, HEADER_PARTITION_KEY  # noqa: E402
 from events_celery.contrib.openedx import wire  # noqa: E402
 from events_celery.contrib.openedx.consumer import retry_queue  # noqa: E402
@@ -193,16 +189,14 @@ def test_failing_receivers_are_retried_then_dead_lettered_and_later_events_still
     )
     assert flaky
     wait_for(lambda: bus.records(event_id=sent["cleo"]["id"]), "cleo's enrollment")
-    dead_letters = f"{group}.events_celery.dead_letters"
-    letter = wait_for(lambda: bus.get(dead_letters), "broken's dead letter")
-    assert letter.headers["ce_id"] == sent["broken"]["id"]
-    assert letter.headers[HEADER_REASON] == "receiver(s) failed after 3 attempt(s)"
-    assert letter.headers[HEADER_RECEIVER] == (
-        "tests.contrib.openedx.receivers.apps.record_enrollment"
-    )
+    [letter] = wait_for(lambda: bus.dead_letters(group), "broken's dead letter")
+    assert str(letter.event_id) == sent["broken"]["id"]
+    assert letter.reason == "receiver-failed"
+    assert letter.error.startswith("receiver(s) failed after 3 attempt(s)")
+    assert letter.receiver == "tests.contrib.openedx.receivers.apps.record_enrollment"
     assert [r["call"] for r in bus.records(event_id=sent["broken"]["id"])] == [1, 2, 3]
     assert [r["call"] for r in bus.records(event_id=sent["flaky"]["id"])] == [1, 2, 3]
-    assert bus.get(dead_letters) is None
+    assert len(bus.dead_letters(group)) == 1
 
 
 def test_an_event_whose_receiver_kills_the_consumer_is_dead_lettered_after_its_redeliveries(
@@ -219,10 +213,9 @@ def test_an_event_whose_receiver_kills_the_consumer_is_dead_lettered_after_its_r
         assert len(bus.records(event_id=crash)) == calls
         consumer.start()
     wait_for(lambda: bus.records(event_id=sent["dora"]["id"]), "dora's enrollment")
-    letter = wait_for(
-        lambda: bus.get(f"{consumer.group}.events_celery.dead_letters"), "the dead letter"
-    )
-    assert letter.headers["ce_id"] == crash
-    assert letter.headers[HEADER_REASON].startswith("came back unfinished 2 time(s)")
+    [letter] = wait_for(lambda: bus.dead_letters(consumer.group), "the dead letter")
+    assert str(letter.event_id) == crash
+    assert letter.reason == "redelivered"
+    assert letter.error.startswith("came back unfinished 2 time(s)")
     assert len(bus.records(event_id=crash)) == 2
     assert consumer.process.poll() is None
