@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events_celery.bus.dead_letters import HEADER_REASON
 from events_celery.models import OutboxMessage
 from tests.faults.report import report
 from tests.integration.conftest import Bus, wait_for
@@ -48,16 +47,11 @@ def test_a_receiver_crash_loop_is_dead_lettered_and_the_events_alongside_all_arr
             else:
                 committed.append(sent)
 
-    store = f"{billing}.events_celery.dead_letters"
-    dead: dict[str, str] = {}
-
-    def all_parked() -> bool:
-        while (message := fault_bus.get(store)) is not None:
-            headers = message.properties.get("application_headers") or {}
-            dead[str(message.properties.get("message_id"))] = str(headers.get(HEADER_REASON))
-        return len(dead) >= len(crashing)
-
-    wait_for(all_parked, "a dead letter for every crashing event", timeout=120)
+    wait_for(
+        lambda: len(fault_bus.dead_letters(billing)) >= len(crashing),
+        "a dead letter for every crashing event",
+        timeout=120,
+    )
     wait_for(
         lambda: set(committed) <= set(delivered(fault_bus, billing, "on_ping")),
         "every event sent alongside",
@@ -74,10 +68,14 @@ def test_a_receiver_crash_loop_is_dead_lettered_and_the_events_alongside_all_arr
     )
     assert row.lost == 0, "an event sent alongside a crashing one was lost"
     assert row.phantom == 0, "a rolled-back event arrived"
-    assert sorted(dead) == sorted(crashing), "each crashing event is dead-lettered once"
-    for reason in dead.values():
-        assert f"came back unfinished {1 + MAX_REDELIVERIES} time(s)" in reason
-        assert f"EVENT_BUS_MAX_REDELIVERIES is {MAX_REDELIVERIES}" in reason
+    dead = fault_bus.dead_letters(billing)
+    assert sorted(str(d.event_id) for d in dead) == sorted(crashing), (
+        "each crashing event is dead-lettered once"
+    )
+    for letter in dead:
+        assert letter.reason == "redelivered"
+        assert f"came back unfinished {1 + MAX_REDELIVERIES} time(s)" in letter.error
+        assert f"EVENT_BUS_MAX_REDELIVERIES is {MAX_REDELIVERIES}" in letter.error
     assert runs == dict.fromkeys(crashing, 1 + MAX_REDELIVERIES), "the first run, and no more"
     assert all(w.process.poll() is None for w in fault_bus.workers), "the worker is alive"
     assert not OutboxMessage.objects.exists()
