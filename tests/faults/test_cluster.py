@@ -31,11 +31,15 @@ TOPIC = "shop"
 
 @pytest.fixture
 def cluster_bus(rabbitmq_cluster: RabbitMQCluster, tmp_path: Path, settings: Any) -> Iterator[Bus]:
-    """A bus of real worker processes on the cluster; this process publishes (outbox)."""
+    """A bus of real worker processes on the cluster; this process publishes (outbox).
+
+    Its queues are not deleted afterwards: the cluster is thrown away at the end of the
+    session, and deleting a quorum queue with a member on a stopped node waits for it.
+    """
     settings.EVENT_BUS_QUEUE_TYPE = "quorum"
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 2.0
     settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"interval_step": 0.1, "interval_max": 0.5}
-    with open_bus(rabbitmq_cluster.url, tmp_path, settings, "outbox") as harness:
+    with open_bus(rabbitmq_cluster.url, tmp_path, settings, "outbox", delete=False) as harness:
         yield harness
 
 

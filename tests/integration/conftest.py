@@ -67,14 +67,19 @@ class Worker:
             pytest.fail(f"worker {self.node} exited:\n{self.log.read_text()[-4000:]}")
         return " ready." in self.log.read_text()
 
+    def terminate(self) -> None:
+        """Ask the worker to shut down (SIGTERM), without waiting for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes at once, as a crash or OOM kill would."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
+        self.terminate()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -205,10 +210,15 @@ class Bus:
     def get(self, queue: str) -> amqp.Message | None:
         return self.channel.basic_get(queue, no_ack=True)
 
-    def close(self) -> None:
+    def close(self, *, delete: bool = True) -> None:
+        """Stop the workers, then delete every queue and exchange of the test (``delete``)."""
+        for worker in self.workers:  # all shut down side by side
+            worker.terminate()
         for worker in self.workers:
             worker.stop()
         self.amqp.collect()
+        if not delete:
+            return
         self.amqp = self.client()  # the broker may have restarted since the test began
         channel = self.amqp.channel()
         queues = [f"{self.prefix}{t}.unrouted" for t in self.topics]
@@ -227,8 +237,14 @@ class Bus:
 
 
 @contextmanager
-def open_bus(url: str, tmp_path: Path, settings: Any, publish_mode: str) -> Iterator[Bus]:
-    """A bus on the broker at ``url``; this process publishes with ``publish_mode``."""
+def open_bus(
+    url: str, tmp_path: Path, settings: Any, publish_mode: str, *, delete: bool = True
+) -> Iterator[Bus]:
+    """A bus on the broker at ``url``; this process publishes with ``publish_mode``.
+
+    ``delete=False`` leaves the test's queues and exchanges on a broker that is thrown away
+    afterwards anyway.
+    """
     harness = Bus(url, tmp_path)
     settings.CELERY_BROKER_URL = url
     settings.EVENT_BUS_TOPIC_PREFIX = harness.prefix
@@ -236,7 +252,7 @@ def open_bus(url: str, tmp_path: Path, settings: Any, publish_mode: str) -> Iter
     try:
         yield harness
     finally:
-        harness.close()
+        harness.close(delete=delete)
 
 
 @pytest.fixture
