@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 from kombu import Connection
 
@@ -219,3 +220,16 @@ def test_invalid_settings_fail_naming_the_check_ids(service: str, settings: Any)
 
     assert status == 1
     assert out.startswith("FAIL: settings: invalid (E")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kind"),
+    [
+        ("--timeout", "0", "seconds"),
+        ("--window", "-5", "seconds"),
+        ("--max-new-dead-letters", "-1", "count"),
+    ],
+)
+def test_a_bad_option_value_is_refused_naming_it(option: str, value: str, kind: str) -> None:
+    with pytest.raises(CommandError, match=f"argument {option}: invalid {kind} value: '{value}'"):
+        call_command("event_bus_health", option, value)

@@ -54,25 +54,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--timeout",
-            type=_positive,
+            type=seconds,
             default=5.0,
             help="seconds to wait for the broker's connection and answers (default: 5)",
         )
         parser.add_argument(
             "--max-outbox-age",
-            type=_positive,
+            type=seconds,
             default=None,
             help="seconds the oldest outbox row may wait (default: EVENT_BUS_OUTBOX_WARN_AFTER)",
         )
         parser.add_argument(
             "--window",
-            type=_positive,
+            type=seconds,
             default=600.0,
             help="seconds back to count new dead letters in (default: 600)",
         )
         parser.add_argument(
             "--max-new-dead-letters",
-            type=_count,
+            type=count,
             default=0,
             help="pending dead letters allowed within --window (default: 0)",
         )
@@ -107,14 +107,16 @@ class Command(BaseCommand):
             sys.exit(1)
 
 
-def _positive(text: str) -> float:
+def seconds(text: str) -> float:
+    """A positive number of seconds (argparse names the type in its error: 'invalid seconds')."""
     value = float(text)
     if not value > 0:
         raise ValueError(text)
     return value
 
 
-def _count(text: str) -> int:
+def count(text: str) -> int:
+    """A whole number, 0 or more."""
     value = int(text)
     if value < 0:
         raise ValueError(text)
