@@ -90,6 +90,24 @@ def flaky(metadata: Any, n: int, **kwargs: Any) -> None:
 
 @receiver(DOOMED)
 def doomed(metadata: Any, n: int, **kwargs: Any) -> None:
+    """Always fails, until a test "fixes" it: ``<TEST_RESULTS>.fixed`` exists.
+
+    When that file says ``wait``, the fixed receiver records that it started and waits (up to
+    60 s) for ``<TEST_RESULTS>.release`` before it finishes.
+    """
+    fixed = os.environ["TEST_RESULTS"] + ".fixed"
+    if os.path.exists(fixed):
+        with open(fixed) as flag:
+            wait = flag.read().strip() == "wait"
+        if wait:
+            record("doomed", metadata, "started", n=n)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(os.environ["TEST_RESULTS"] + ".release"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        record("doomed", metadata, "ok", n=n)
+        return
     record("doomed", metadata, "failed", n=n)
     raise ValueError(f"doomed receiver always fails (n={n})")
 
