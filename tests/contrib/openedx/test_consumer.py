@@ -18,7 +18,6 @@ from openedx_events.data import EventsMetadata  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from events_celery.bus import topology  # noqa: E402
-from events_celery.bus.dead_letters import HEADER_REASON  # noqa: E402
 from events_celery.bus.dispatch import HEADER_FINGERPRINT  # noqa: E402
 from events_celery.bus.producer import publisher  # noqa: E402
 from events_celery.conf import bus_settings  # noqa: E402
@@ -130,8 +129,7 @@ def test_a_message_of_another_schema_is_dead_lettered_with_the_reason_and_counte
     consume_one(consumer)
 
     assert not received
-    letter = wait_for(
-        lambda: bus.get(f"{consumer.group_id}.events_celery.dead_letters"), "the dead letter"
-    )
-    assert "writer schema fingerprint 0123456789abcdef" in letter.headers[HEADER_REASON]
+    [letter] = wait_for(lambda: bus.dead_letters(consumer.group_id), "the dead letter")
+    assert letter.reason == "poison"
+    assert "writer schema fingerprint 0123456789abcdef" in letter.error
     assert count("events_celery_poison_messages_total", consumer.group_id) == before + 1
