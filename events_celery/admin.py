@@ -1,4 +1,4 @@
-"""The dead-letter store in the Django admin: find and read dead letters.
+"""The dead-letter store in the Django admin: find, read, replay and discard dead letters.
 
 Django's admin imports this module only in projects that install ``django.contrib.admin``; a
 service without the admin never loads it. :class:`DeadLetterAdmin` is registered on the default
@@ -6,17 +6,20 @@ site (``admin.site``); a project with its own ``AdminSite`` registers it there:
 ``my_site.register(DeadLetter, DeadLetterAdmin)``.
 
 A dead letter is a record of what the broker delivered, so nothing in it can be edited here: the
-detail page is read-only, and no row is added by hand.
+detail page is read-only, and no row is added by hand. The actions "replay" and "discard" change
+a row's status through :mod:`events_celery.bus.replay`.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -24,11 +27,19 @@ from django.utils.safestring import SafeString
 
 from events_celery.bus.dead_letters import OUR_PREFIX
 from events_celery.bus.dispatch import WIRE_HEADERS
+from events_celery.bus.replay import (
+    DecodedDeadLetter,
+    decode_dead_letter,
+    discard_dead_letters,
+    replay_dead_letters,
+)
 from events_celery.metadata import REQUIRED_HEADERS
 from events_celery.models import DeadLetter
 
 #: Characters of the error shown in the list (its first line).
 SHORT_ERROR = 80
+#: Most reasons, and dead letters per reason, that an action's message names.
+NAMED_IN_MESSAGE = 10
 
 
 class DistinctValueFilter(admin.SimpleListFilter):
@@ -99,6 +110,7 @@ class DeadLetterAdmin(_ModelAdmin):
     )
     list_per_page = 50
     show_full_result_count = False  # COUNT(*) of a large table on every page is not needed
+    actions = ("replay", "discard")
     fieldsets = (
         (
             None,
@@ -115,9 +127,10 @@ class DeadLetterAdmin(_ModelAdmin):
                 )
             },
         ),
+        ("Payload", {"fields": ("payload",)}),
         ("Error", {"fields": ("error", "traceback_text", "traceback_truncated")}),
-        ("Metadata", {"fields": ("metadata", "headers_truncated")}),
-        ("Message", {"fields": ("content_type", "body_size")}),
+        ("Metadata", {"fields": ("event_metadata", "metadata", "headers_truncated")}),
+        ("Message", {"fields": ("content_type", "body_size", "body_truncated")}),
     )
     readonly_fields = (
         "event_id",
@@ -133,13 +146,16 @@ class DeadLetterAdmin(_ModelAdmin):
         "attempts",
         "replays",
         "origin",
+        "payload",
         "error",
         "traceback_text",
         "traceback_truncated",
+        "event_metadata",
         "metadata",
         "headers_truncated",
         "content_type",
         "body_size",
+        "body_truncated",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeadLetter]:
@@ -195,9 +211,94 @@ class DeadLetterAdmin(_ModelAdmin):
             return "-"
         return definition_list(ordered_headers(headers))
 
+    @admin.display(description="payload")
+    def payload(self, obj: DeadLetter) -> SafeString:
+        """The payload decoded with the schemas this service knows now, or why it cannot be."""
+        decoded = _decoded(obj)
+        if decoded.payload is None:
+            return format_html(
+                '<p class="errornote">Cannot be decoded: {}</p>', decoded.error or "no payload"
+            )
+        return format_html(
+            '<pre class="events-celery-payload">{}</pre>',
+            json.dumps(decoded.payload, indent=2, ensure_ascii=False, default=str),
+        )
+
+    @admin.display(description="event metadata")
+    def event_metadata(self, obj: DeadLetter) -> SafeString | str:
+        """The event's metadata read from the headers, or why the headers do not make it."""
+        decoded = _decoded(obj)
+        if decoded.metadata is None:
+            return "The headers do not make valid event metadata (see the headers below)."
+        return definition_list((name, str(value)) for name, value in decoded.metadata.items())
+
+    @admin.action(description="Replay the selected dead letters", permissions=["change"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        """Start the replay of the selected rows; say which started and why others did not."""
+        result = replay_dead_letters(queryset)
+        if result.started:
+            self.message_user(
+                request,
+                f"Replay started for {_count(len(result.started))}: {_ids(result.started)}.",
+                messages.SUCCESS,
+            )
+        if result.skipped:
+            self.message_user(
+                request,
+                f"Not replayed: {_count(len(result.skipped))}. " + _reasons(result.skipped),
+                messages.WARNING,
+            )
+
+    @admin.action(description="Discard the selected dead letters", permissions=["change"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        """Mark the selected pending rows discarded; say how many were and why others were not."""
+        selected = queryset.count()
+        discarded = discard_dead_letters(queryset)
+        if discarded:
+            self.message_user(request, f"Discarded {_count(discarded)}.", messages.SUCCESS)
+        if selected > discarded:
+            self.message_user(
+                request,
+                f"Not discarded: {_count(selected - discarded)}, which were no longer pending "
+                "(replaying, replayed or already discarded); only pending dead letters are "
+                "discarded.",
+                messages.WARNING,
+            )
+
     def _url_name(self, view: str) -> str:
         meta = self.opts
         return f"{meta.app_label}_{meta.model_name}_{view}"
+
+
+def _decoded(obj: DeadLetter) -> DecodedDeadLetter:
+    """The row decoded once per page (each field of the page asks for it)."""
+    cached: DecodedDeadLetter | None = obj.__dict__.get("_events_celery_decoded")
+    if cached is None:
+        cached = obj.__dict__["_events_celery_decoded"] = decode_dead_letter(obj)
+    return cached
+
+
+def _count(number: int) -> str:
+    return f"{number} dead letter{'' if number == 1 else 's'}"
+
+
+def _ids(ids: Iterable[int]) -> str:
+    """``#1, #2, ...``: the first :data:`NAMED_IN_MESSAGE` ids, and how many more."""
+    ids = sorted(ids)
+    named = ", ".join(f"#{pk}" for pk in ids[:NAMED_IN_MESSAGE])
+    more = len(ids) - NAMED_IN_MESSAGE
+    return named + (f" and {more} more" if more > 0 else "")
+
+
+def _reasons(skipped: Mapping[int, str]) -> str:
+    """Each reason with the dead letters it applies to, the commonest first."""
+    by_reason: defaultdict[str, list[int]] = defaultdict(list)
+    for pk, why in skipped.items():
+        by_reason[why].append(pk)
+    ordered = sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
+    text = " ".join(f"{why} ({_ids(ids)})." for why, ids in ordered[:NAMED_IN_MESSAGE])
+    rest = len(ordered) - NAMED_IN_MESSAGE
+    return text + (f" {rest} other reasons." if rest > 0 else "")
 
 
 def ordered_headers(headers: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Dead-letter rows for the admin tests, holding real encoded events."""
+"""Dead letters for the admin tests: real encoded events, written by the dead-letter store."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 from django.utils import timezone
 
 from events_celery import EventMetadata
-from events_celery.bus.dead_letters import HEADER_ERROR, HEADER_REASON, HEADER_RECEIVER
+from events_celery.bus.dead_letters import Failure, Reason, record
 from events_celery.bus.dispatch import encode_event
+from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, Mode, OrderData
 
-RECEIVER = "tests.testapp.receivers.charge_order"
+TOPIC = "orders"
+RECEIVER = "tests.admin.charge_order"
+ERROR = "receiver failed after 3 attempt(s): RuntimeError: card declined <script>alert(1)</script>"
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "billing/receivers.py", line 12, in charge_order\n'
@@ -38,57 +41,50 @@ def order(note: str = "gift wrap") -> OrderData:
     )
 
 
-def order_dead_letter(
-    *, age: timedelta = timedelta(0), note: str = "gift wrap", **fields: Any
-) -> DeadLetter:
-    """A receiver of ORDER_PLACED that used up its attempts, as a worker records it."""
-    now = timezone.now()
+def _store(body: bytes, headers: dict[str, str], failure: Failure, **fields: Any) -> DeadLetter:
+    """Write the row as a worker does, then give it the fields a test asks for."""
+    settings = bus_settings()
+    age = fields.pop("age", timedelta(0))
+    at = timezone.now() - age
+    row = record(
+        settings,
+        settings.require_service_name(),
+        body,
+        headers,
+        failure,
+        content_type="application/avro",
+        at=at,
+    )
+    if fields:
+        DeadLetter.objects.filter(pk=row.pk).update(**fields)
+        row.refresh_from_db()
+    return row
+
+
+def order_dead_letter(*, note: str = "gift wrap", **fields: Any) -> DeadLetter:
+    """A receiver of ORDER_PLACED that used up its attempts."""
     metadata = EventMetadata.create(ORDER_PLACED.event_type, source="orders")
     message = encode_event(
         ORDER_PLACED, metadata, ORDER_PLACED.serializer.encode({"order": order(note)})
     )
-    error = "RuntimeError: card declined <script>alert(1)</script>"
-    values: dict[str, Any] = {
-        "service": "tests",
-        "event_id": metadata.id,
-        "event_type": metadata.event_type,
-        "receiver": RECEIVER,
-        "reason": DeadLetter.Reason.RECEIVER_FAILED,
-        "error": error,
-        "traceback": TRACEBACK,
-        "attempts": 3,
-        "headers": {
-            **message.headers,
-            HEADER_REASON: DeadLetter.Reason.RECEIVER_FAILED.value,
-            HEADER_RECEIVER: RECEIVER,
-            HEADER_ERROR: error,
-        },
-        "body": message.body,
-        "content_type": message.properties["content_type"],
-        "origin": "tests.orders/" + metadata.event_type,
-        "first_failed_at": now - age - timedelta(minutes=5),
-        "last_failed_at": now - age,
-    }
-    values.update(fields)
-    return DeadLetter.objects.create(**values)
+    failure = Failure(
+        Reason.RECEIVER_FAILED,
+        ERROR,
+        receiver=RECEIVER,
+        traceback=TRACEBACK,
+        attempts=3,
+        origin=f"{bus_settings().topic_prefix}{TOPIC}/{metadata.event_type}",
+    )
+    return _store(message.body, message.headers, failure, **fields)
 
 
-def poison_dead_letter(*, age: timedelta = timedelta(0), **fields: Any) -> DeadLetter:
+def poison_dead_letter(**fields: Any) -> DeadLetter:
     """A message that never became an event: a PING whose body is not Avro."""
-    now = timezone.now()
     metadata = EventMetadata.create(PING.event_type, source="pinger")
     message = encode_event(PING, metadata, b"\xff\xfe not avro")
-    values: dict[str, Any] = {
-        "service": "tests",
-        "event_id": metadata.id,
-        "event_type": metadata.event_type,
-        "reason": DeadLetter.Reason.POISON,
-        "error": "undecodable Avro body: the body ends before the payload does",
-        "headers": message.headers,
-        "body": message.body,
-        "content_type": message.properties["content_type"],
-        "first_failed_at": now - age,
-        "last_failed_at": now - age,
-    }
-    values.update(fields)
-    return DeadLetter.objects.create(**values)
+    failure = Failure(
+        Reason.POISON,
+        "undecodable Avro body: the body ends before the payload does",
+        origin=f"{bus_settings().topic_prefix}{TOPIC}/{metadata.event_type}",
+    )
+    return _store(message.body, message.headers, failure, **fields)

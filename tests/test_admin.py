@@ -1,26 +1,67 @@
-"""The dead letters in the Django admin: list, filters, search and the read-only detail page."""
+"""The dead letters in the Django admin: list, filters, search, the detail page, the actions."""
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from kombu import Connection
 
 from events_celery.admin import DeadLetterAdmin
+from events_celery.bus import topology
+from events_celery.bus.tasks import RUN_RECEIVER
 from events_celery.models import DeadLetter
-from tests.admin_rows import RECEIVER, order_dead_letter, poison_dead_letter
+from tests.admin_rows import ERROR, RECEIVER, TOPIC, order_dead_letter, poison_dead_letter
+from tests.testapp.events import ORDER_PLACED, PING
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:events_celery_deadletter_changelist"
 CHANGE = "admin:events_celery_deadletter_change"
+
+
+@pytest.fixture(autouse=True)
+def service(settings: Any) -> Iterator[str]:
+    """This test's service on memory://, subscribed to ORDER_PLACED; its task queue is emptied."""
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    settings.EVENT_BUS_SERVICE_NAME = name
+    settings.CELERY_BROKER_URL = "memory://"
+    settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {"event_types": [ORDER_PLACED.event_type]}}
+    yield name
+    take_tasks(name)
+
+
+def take_tasks(service: str) -> list[tuple[str, list[Any]]]:
+    """The tasks waiting on the service's task queue, as (name, args); the queue is emptied."""
+    taken = []
+    with Connection("memory://") as connection:
+        queue = topology.task_queue(service)(connection.default_channel)
+        queue.declare()
+        while (message := queue.get(no_ack=True)) is not None:
+            taken.append((message.headers["task"], list(message.decode()[0])))
+    return taken
+
+
+def run_action(client: Any, action: str, rows: list[DeadLetter]) -> list[tuple[str, str]]:
+    """Run an action of the list on rows; the messages the page shows, as (level, text)."""
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": action, ACTION_CHECKBOX_NAME: [row.pk for row in rows]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return [(m.level_tag, m.message) for m in response.context["messages"]]
 
 
 def listed(client: Any, **query: str) -> list[int]:
@@ -66,7 +107,7 @@ def test_the_list_shows_what_an_operator_triages_by_newest_failure_first(admin_c
         assert header in page
     assert "receiver used up its attempts" in page
     assert "message cannot become an event" in page
-    assert "RuntimeError: card declined &lt;script&gt;" in page  # the error, escaped
+    assert "receiver failed after 3 attempt(s): RuntimeError: card" in page  # the error, escaped
     assert "<script>alert" not in page
 
 
@@ -149,13 +190,47 @@ def test_searching_text_looks_in_event_type_receiver_and_error(admin_client: Any
     assert listed(admin_client, q="no such thing") == []
 
 
+def test_the_detail_page_shows_the_decoded_payload_readably(admin_client: Any) -> None:
+    row = order_dead_letter(note="leave <b>at the door</b>")
+    page = detail(admin_client, row)
+    shown = page[page.index('<pre class="events-celery-payload">') :]
+    shown = shown[: shown.index("</pre>")]
+    assert "&lt;b&gt;at the door&lt;/b&gt;" in shown  # escaped
+    payload = html.unescape(shown)
+    assert '"email": "ada@example.org"' in payload
+    assert '"total": "12.50"' in payload
+    assert '"mode": "VERIFIED"' in payload
+    assert '"note": "leave <b>at the door</b>"' in payload
+    assert '{\n  "order": {\n    "id": "9f1c1b0e-8a5d-4c38-9d4e-2f0b7d5c1a11",' in payload
+
+
+def test_the_detail_page_says_why_a_payload_cannot_be_decoded(admin_client: Any) -> None:
+    page = detail(admin_client, poison_dead_letter())
+    assert "Cannot be decoded: undecodable Avro body" in page
+    assert "events-celery-payload" not in page
+
+
+def test_the_detail_page_of_a_message_without_metadata_says_so(admin_client: Any) -> None:
+    row = poison_dead_letter()
+    DeadLetter.objects.filter(pk=row.pk).update(headers={"ce_type": PING.event_type}, event_id=None)
+    page = detail(admin_client, row)
+    assert "The headers do not make valid event metadata" in page
+    assert "Cannot be decoded: " in page
+
+
+def test_the_detail_page_says_a_cut_body_cannot_be_decoded(admin_client: Any) -> None:
+    page = detail(admin_client, order_dead_letter(body_truncated=True))
+    assert "Cannot be decoded: the body was too large to keep whole" in page
+
+
 def test_the_detail_page_shows_metadata_error_traceback_and_body_size(admin_client: Any) -> None:
     row = order_dead_letter(traceback_truncated=True)
     page = detail(admin_client, row)
-    assert f"<dt>ce_id</dt><dd>{row.event_id}</dd>" in page
+    assert f"<dt>id</dt><dd>{row.event_id}</dd>" in page  # the decoded metadata
+    assert "<dt>source</dt><dd>orders</dd>" in page
+    assert f"<dt>ce_id</dt><dd>{row.event_id}</dd>" in page  # the headers as stored
     assert "<dt>ce_type</dt><dd>org.example.shop.order.placed.v1</dd>" in page
-    assert "<dt>x-events-celery-receiver</dt>" in page
-    assert page.index("<dt>ce_id</dt>") < page.index("<dt>x-events-celery-reason</dt>")
+    assert page.index("<dt>ce_id</dt>") < page.index("<dt>schemafingerprint</dt>")
     assert "<pre>Traceback (most recent call last):" in page
     assert "RuntimeError: card declined &lt;script&gt;alert(1)&lt;/script&gt;</pre>" in page
     assert "<script>alert" not in page
@@ -172,9 +247,100 @@ def test_the_detail_page_is_read_only(admin_client: Any) -> None:
     response = admin_client.post(reverse(CHANGE, args=[row.pk]), {"error": "edited"})
     assert response.status_code == 403
     row.refresh_from_db()
-    assert row.error.startswith("RuntimeError")
+    assert row.error == ERROR
 
 
 def test_dead_letters_cannot_be_added_by_hand(admin_client: Any) -> None:
     response = admin_client.get(reverse("admin:events_celery_deadletter_add"))
     assert response.status_code == 403
+
+
+def test_replay_starts_each_pending_dead_letter_and_says_why_others_did_not(
+    admin_client: Any, service: str
+) -> None:
+    pending = order_dead_letter()
+    discarded = order_dead_letter(status=DeadLetter.Status.DISCARDED)
+
+    shown = run_action(admin_client, "replay", [pending, discarded])
+
+    assert shown == [
+        ("success", f"Replay started for 1 dead letter: #{pending.pk}."),
+        ("warning", f"Not replayed: 1 dead letter. already discarded (#{discarded.pk})."),
+    ]
+    [(task, args)] = take_tasks(service)
+    assert task == RUN_RECEIVER
+    item, receiver, attempt = args
+    assert (item["dead_letter"], receiver, attempt) == (pending.pk, RECEIVER, 1)
+    pending.refresh_from_db()
+    assert (pending.status, pending.replays) == ("replaying", 1)
+
+
+def test_replaying_twice_names_the_replay_already_running(admin_client: Any, service: str) -> None:
+    row = order_dead_letter()
+    run_action(admin_client, "replay", [row])
+
+    [(level, text)] = run_action(admin_client, "replay", [row])
+
+    assert level == "warning"
+    assert text.startswith("Not replayed: 1 dead letter. already replaying (since ")
+    assert len(take_tasks(service)) == 1
+
+
+def test_discard_marks_pending_dead_letters_and_counts_the_others(admin_client: Any) -> None:
+    pending = [order_dead_letter(), poison_dead_letter()]
+    replayed = order_dead_letter(status=DeadLetter.Status.REPLAYED)
+
+    shown = run_action(admin_client, "discard", [*pending, replayed])
+
+    assert shown[0] == ("success", "Discarded 2 dead letters.")
+    assert shown[1][0] == "warning"
+    assert shown[1][1].startswith("Not discarded: 1 dead letter, which were no longer pending")
+    statuses = dict(DeadLetter.objects.values_list("pk", "status"))
+    assert statuses == {
+        pending[0].pk: "discarded",
+        pending[1].pk: "discarded",
+        replayed.pk: "replayed",
+    }
+
+
+def test_discarding_every_row_of_a_filter_takes_a_bounded_number_of_queries(
+    admin_client: Any, django_assert_max_num_queries: Any
+) -> None:
+    first = order_dead_letter()
+    DeadLetter.objects.bulk_create(
+        DeadLetter(
+            service=first.service,
+            event_id=uuid.uuid4(),
+            event_type=first.event_type,
+            receiver=first.receiver,
+            reason=first.reason,
+            headers=first.headers,
+            body=first.body,
+            first_failed_at=first.first_failed_at,
+            last_failed_at=first.last_failed_at,
+        )
+        for _ in range(1_200)
+    )
+    with django_assert_max_num_queries(20):
+        response = admin_client.post(
+            reverse(CHANGELIST) + f"?receiver={RECEIVER}",
+            {"action": "discard", "select_across": "1", ACTION_CHECKBOX_NAME: [first.pk]},
+        )
+    assert response.status_code == 302
+    assert DeadLetter.objects.filter(status="discarded").count() == 1_201
+
+
+def test_the_actions_need_the_change_permission(client: Any, django_user_model: Any) -> None:
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(viewer)
+    row = order_dead_letter()
+    response = client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    assert "Replay the selected" not in response.content.decode()
+    assert detail(client, row)
+    assert run_action(client, "discard", [row]) == []
+    row.refresh_from_db()
+    assert row.status == "pending"
