@@ -121,7 +121,8 @@ def _broker_url(setting: Setting, value: Any, problems: Problems) -> str | None:
     if value is not None and not isinstance(value, str):
         problems.add(
             "E004",
-            f"{setting.name} is not a string",
+            # The type only: the value may hold a password.
+            f"{setting.name} is neither a URL nor a list of URLs (got {type(value).__name__})",
             "use an amqp:// URL, or a list of them (or one string separated by ';') for the "
             "nodes of a cluster",
         )

@@ -134,4 +134,5 @@ def test_a_broker_url_of_another_type_is_an_error_naming_the_fix(settings: Any) 
     settings.EVENT_BUS_BROKER_URL = ["amqp://a//", 5672]
     problems = [p for p in bus_settings().problems if p.id == "E004"]
     assert problems
+    assert "neither a URL nor a list of URLs" in problems[0].message
     assert "list of them" in problems[0].hint
