@@ -64,8 +64,8 @@ from bench.receivers.events import ORDER_PLACED, CustomerData, OrderData
 from bench.receivers.tasks import noop
 from events_celery import EventMetadata
 from events_celery.bus import topology
-from events_celery.bus.dispatch import OutgoingMessage, encode_event
 from events_celery.conf import BusSettings, bus_settings
+from events_celery.wire import OutgoingMessage, encode_event
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root, put on sys.path above
 PUBLISH_TARGET = 1.0  # send_event / kombu with a confirm per message, at least

@@ -25,16 +25,14 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from events_celery.bus.dead_letters import OUR_PREFIX
-from events_celery.bus.dispatch import WIRE_HEADERS
 from events_celery.bus.replay import (
     DecodedDeadLetter,
     decode_dead_letter,
     discard_dead_letters,
     replay_dead_letters,
 )
-from events_celery.metadata import REQUIRED_HEADERS
 from events_celery.models import DeadLetter
+from events_celery.wire import DEAD_LETTER_PREFIX, REQUIRED_HEADERS, WIRE_HEADERS
 
 #: Characters of the error shown in the list (its first line).
 SHORT_ERROR = 80
@@ -308,7 +306,7 @@ def ordered_headers(headers: Mapping[str, Any]) -> list[tuple[str, str]]:
     def rank(key: str) -> tuple[int, int, str]:
         if key in WIRE_HEADERS:
             return (0, required.index(key) if key in required else len(required), key)
-        if key.startswith(OUR_PREFIX):
+        if key.startswith(DEAD_LETTER_PREFIX):
             return (1, 0, key)
         return (2, 0, key)
 

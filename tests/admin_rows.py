@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from events_celery import EventMetadata
 from events_celery.bus.dead_letters import Failure, Reason, record
-from events_celery.bus.dispatch import encode_event
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
+from events_celery.wire import encode_event
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, Mode, OrderData
 
 TOPIC = "orders"

@@ -22,8 +22,8 @@ from kombu import Connection, Producer
 
 from events_celery.bus import metrics, topology
 from events_celery.bus.connection import Deadline, connect, drop, is_amqp
-from events_celery.bus.dispatch import OutgoingMessage
 from events_celery.bus.frames import publish_frames
+from events_celery.wire import OutgoingMessage
 
 
 @attrs.frozen

@@ -20,13 +20,14 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 from kombu import Consumer
 from kombu.message import Message
 
+from events_celery import schema_store
 from events_celery.bus import metrics, topology
-from events_celery.bus.dead_letters import Failure, Reason, dead_letter, plain_headers
-from events_celery.bus.dispatch import PoisonMessageError, decode_event
+from events_celery.bus.dead_letters import Failure, Reason, dead_letter
 from events_celery.bus.relay import Sweeper
 from events_celery.bus.tasks import DELIVER_EVENTS, envelope, send_task
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import ConfigurationError, PublishError
+from events_celery.wire import PoisonMessageError, decode_event, plain_headers
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 body,
                 content_type=message.content_type,
                 max_size=settings.max_message_size,
+                writer_schemas=schema_store.find_schema,
                 routing_key=routing_key,
                 subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
             )

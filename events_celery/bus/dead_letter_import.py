@@ -22,21 +22,20 @@ from kombu.message import Message
 
 from events_celery.bus import topology
 from events_celery.bus.connection import bus_connection
-from events_celery.bus.dead_letters import (
+from events_celery.bus.dead_letters import Failure, Reason, record
+from events_celery.bus.tasks import DELIVER_EVENTS, RUN_RECEIVER
+from events_celery.conf import BusSettings
+from events_celery.wire import (
+    AVRO_CONTENT_TYPE,
     HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     HEADER_ERROR,
     HEADER_ORIGIN,
     HEADER_REASON,
     HEADER_RECEIVER,
-    HEADER_TIME,
     HEADER_TRACEBACK,
-    Failure,
-    Reason,
-    record,
+    parse_time,
 )
-from events_celery.bus.tasks import DELIVER_EVENTS, RUN_RECEIVER
-from events_celery.conf import BusSettings
-from events_celery.metadata import AVRO_CONTENT_TYPE, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def _ours(body: bytes, headers: dict[str, Any], content_type: str | None) -> Par
         detail = headers.get(HEADER_ERROR)
         error = f"{text}: {_text(detail)}" if detail is not None else text
     try:
-        at = parse_time(_text(headers.get(HEADER_TIME, "")))
+        at = parse_time(_text(headers.get(HEADER_DEAD_LETTERED_AT, "")))
     except ValueError:
         at = datetime.now(UTC)
     attempts = _text(headers.get(HEADER_ATTEMPTS, ""))

@@ -8,8 +8,9 @@ body and headers, the reason and the error, so that it can be replayed once the 
 
 When the database cannot take the row (it is down, or ``migrate`` has not created the table),
 the dead letter goes to the broker queue ``<service>.events_celery.dead_letters`` instead, with
-headers saying why; ``manage.py event_dead_letters import`` moves it into the table later.
-Queues of the service also dead-letter there (RabbitMQ ``x-death``) when a message is rejected.
+headers saying why (:func:`events_celery.wire.dead_letter_message`); ``manage.py
+event_dead_letters import`` moves it into the table later. Queues of the service also
+dead-letter there (RabbitMQ ``x-death``) when a message is rejected.
 """
 
 from __future__ import annotations
@@ -27,32 +28,21 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F
 
 from events_celery.bus import topology
-from events_celery.bus.dispatch import WIRE_HEADERS, OutgoingMessage
 from events_celery.bus.producer import publisher
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
-from events_celery.metadata import HEADER_ID, HEADER_TYPE, format_time
 from events_celery.models import DeadLetter
+from events_celery.wire import (
+    HEADER_ID,
+    HEADER_TYPE,
+    MAX_ERROR,
+    MAX_TRACEBACK,
+    WIRE_HEADERS,
+    dead_letter_message,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Every header the dead-letter store adds starts with this.
-OUR_PREFIX = "x-events-celery-"
-HEADER_REASON = "x-events-celery-reason"
-HEADER_RECEIVER = "x-events-celery-receiver"
-HEADER_ERROR = "x-events-celery-error"
-HEADER_TRACEBACK = "x-events-celery-traceback"
-HEADER_ATTEMPTS = "x-events-celery-attempts"
-HEADER_ORIGIN = "x-events-celery-origin"
-HEADER_TIME = "x-events-celery-dead-lettered-at"
-
-#: AMQP properties of the original message that a dead letter keeps.
-KEPT_PROPERTIES = frozenset({"message_id", "type", "timestamp", "app_id", "correlation_id"})
-
-#: Longest traceback kept (the tail is kept: it names the error).
-MAX_TRACEBACK = 16_000
-#: Longest error text kept (its start is kept).
-MAX_ERROR = 2_000
 #: Longest header value kept in a row (its start is kept).
 MAX_HEADER_VALUE = 4_000
 #: Most characters of header names and values kept in a row; later headers are left out.
@@ -86,17 +76,6 @@ class Failure:
     attempts: int | None = None
     origin: str | None = None
     replay_of: int | None = None
-
-
-def plain_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The headers that are plain text or numbers (what a JSON task argument can carry)."""
-    plain: dict[str, Any] = {}
-    for key, value in (headers or {}).items():
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str | int | float | bool):
-            plain[str(key)] = value
-    return plain
 
 
 def text_headers(headers: Mapping[str, Any] | None) -> tuple[dict[str, str], bool]:
@@ -295,33 +274,18 @@ def _publish(
     properties: Mapping[str, Any] | None,
     at: datetime,
 ) -> None:
-    extra: dict[str, Any] = {
-        HEADER_REASON: failure.reason,
-        HEADER_ERROR: failure.error[:MAX_ERROR],
-        HEADER_TIME: format_time(at),
-    }
-    if failure.origin is not None:
-        extra[HEADER_ORIGIN] = failure.origin
-    if failure.receiver is not None:
-        extra[HEADER_RECEIVER] = failure.receiver
-    if failure.traceback is not None:
-        extra[HEADER_TRACEBACK] = failure.traceback[-MAX_TRACEBACK:]
-    if failure.attempts is not None:
-        extra[HEADER_ATTEMPTS] = str(failure.attempts)  # every header events_celery adds is text
-    message = OutgoingMessage(
-        body=body,
-        # What an earlier dead-lettering said (a replayed event that failed again) is dropped:
-        # only this failure's reason, receiver, error and traceback describe it now.
-        headers={
-            **{k: v for k, v in plain_headers(headers).items() if not k.startswith(OUR_PREFIX)},
-            **extra,
-        },
-        properties={
-            **{k: v for k, v in (properties or {}).items() if k in KEPT_PROPERTIES},
-            "content_type": content_type or "application/octet-stream",
-            "content_encoding": "binary",
-            "delivery_mode": 2,
-        },
+    message = dead_letter_message(
+        body,
+        headers,
+        reason=failure.reason,
+        content_type=content_type,
+        time=at,
+        origin=failure.origin,
+        receiver=failure.receiver,
+        error=failure.error,
+        traceback=failure.traceback,
+        attempts=failure.attempts,
+        properties=properties,
     )
     store = topology.dead_letter_queue(service, settings.queue_type)
     publisher(settings).publish(

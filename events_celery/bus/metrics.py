@@ -24,7 +24,7 @@ from events_celery.conf import BusSettings, bus_settings
 
 if TYPE_CHECKING:
     from events_celery.bus.confirms import Outcome, Outgoing
-    from events_celery.bus.dispatch import ReceivedEvent
+    from events_celery.wire import ReceivedEvent
 
 try:
     import prometheus_client

@@ -26,10 +26,10 @@ from django.db import connections, transaction
 from django.db.models import F, Subquery
 from django.utils import timezone
 
-from events_celery.bus.dispatch import OutgoingMessage, message_properties
 from events_celery.conf import BusSettings
-from events_celery.metadata import HEADER_SOURCE, EventMetadata
+from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
+from events_celery.wire import HEADER_SOURCE, OutgoingMessage, message_properties
 
 #: Rows a relay leaves alone once the broker has refused them this many times (see
 #: :func:`claim`); ``manage.py relay_events --retry-refused`` offers them again.

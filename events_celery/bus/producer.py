@@ -28,15 +28,15 @@ from django.db import connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
 from kombu import Connection, Producer
 
-from events_celery.bus import outbox, topology
+from events_celery.bus import outbox, topology, tracing
 from events_celery.bus.confirms import BrokerBlockedError, ConfirmingPublisher, Outgoing
 from events_celery.bus.connection import Deadline, broker_url, bus_connection, connect, drop
-from events_celery.bus.dispatch import OutgoingMessage, encode_event, key_getter
 from events_celery.bus.relay import background_publisher, backoff
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PayloadValidationError, PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
+from events_celery.wire import OutgoingMessage, encode_event, key_getter
 
 __all__ = [
     "Publisher",
@@ -202,8 +202,18 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
         return
     body = signal.serializer.encode(payload)
     check_size(settings, signal.event_type, body)
+    trace_context = tracing.context()
     messages = [
-        (topic, encode_event(signal, metadata, body, partition_key=get(payload) if get else None))
+        (
+            topic,
+            encode_event(
+                signal,
+                metadata,
+                body,
+                partition_key=get(payload) if get else None,
+                trace_context=trace_context,
+            ),
+        )
         for topic, get in routes
     ]
     publish_messages(settings, metadata, messages)

@@ -27,13 +27,14 @@ import attrs
 from celery import Celery
 from django.db.models import F, Q, QuerySet
 
-from events_celery.bus.dead_letters import MAX_ERROR, OUR_PREFIX, Reason
-from events_celery.bus.dispatch import PoisonMessageError, decode_event
+from events_celery import schema_store
+from events_celery.bus.dead_letters import Reason
 from events_celery.bus.tasks import DELIVER_EVENTS, RUN_RECEIVER, envelope, send_task
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import MetadataError, PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
+from events_celery.wire import DEAD_LETTER_PREFIX, MAX_ERROR, PoisonMessageError, decode_event
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ Status = DeadLetter.Status
 STALE_REPLAY = timedelta(minutes=15)
 
 #: Headers a replay does not send again: why and how it was dead-lettered.
-_NOT_REPLAYED = (OUR_PREFIX, "x-death", "x-first-death-", "x-last-death-")
+_NOT_REPLAYED = (DEAD_LETTER_PREFIX, "x-death", "x-first-death-", "x-last-death-")
 
 
 @attrs.frozen
@@ -155,6 +156,7 @@ def decode_dead_letter(dead_letter: DeadLetter) -> DecodedDeadLetter:
             bytes(dead_letter.body),
             content_type=dead_letter.content_type or None,
             max_size=max(len(dead_letter.body), 1),
+            writer_schemas=schema_store.find_schema,
         )
     except PoisonMessageError as exc:
         return DecodedDeadLetter(metadata, None, exc.reason)
@@ -221,6 +223,7 @@ def _replay_one(
                 body,
                 content_type=row.content_type or None,
                 max_size=settings.max_message_size,
+                writer_schemas=schema_store.find_schema,
                 routing_key=routing_key or None,
                 subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
             )

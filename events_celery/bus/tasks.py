@@ -25,21 +25,23 @@ from celery import Celery, shared_task
 from celery.exceptions import Reject
 from kombu import Producer
 
+from events_celery import schema_store
 from events_celery.bus import metrics, topology, tracing
 from events_celery.bus.dead_letters import Failure, Reason, dead_letter, mark_replayed
-from events_celery.bus.dispatch import (
+from events_celery.bus.producer import publisher
+from events_celery.conf import BusSettings, RetryPolicy, bus_settings
+from events_celery.exceptions import PublishError
+from events_celery.receivers import attempt as attempt_number
+from events_celery.receivers import options_for
+from events_celery.signals import Receiver
+from events_celery.wire import (
+    AVRO_CONTENT_TYPE,
+    HEADER_ID,
     PoisonMessageError,
     ReceivedEvent,
     decode_event,
     event_properties,
 )
-from events_celery.bus.producer import publisher
-from events_celery.conf import BusSettings, RetryPolicy, bus_settings
-from events_celery.exceptions import PublishError
-from events_celery.metadata import AVRO_CONTENT_TYPE
-from events_celery.receivers import attempt as attempt_number
-from events_celery.receivers import options_for
-from events_celery.signals import Receiver
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
             body,
             content_type=AVRO_CONTENT_TYPE,
             max_size=settings.max_message_size,
+            writer_schemas=schema_store.find_schema,
             routing_key=origin.rpartition("/")[2] if "/" in origin else None,
             subscribed=settings.subscribes_to,
         )
@@ -162,7 +165,7 @@ def _decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
             settings,
             body,
             item["headers"],
-            str(item["headers"].get("ce_id")),
+            str(item["headers"].get(HEADER_ID)),
             Failure(
                 Reason.POISON,
                 exc.reason,
@@ -326,7 +329,7 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
             "their receivers, or the task was requeued); each now runs in its own task: %s",
             len(items),
             returns + 1,
-            ", ".join(str(item["headers"].get("ce_id")) for item in items),
+            ", ".join(str(item["headers"].get(HEADER_ID)) for item in items),
         )
         return 0
     delivered = 0

@@ -11,12 +11,14 @@ nothing is added and nothing is traced.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from events_celery.wire import HEADER_TRACEPARENT, HEADER_TRACESTATE
+
 if TYPE_CHECKING:
-    from events_celery.bus.dispatch import ReceivedEvent
+    from events_celery.wire import ReceivedEvent
 
 try:
     from opentelemetry import trace
@@ -24,19 +26,16 @@ try:
 except ImportError:  # the "otel" extra is not installed: nothing is traced
     trace = None  # type: ignore[assignment]
 
-#: The headers of the W3C trace context (https://www.w3.org/TR/trace-context/).
-HEADER_TRACEPARENT = "traceparent"
-HEADER_TRACESTATE = "tracestate"
-
 _propagator: Any = TraceContextTextMapPropagator() if trace is not None else None
 _tracer: Any = None
 
 
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Add the current span's ``traceparent`` (and ``tracestate``) to ``headers``, if any."""
-    if _propagator is None or not trace.get_current_span().get_span_context().is_valid:
-        return
-    _propagator.inject(headers)
+def context() -> dict[str, str]:
+    """The current span's ``traceparent`` (and ``tracestate``) headers; none outside a span."""
+    headers: dict[str, str] = {}
+    if _propagator is not None and trace.get_current_span().get_span_context().is_valid:
+        _propagator.inject(headers)
+    return headers
 
 
 @contextmanager

@@ -8,13 +8,15 @@ from urllib.parse import unquote
 
 from kombu.utils.url import url_to_parts
 
-from events_celery.bus.dispatch import HEADER_FINGERPRINT, HEADER_PARTITION_KEY
 from events_celery.catalog.model import CatalogEntry, ServiceRouting
-from events_celery.metadata import (
+from events_celery.metadata import SPEC_VERSION
+from events_celery.wire import (
     AVRO_CONTENT_TYPE,
     HEADER_DATA_CONTENT_TYPE,
+    HEADER_FINGERPRINT,
     HEADER_ID,
     HEADER_MINOR_VERSION,
+    HEADER_PARTITION_KEY,
     HEADER_SOURCE,
     HEADER_SOURCE_HOST,
     HEADER_SOURCE_LIB,
@@ -22,7 +24,6 @@ from events_celery.metadata import (
     HEADER_TIME,
     HEADER_TYPE,
     REQUIRED_HEADERS,
-    SPEC_VERSION,
 )
 
 ASYNCAPI_VERSION = "3.0.0"

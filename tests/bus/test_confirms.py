@@ -12,7 +12,7 @@ from kombu import Connection
 
 from events_celery.bus import topology
 from events_celery.bus.confirms import ConfirmingPublisher, Outgoing
-from events_celery.bus.dispatch import OutgoingMessage
+from events_celery.wire import OutgoingMessage
 
 
 @pytest.fixture

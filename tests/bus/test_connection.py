@@ -14,8 +14,8 @@ from kombu.exceptions import OperationalError
 from events_celery.bus import topology
 from events_celery.bus.confirms import ConfirmingPublisher, Outgoing
 from events_celery.bus.connection import broker_url, connect, drop
-from events_celery.bus.dispatch import OutgoingMessage
 from events_celery.conf import bus_settings
+from events_celery.wire import OutgoingMessage
 
 
 def closed_port() -> int:

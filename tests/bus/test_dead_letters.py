@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,66 +14,36 @@ from kombu import Connection
 
 from events_celery.bus import topology
 from events_celery.bus.dead_letters import (
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    Failure,
+    Reason,
+    dead_letter,
+    text_headers,
+)
+from events_celery.conf import bus_settings
+from events_celery.exceptions import ConfigurationError, PublishError
+from events_celery.metadata import EventMetadata
+from events_celery.models import DeadLetter
+from events_celery.wire import (
     HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     HEADER_ERROR,
     HEADER_ORIGIN,
     HEADER_REASON,
     HEADER_RECEIVER,
-    HEADER_TIME,
     HEADER_TRACEBACK,
     KEPT_PROPERTIES,
     MAX_ERROR,
-    MAX_HEADER_VALUE,
-    MAX_HEADERS,
     MAX_TRACEBACK,
-    Failure,
-    Reason,
-    dead_letter,
-    plain_headers,
-    text_headers,
+    encode_event,
+    parse_time,
 )
-from events_celery.bus.dispatch import encode_event
-from events_celery.conf import bus_settings
-from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.metadata import EventMetadata, parse_time
-from events_celery.models import DeadLetter
 from tests.bus.conftest import DeadLetterStore
 from tests.testapp.events import PING
 
 AVRO = "application/avro"
 DB = pytest.mark.django_db(transaction=True)
-
-
-def test_plain_headers_keep_text_and_numbers_and_decode_bytes() -> None:
-    headers = {"text": "a", "count": 3, "ratio": 0.5, "flag": True, "raw": b"caf\xc3\xa9"}
-    assert plain_headers(headers) == {
-        "text": "a",
-        "count": 3,
-        "ratio": 0.5,
-        "flag": True,
-        "raw": "café",
-    }
-
-
-def test_plain_headers_replace_bytes_that_are_not_utf8() -> None:
-    assert plain_headers({"raw": b"\xff ok"}) == {"raw": "\ufffd ok"}
-
-
-def test_plain_headers_drop_what_is_not_text_or_a_number() -> None:
-    headers = {
-        "x-death": [{"queue": "shop.orders", "count": 1}],
-        "table": {"a": 1},
-        "none": None,
-        "at": datetime(2024, 5, 1, tzinfo=UTC),
-        "amount": Decimal("1.50"),
-        "kept": "yes",
-    }
-    assert plain_headers(headers) == {"kept": "yes"}
-
-
-def test_no_headers_are_no_plain_headers() -> None:
-    assert plain_headers(None) == {}
-    assert plain_headers({}) == {}
 
 
 HEADER_VALUES = st.one_of(
@@ -87,13 +56,6 @@ HEADER_VALUES = st.one_of(
     st.lists(st.integers(), max_size=3),
     st.datetimes(timezones=st.just(UTC)),
 )
-
-
-@given(headers=st.dictionaries(st.text(max_size=10), HEADER_VALUES, max_size=8))
-def test_plain_headers_are_the_text_and_numbers_and_survive_json(headers: dict[str, Any]) -> None:
-    plain = plain_headers(headers)
-    assert set(plain) == {k for k, v in headers.items() if isinstance(v, str | bytes | int | float)}
-    assert json.loads(json.dumps(plain)) == plain
 
 
 def test_text_headers_are_text_and_json_for_the_rest() -> None:
@@ -328,7 +290,7 @@ def test_when_the_table_is_missing_the_dead_letter_goes_to_the_broker_queue(
     [message] = memory_store.take()
     assert message.body == event.body
     assert message.content_type == AVRO
-    assert {k: v for k, v in message.headers.items() if k != HEADER_TIME} == {
+    assert {k: v for k, v in message.headers.items() if k != HEADER_DEAD_LETTERED_AT} == {
         **event.headers,
         HEADER_REASON: "receiver-failed",
         HEADER_ERROR: "receiver failed after 3 attempt(s): ValueError: no such customer",
@@ -337,7 +299,7 @@ def test_when_the_table_is_missing_the_dead_letter_goes_to_the_broker_queue(
         HEADER_TRACEBACK: "Traceback (most recent call last):\nValueError: no such customer\n",
         HEADER_ATTEMPTS: "3",  # every header events_celery adds is text
     }
-    assert before <= parse_time(message.headers[HEADER_TIME]) <= datetime.now(UTC)
+    assert before <= parse_time(message.headers[HEADER_DEAD_LETTERED_AT]) <= datetime.now(UTC)
 
 
 def test_in_the_broker_queue_a_dead_letter_again_replaces_the_reasons_of_the_first_time(
@@ -440,7 +402,7 @@ def test_on_rabbitmq_the_fallback_dead_letter_is_a_persistent_copy_of_the_event_
 
     [message] = rabbitmq_store.take()
     assert PING.serializer.decode(message.body) == {"n": 5}
-    assert {k: v for k, v in message.headers.items() if k != HEADER_TIME} == {
+    assert {k: v for k, v in message.headers.items() if k != HEADER_DEAD_LETTERED_AT} == {
         **headers,
         HEADER_REASON: "receiver-failed",
         HEADER_ORIGIN: "pings/org.example.test.ping.v1",
@@ -449,7 +411,7 @@ def test_on_rabbitmq_the_fallback_dead_letter_is_a_persistent_copy_of_the_event_
         HEADER_TRACEBACK: "Traceback (most recent call last):\nValueError: boom\n",
         HEADER_ATTEMPTS: "2",
     }
-    parse_time(message.headers[HEADER_TIME])
+    parse_time(message.headers[HEADER_DEAD_LETTERED_AT])
     assert {k: message.properties[k] for k in KEPT_PROPERTIES} == {
         k: properties[k] for k in KEPT_PROPERTIES
     }

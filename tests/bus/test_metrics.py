@@ -195,7 +195,7 @@ def test_without_the_optional_packages_the_bus_imports_and_encodes() -> None:
         "sys.modules['opentelemetry'] = None\n"
         "import django; django.setup()\n"
         "from events_celery.bus import metrics, tracing, tasks, consumer\n"
-        "from events_celery.bus.dispatch import encode_event\n"
+        "from events_celery.wire import encode_event\n"
         "from events_celery.metadata import EventMetadata\n"
         "from tests.testapp.events import PING\n"
         "assert not metrics.enabled()\n"

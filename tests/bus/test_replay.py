@@ -24,7 +24,6 @@ from kombu import Connection
 from events_celery.avro import fingerprint
 from events_celery.bus import topology
 from events_celery.bus.dead_letters import Failure, Reason, dead_letter
-from events_celery.bus.dispatch import HEADER_FINGERPRINT, encode_event
 from events_celery.bus.replay import (
     decode_dead_letter,
     discard_dead_letters,
@@ -34,6 +33,7 @@ from events_celery.bus.tasks import DELIVER_EVENTS, RUN_RECEIVER
 from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
+from events_celery.wire import HEADER_FINGERPRINT, encode_event
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events_celery.bus.dispatch import encode_event
 from events_celery.bus.tasks import envelope, retry_delay, run_receiver
 from events_celery.conf import RetryPolicy
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
+from events_celery.wire import encode_event
 from tests.testapp.events import PING
 
 

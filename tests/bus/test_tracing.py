@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from events_celery.bus import tracing
-from events_celery.bus.dispatch import encode_event
 from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
+from events_celery.wire import encode_event
 from tests.testapp.events import PING
 
 TOPIC = "traced"
@@ -94,8 +94,8 @@ def test_a_message_sent_in_a_span_carries_its_traceparent() -> None:
     metadata = EventMetadata.create(PING.event_type, source="tests")
 
     with tracer.start_as_current_span("checkout") as span:
-        message = encode_event(PING, metadata, b"\x02")
-    outside = encode_event(PING, metadata, b"\x02")
+        message = encode_event(PING, metadata, b"\x02", trace_context=tracing.context())
+    outside = encode_event(PING, metadata, b"\x02", trace_context=tracing.context())
 
     context = span.get_span_context()
     version, trace_id, span_id, flags = message.headers["traceparent"].split("-")
@@ -211,6 +211,6 @@ def test_without_opentelemetry_no_header_is_added(monkeypatch: pytest.MonkeyPatc
     metadata = EventMetadata.create(PING.event_type, source="tests")
 
     with trace.get_tracer("tests").start_as_current_span("checkout"):
-        message = encode_event(PING, metadata, b"\x02")
+        message = encode_event(PING, metadata, b"\x02", trace_context=tracing.context())
 
     assert "traceparent" not in message.headers

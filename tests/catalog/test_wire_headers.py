@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from events_celery.bus.dispatch import WIRE_HEADERS
 from events_celery.catalog.asyncapi import HEADER_DESCRIPTIONS
+from events_celery.wire import WIRE_HEADERS
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "wire-format.rst"
 

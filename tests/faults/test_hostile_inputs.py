@@ -14,8 +14,8 @@ from typing import Any
 import amqp
 import pytest
 
-from events_celery.bus.dispatch import OutgoingMessage, encode_event
 from events_celery.metadata import EventMetadata
+from events_celery.wire import OutgoingMessage, encode_event
 from tests.faults.report import report
 from tests.integration.conftest import Bus, wait_for
 from tests.testapp.events import ORDER_PLACED, PING

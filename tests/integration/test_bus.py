@@ -13,9 +13,9 @@ import pytest
 from django.db import transaction
 
 from events_celery.bus.dead_letters import MAX_HEADER_VALUE
-from events_celery.bus.dispatch import encode_event
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
+from events_celery.wire import encode_event
 from tests.integration.conftest import Bus, wait_for
 from tests.testapp.events import (
     CRASHING,

@@ -14,8 +14,9 @@ import pika
 import pytest
 from django.core.management import call_command
 
-from events_celery.bus.dispatch import decode_event, encode_event
+from events_celery import schema_store
 from events_celery.metadata import EventMetadata
+from events_celery.wire import decode_event, encode_event
 from tests.interop import plain_pika_client as client
 from tests.testapp.events import ORDER_PLACED, CustomerData, Mode, OrderData
 
@@ -119,6 +120,7 @@ def test_events_celery_decodes_a_message_the_client_encoded():
         body,
         content_type=properties.content_type,
         max_size=1 << 20,
+        writer_schemas=schema_store.find_schema,
         routing_key=key,
     )
     assert received.signal is ORDER_PLACED

@@ -13,19 +13,12 @@ from django.core.management import CommandError, call_command
 from kombu import Connection
 
 from events_celery.bus import topology
-from events_celery.bus.dead_letters import (
-    HEADER_REASON,
-    HEADER_RECEIVER,
-    HEADER_TIME,
-    Failure,
-    Reason,
-    dead_letter,
-)
-from events_celery.bus.dispatch import encode_event
+from events_celery.bus.dead_letters import Failure, Reason, dead_letter
 from events_celery.bus.tasks import envelope
 from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
+from events_celery.wire import HEADER_DEAD_LETTERED_AT, HEADER_REASON, HEADER_RECEIVER, encode_event
 from tests.bus.conftest import DeadLetterStore
 from tests.testapp.events import PING
 
@@ -199,7 +192,7 @@ def test_import_moves_the_broker_queue_into_the_table_once(
     assert row.error == "receiver-failed for n=7"
     assert row.origin == ORIGIN
     assert row.headers["ce_type"] == PING.event_type
-    assert HEADER_TIME not in row.headers
+    assert HEADER_DEAD_LETTERED_AT not in row.headers
     assert PING.serializer.decode(bytes(row.body)) == {"n": 7}
     assert store.peek() == []
 

@@ -35,14 +35,7 @@ from openedx_events.tooling import prepare_for_new_work_cycle
 from events_celery.bus import metrics, topology
 from events_celery.bus.connection import bus_connection
 from events_celery.bus.consumer import raw_body
-from events_celery.bus.dead_letters import (
-    KEPT_PROPERTIES,
-    Failure,
-    Reason,
-    dead_letter,
-    plain_headers,
-)
-from events_celery.bus.dispatch import OutgoingMessage, PoisonMessageError
+from events_celery.bus.dead_letters import Failure, Reason, dead_letter
 from events_celery.bus.producer import publisher
 from events_celery.bus.tasks import retry_delay
 from events_celery.conf import BusSettings, Subscription, bus_settings
@@ -51,6 +44,7 @@ from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
 from events_celery.exceptions import ConfigurationError, PublishError
 from events_celery.signals import receiver_name
+from events_celery.wire import KEPT_PROPERTIES, OutgoingMessage, PoisonMessageError, plain_headers
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from tests.contrib.openedx import require_openedx_events
 
 require_openedx_events()
 
-from events_celery.bus.dispatch import HEADER_FINGERPRINT, HEADER_PARTITION_KEY  # noqa: E402
 from events_celery.contrib.openedx import wire  # noqa: E402
 from events_celery.contrib.openedx.consumer import retry_queue  # noqa: E402
 from events_celery.metadata import EventMetadata  # noqa: E402
+from events_celery.wire import HEADER_FINGERPRINT, HEADER_PARTITION_KEY  # noqa: E402
 from tests.contrib.openedx.enrollments import COURSE_ENROLLMENT_CREATED, TOPIC  # noqa: E402
 from tests.integration.conftest import ROOT, Bus, open_bus, wait_for  # noqa: E402
 

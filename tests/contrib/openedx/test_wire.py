@@ -16,13 +16,13 @@ from openedx_events.event_bus.avro.serializer import serialize_event_data_to_byt
 from openedx_events.learning.signals import COURSE_UNENROLLMENT_COMPLETED  # noqa: E402
 
 from events_celery.avro.schema import fingerprint  # noqa: E402
-from events_celery.bus.dispatch import (  # noqa: E402
+from events_celery.contrib.openedx import wire  # noqa: E402
+from events_celery.metadata import EventMetadata  # noqa: E402
+from events_celery.wire import (  # noqa: E402
     HEADER_FINGERPRINT,
     HEADER_PARTITION_KEY,
     PoisonMessageError,
 )
-from events_celery.contrib.openedx import wire  # noqa: E402
-from events_celery.metadata import EventMetadata  # noqa: E402
 from tests.contrib.openedx.enrollments import (  # noqa: E402
     COURSE_ENROLLMENT_CREATED,
     KEY_FIELD,

@@ -1,0 +1,531 @@
+"""The wire format, transport-free: an event ⇄ ``(headers, properties, body)``.
+
+Every name a message carries is here: the headers of an event (design section 4), its AMQP
+properties, and the headers a dead letter adds. Nothing here knows kombu, Celery or Django's
+settings and apps; where decoding needs the stored writer schemas, the caller passes the
+lookup in. Any AMQP client that writes these headers and this Avro body can publish events
+that a worker understands, and read the events it publishes.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from events_celery.event_registry import EventRegistry, registry
+from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
+from events_celery.metadata import EventMetadata
+
+if TYPE_CHECKING:
+    from events_celery.signals import EventSignal
+
+AVRO_CONTENT_TYPE = "application/avro"
+
+# Header names of an event (design section 4). ``ce_*`` are CloudEvents attributes.
+HEADER_SPEC_VERSION = "ce_specversion"
+HEADER_ID = "ce_id"
+HEADER_TYPE = "ce_type"
+HEADER_SOURCE = "ce_source"
+HEADER_TIME = "ce_time"
+HEADER_MINOR_VERSION = "ce_minorversion"
+HEADER_DATA_CONTENT_TYPE = "ce_datacontenttype"
+HEADER_SOURCE_HOST = "sourcehost"
+HEADER_SOURCE_LIB = "sourcelib"
+#: Header carrying the writer schema's fingerprint (CRC-64-AVRO, 16 hex digits).
+HEADER_FINGERPRINT = "schemafingerprint"
+#: Header carrying the value at the topic's ``event_key_field`` (CloudEvents partitioning).
+HEADER_PARTITION_KEY = "ce_partitionkey"
+#: Headers of the sender's W3C trace context (https://www.w3.org/TR/trace-context/), present
+#: when it sent the event inside a traced span.
+HEADER_TRACEPARENT = "traceparent"
+HEADER_TRACESTATE = "tracestate"
+
+#: The headers :func:`metadata_from_headers` needs, in the order problems are named.
+REQUIRED_HEADERS = (
+    HEADER_SPEC_VERSION,
+    HEADER_ID,
+    HEADER_TYPE,
+    HEADER_SOURCE,
+    HEADER_TIME,
+    HEADER_MINOR_VERSION,
+    HEADER_SOURCE_HOST,
+    HEADER_SOURCE_LIB,
+)
+
+#: Every header of the wire format (design section 4).
+WIRE_HEADERS = frozenset(
+    {*REQUIRED_HEADERS, HEADER_DATA_CONTENT_TYPE, HEADER_FINGERPRINT, HEADER_PARTITION_KEY}
+)
+
+#: Every header a dead letter adds starts with this.
+DEAD_LETTER_PREFIX = "x-events-celery-"
+HEADER_REASON = "x-events-celery-reason"
+HEADER_RECEIVER = "x-events-celery-receiver"
+HEADER_ERROR = "x-events-celery-error"
+HEADER_TRACEBACK = "x-events-celery-traceback"
+HEADER_ATTEMPTS = "x-events-celery-attempts"
+HEADER_ORIGIN = "x-events-celery-origin"
+HEADER_DEAD_LETTERED_AT = "x-events-celery-dead-lettered-at"
+
+#: AMQP properties of the original message that a dead letter keeps.
+KEPT_PROPERTIES = frozenset({"message_id", "type", "timestamp", "app_id", "correlation_id"})
+
+#: Longest traceback kept in a dead letter's headers (the tail is kept: it names the error).
+MAX_TRACEBACK = 16_000
+#: Longest error message kept (its start is kept).
+MAX_ERROR = 2_000
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 text of a UTC datetime, with microseconds and a ``Z`` suffix."""
+    # isoformat pads the year to four digits, where strftime("%Y") does not before year 1000.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    Raises:
+        ValueError: the text is not an RFC 3339 timestamp with a UTC offset.
+    """
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None
+
+
+# --- headers ⇄ metadata -----------------------------------------------------------------------
+
+
+def metadata_headers(metadata: EventMetadata) -> dict[str, str]:
+    """The message headers that carry ``metadata`` (all values are strings)."""
+    return {
+        HEADER_SPEC_VERSION: metadata.spec_version,
+        HEADER_ID: str(metadata.id),
+        HEADER_TYPE: metadata.event_type,
+        HEADER_SOURCE: metadata.source,
+        HEADER_TIME: format_time(metadata.time),
+        HEADER_MINOR_VERSION: str(metadata.minor_version),
+        HEADER_DATA_CONTENT_TYPE: AVRO_CONTENT_TYPE,
+        HEADER_SOURCE_HOST: metadata.source_host,
+        HEADER_SOURCE_LIB: metadata.source_lib,
+    }
+
+
+def metadata_from_headers(headers: Mapping[str, Any]) -> EventMetadata:
+    """Rebuild metadata from message headers.
+
+    Raises:
+        MetadataError: headers are missing or malformed; the message names every one of
+            them, each with what is wrong.
+    """
+    problems: list[str] = []
+    text: dict[str, str] = {}
+    for name in REQUIRED_HEADERS:
+        value = headers.get(name)
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(f"{name!r} is not UTF-8 text")
+                continue
+        if value is None:
+            problems.append(f"{name!r} is missing")
+        elif not isinstance(value, str):
+            problems.append(f"{name!r} is of type {type(value).__name__}, not text")
+        elif not value:
+            problems.append(f"{name!r} is empty")
+        else:
+            text[name] = value
+    minor = text.get(HEADER_MINOR_VERSION)
+    if minor is not None and not _DIGITS.fullmatch(minor):
+        problems.append(f"{HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
+    time: datetime | None = None
+    if HEADER_TIME in text:
+        try:
+            time = parse_time(text[HEADER_TIME])
+        except ValueError as exc:
+            problems.append(f"{HEADER_TIME!r}: {exc}")
+    if HEADER_ID in text:
+        try:
+            uuid.UUID(text[HEADER_ID])
+        except ValueError:
+            problems.append(f"{HEADER_ID!r} is {text[HEADER_ID]!r}, not a UUID")
+    if problems:
+        raise MetadataError("message headers: " + "; ".join(problems))
+    assert minor is not None
+    assert time is not None
+    return EventMetadata(
+        id=text[HEADER_ID],
+        event_type=text[HEADER_TYPE],
+        minor_version=int(minor),
+        source=text[HEADER_SOURCE],
+        source_host=text[HEADER_SOURCE_HOST],
+        time=time,
+        spec_version=text[HEADER_SPEC_VERSION],
+        source_lib=text[HEADER_SOURCE_LIB],
+    )
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OutgoingMessage:
+    """One event, ready for any AMQP client to publish."""
+
+    body: bytes
+    headers: dict[str, str]
+    properties: dict[str, Any]
+
+
+def encode_event(
+    signal: EventSignal,
+    metadata: EventMetadata,
+    body: bytes,
+    *,
+    partition_key: str | None = None,
+    trace_context: Mapping[str, str] | None = None,
+) -> OutgoingMessage:
+    """Wrap an encoded payload in the headers and properties of design section 4.
+
+    Args:
+        signal: the event's definition (its schema's fingerprint travels along).
+        metadata: the event's metadata.
+        body: the Avro payload.
+        partition_key: the value at the topic's ``event_key_field``, if it has one.
+        trace_context: the sender's trace context headers (``traceparent``, ``tracestate``).
+    """
+    return wire_message(
+        metadata,
+        body,
+        fingerprint=signal.serializer.fingerprint,
+        partition_key=partition_key,
+        trace_context=trace_context,
+    )
+
+
+def wire_message(
+    metadata: EventMetadata,
+    body: bytes,
+    *,
+    fingerprint: str,
+    partition_key: str | None = None,
+    trace_context: Mapping[str, str] | None = None,
+) -> OutgoingMessage:
+    """The message of an Avro body written with the schema whose fingerprint is given.
+
+    :func:`encode_event` calls it for an :class:`EventSignal`; an event defined elsewhere (an
+    Open edX signal, say) travels in the same headers and properties with its own schema.
+    Of ``trace_context``, only :data:`HEADER_TRACEPARENT` and :data:`HEADER_TRACESTATE` are
+    written.
+    """
+    headers = metadata_headers(metadata)
+    headers[HEADER_FINGERPRINT] = fingerprint
+    for name in (HEADER_TRACEPARENT, HEADER_TRACESTATE):
+        if trace_context and name in trace_context:
+            headers[name] = trace_context[name]
+    if partition_key is not None:
+        headers[HEADER_PARTITION_KEY] = partition_key
+    return OutgoingMessage(body=body, headers=headers, properties=event_properties(metadata))
+
+
+def event_properties(metadata: EventMetadata) -> dict[str, Any]:
+    """The AMQP properties of an event message."""
+    return message_properties(str(metadata.id), metadata.event_type, metadata.time, metadata.source)
+
+
+def message_properties(
+    event_id: str, event_type: str, time: datetime, source: str
+) -> dict[str, Any]:
+    """The AMQP properties of an event message, from the metadata fields they carry."""
+    return {
+        "content_type": AVRO_CONTENT_TYPE,
+        "content_encoding": "binary",
+        "delivery_mode": 2,
+        "message_id": event_id,
+        "type": event_type,
+        "timestamp": int(time.timestamp()),
+        "app_id": source,
+    }
+
+
+def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], str]:
+    """Compile ``event_key_field`` (``"order.customer.id"``) into a payload → str function.
+
+    Raises:
+        AttributeError: the path names no field of the payload (``manage.py check`` reports it).
+    """
+    first, _, rest = path.partition(".")
+    if first not in signal.data:
+        raise AttributeError(
+            f"{signal.event_type} has no payload argument {first!r} "
+            f"(payload arguments: {', '.join(sorted(signal.data))})"
+        )
+    current: Any = signal.data[first]
+    for part in rest.split(".") if rest else ():
+        fields = attrs.fields_dict(current) if attrs.has(current) else {}
+        if part not in fields:
+            known = (
+                ", ".join(fields)
+                or f"none: {getattr(current, '__name__', current)} is no attrs class"
+            )
+            raise AttributeError(
+                f"{signal.event_type}: {path!r} has no field {part!r} (fields there: {known})"
+            )
+        current = fields[part].type
+    if attrs.has(current):
+        raise AttributeError(
+            f"{signal.event_type}: {path!r} names a whole record "
+            f"({getattr(current, '__name__', current)}); name one of its fields, e.g. "
+            f"'{path}.{next(iter(attrs.fields_dict(current)))}'"
+        )
+    attr = operator.attrgetter(rest) if rest else None
+
+    def get(payload: Mapping[str, Any]) -> str:
+        value = payload[first]
+        if attr is not None:
+            value = attr(value)
+        # An enum travels as its symbol (member name), so the key does too.
+        return value.name if isinstance(value, Enum) else str(value)
+
+    return get
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+#: Finds a writer schema by its fingerprint among an event's stored schemas (``None``: unknown).
+WriterSchemas = Callable[["EventSignal", str], "dict[str, Any] | None"]
+
+
+@attrs.frozen
+class ReceivedEvent:
+    """An event decoded from a message."""
+
+    signal: EventSignal
+    metadata: EventMetadata
+    payload: dict[str, Any]
+
+
+class PoisonMessageError(DecodeError):
+    """A message that can never become an event; it is dead-lettered with :attr:`reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def decode_event(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    writer_schemas: WriterSchemas,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
+    event_registry: EventRegistry = registry,
+) -> ReceivedEvent:
+    """Turn a received message into an event.
+
+    The payload is read with the local definition's schema; a message written with another
+    schema is resolved against it when ``writer_schemas`` knows that schema.
+
+    Args:
+        headers: the message headers.
+        body: the Avro body.
+        content_type: the message's content type.
+        max_size: the largest body accepted.
+        writer_schemas: finds a stored schema of the event by fingerprint (in a service,
+            :func:`events_celery.schema_store.find_schema`: the golden schemas).
+        routing_key: the routing key it arrived with; its ``ce_type`` must be the same (the
+            broker routed it by the key, so a header that says otherwise is not trusted).
+        subscribed: whether the receiving service consumes an event type; one it does not
+            is refused, whatever the headers claim.
+        event_registry: where event types are looked up.
+
+    Raises:
+        PoisonMessageError: the message is not a decodable event (the reason says why).
+    """
+    metadata = read_metadata(
+        headers,
+        body,
+        content_type=content_type,
+        max_size=max_size,
+        routing_key=routing_key,
+        subscribed=subscribed,
+    )
+    try:
+        signal = event_registry.get(metadata.event_type)
+    except EventNotFoundError as exc:
+        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    fingerprint = read_fingerprint(headers)
+    writer_schema = None
+    if fingerprint != signal.serializer.fingerprint:
+        writer_schema = writer_schemas(signal, fingerprint)
+        if writer_schema is None:
+            raise PoisonMessageError(
+                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
+                "replay it after upgrading this service to a version that knows the schema "
+                "(manage.py event_dead_letters replay)"
+            )
+    try:
+        payload = signal.serializer.decode(body, writer_schema)
+    except DecodeError as exc:
+        raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
+    return ReceivedEvent(signal, metadata, payload)
+
+
+def read_metadata(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
+) -> EventMetadata:
+    """Check a received message's envelope and read its metadata, whoever defines the event.
+
+    The checks of :func:`decode_event` before the payload: content type, size, headers,
+    routing key and subscription.
+
+    Raises:
+        PoisonMessageError: the message is not an event of this wire format.
+    """
+    if content_type != AVRO_CONTENT_TYPE:
+        raise PoisonMessageError(
+            f"content type is {content_type!r}; only {AVRO_CONTENT_TYPE!r} is accepted"
+        )
+    if len(body) > max_size:
+        raise PoisonMessageError(
+            f"body is {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE ({max_size})"
+        )
+    declared = headers.get(HEADER_DATA_CONTENT_TYPE)
+    if declared is not None and _text(declared) != AVRO_CONTENT_TYPE:
+        raise PoisonMessageError(f"header {HEADER_DATA_CONTENT_TYPE!r} is {declared!r}")
+    try:
+        metadata = metadata_from_headers(headers)
+    except MetadataError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    if routing_key is not None and metadata.event_type != routing_key:
+        raise PoisonMessageError(
+            f"header {HEADER_TYPE!r} is {metadata.event_type!r} but the message was routed with "
+            f"{routing_key!r}; the routing key decides what an event is"
+        )
+    if subscribed is not None and not subscribed(metadata.event_type):
+        raise PoisonMessageError(
+            f"{metadata.event_type!r} is not an event type this service subscribes to "
+            "(EVENT_BUS_CONSUMER_CONFIG)"
+        )
+    return metadata
+
+
+def read_fingerprint(headers: Mapping[str, Any]) -> str:
+    """The writer schema's fingerprint a message names.
+
+    Raises:
+        PoisonMessageError: the header is missing.
+    """
+    fingerprint = headers.get(HEADER_FINGERPRINT)
+    if fingerprint is None:
+        raise PoisonMessageError(f"message header {HEADER_FINGERPRINT!r} is missing")
+    return _text(fingerprint)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# --- dead letters -----------------------------------------------------------------------------
+
+
+def plain_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The headers that are plain text or numbers (what a JSON task argument can carry)."""
+    plain: dict[str, Any] = {}
+    for key, value in (headers or {}).items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str | int | float | bool):
+            plain[str(key)] = value
+    return plain
+
+
+def dead_letter_message(
+    body: bytes,
+    headers: Mapping[str, Any] | None,
+    *,
+    reason: str,
+    content_type: str | None,
+    time: datetime,
+    origin: str | None = None,
+    receiver: str | None = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    attempts: int | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> OutgoingMessage:
+    """A message as it is parked: its body and plain headers, and headers saying why.
+
+    Args:
+        body: the original body, unchanged.
+        headers: the original headers; only plain ones are kept (:func:`plain_headers`), and
+            none an earlier dead-lettering added.
+        reason: why it is parked.
+        content_type: the original content type (``application/octet-stream`` when unknown).
+        time: when it was dead-lettered.
+        origin: ``<exchange>/<routing key>`` it arrived by.
+        receiver: the receiver's name on the bus, for a receiver's failure.
+        error: the error, ``"<type>: <message>"`` (its first :data:`MAX_ERROR` characters).
+        traceback: the error's traceback (its last :data:`MAX_TRACEBACK` characters).
+        attempts: how many times the receiver ran.
+        properties: the original AMQP properties; the ones in :data:`KEPT_PROPERTIES` are kept.
+    """
+    extra: dict[str, Any] = {HEADER_REASON: reason, HEADER_DEAD_LETTERED_AT: format_time(time)}
+    if origin is not None:
+        extra[HEADER_ORIGIN] = origin
+    if receiver is not None:
+        extra[HEADER_RECEIVER] = receiver
+    if error is not None:
+        extra[HEADER_ERROR] = error[:MAX_ERROR]
+    if traceback is not None:
+        extra[HEADER_TRACEBACK] = traceback[-MAX_TRACEBACK:]
+    if attempts is not None:
+        extra[HEADER_ATTEMPTS] = str(attempts)  # every header events_celery adds is text
+    return OutgoingMessage(
+        body=body,
+        # What an earlier dead-lettering said (a replayed event that failed again) is dropped:
+        # only this failure's reason, receiver, error and traceback describe it now.
+        headers={
+            **{
+                k: v
+                for k, v in plain_headers(headers).items()
+                if not k.startswith(DEAD_LETTER_PREFIX)
+            },
+            **extra,
+        },
+        properties={
+            **{k: v for k, v in (properties or {}).items() if k in KEPT_PROPERTIES},
+            "content_type": content_type or "application/octet-stream",
+            "content_encoding": "binary",
+            "delivery_mode": 2,
+        },
+    )
