@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 from django.core.cache import caches
 
 from events_celery.metadata import EventMetadata
-from events_celery.signals import receiver_name
+from events_celery.signals import dotted_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +57,7 @@ def once_per_event(
     """
 
     def decorate(receiver: F) -> F:
-        name = receiver_name(receiver)
+        name = dotted_name(receiver)
 
         @functools.wraps(receiver)
         def run_once(*args: Any, metadata: EventMetadata, **kwargs: Any) -> Any:

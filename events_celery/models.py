@@ -76,7 +76,7 @@ class DeadLetter(models.Model):
     )
     event_type = models.CharField(max_length=255, blank=True, default="")
     receiver = models.CharField(
-        max_length=500, blank=True, default="", help_text="the receiver's bus name; blank: all"
+        max_length=500, blank=True, default="", help_text="the receiver's name; blank: all"
     )
     reason = models.CharField(max_length=32, choices=Reason.choices)
     error = models.TextField(blank=True, default="", help_text="what went wrong, in one text")

@@ -59,7 +59,7 @@ def receiver(
         retry: a :class:`~events_celery.conf.RetryPolicy`, or a dict with the keys of
             ``EVENT_BUS_RETRY_POLICY`` (those left out keep their defaults).
         give_up_on: exception classes that are not retried.
-        dispatch_uid: the receiver's name on the bus (see :meth:`EventSignal.connect`).
+        dispatch_uid: the receiver's name (see :meth:`~events_celery.EventSignal.receiver_name`).
 
     Raises:
         EventDefinitionError: the options are not valid (the message says which and why).

@@ -62,8 +62,12 @@ class SentEvent(list[tuple[Receiver, Any]]):
 RESERVED_KWARGS = frozenset({"signal", "sender", "metadata", "from_event_bus"})
 
 
-def receiver_name(func: Receiver) -> str:
-    """Dotted name of a receiver (``module.qualname``), stable across processes."""
+def dotted_name(func: Receiver) -> str:
+    """Dotted name of a function (``module.qualname``), stable across processes.
+
+    It is a receiver's name unless the receiver is connected with a ``dispatch_uid``
+    (:meth:`EventSignal.receiver_name`).
+    """
     module = getattr(func, "__module__", None) or type(func).__module__
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{qualname}"
@@ -148,7 +152,7 @@ class EventSignal(Signal):
         self.serializer = PayloadSerializer(event_type, self.data)
         self.defined_in = _defining_module()
         self.enabled = True
-        self._bus_names: dict[Any, str] = {}
+        self._names: dict[Any, str] = {}
         (event_registry if event_registry is not None else registry).register(self)
 
     def __repr__(self) -> str:
@@ -163,26 +167,27 @@ class EventSignal(Signal):
     ) -> None:
         """Connect a receiver; it must accept ``**kwargs`` (checked whatever ``DEBUG`` says).
 
-        Each receiver has a name on the bus: ``dispatch_uid`` when given, else its dotted name
-        (``module.qualname``). Retries of a receiver in a worker find it by that name, so two
-        receivers connected at once may not share one.
+        Each receiver has a name (:meth:`receiver_name`): ``dispatch_uid`` when given, else its
+        dotted name (``module.qualname``). Retries of a receiver in a worker find it by that
+        name, and logs and dead letters name it so, so two receivers connected at once may not
+        share one.
 
         Raises:
             EventDefinitionError: the receiver is not callable, does not accept ``**kwargs``, or
-                its bus name is taken by another connected receiver.
+                its name is taken by another connected receiver.
         """
         if not callable(receiver):
             raise EventDefinitionError(f"{self.event_type}: receiver {receiver!r} is not callable")
         if not func_accepts_kwargs(receiver):
             raise EventDefinitionError(
-                f"{self.event_type}: receiver {receiver_name(receiver)} must accept **kwargs "
+                f"{self.event_type}: receiver {dotted_name(receiver)} must accept **kwargs "
                 "(it gets signal, sender, metadata, from_event_bus and the payload)"
             )
-        name = dispatch_uid or receiver_name(receiver)
+        name = dispatch_uid or dotted_name(receiver)
         key = _receiver_key(receiver)
         live = {_receiver_key(r) for r in self.receivers_for_dispatch()}
-        self._bus_names = {k: v for k, v in self._bus_names.items() if k in live}
-        if any(other == name and other_key != key for other_key, other in self._bus_names.items()):
+        self._names = {k: v for k, v in self._names.items() if k in live}
+        if any(other == name and other_key != key for other_key, other in self._names.items()):
             raise EventDefinitionError(
                 f"{self.event_type}: another receiver is already connected as {name!r}; a worker "
                 "finds the receiver to retry by this name, so each needs its own: connect this "
@@ -190,7 +195,7 @@ class EventSignal(Signal):
             )
         super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
         if any(_receiver_key(r) == key for r in self.receivers_for_dispatch()):
-            self._bus_names[key] = name
+            self._names[key] = name
 
     def disconnect(
         self,
@@ -200,14 +205,14 @@ class EventSignal(Signal):
     ) -> bool:
         """Disconnect a receiver, by itself or by its ``dispatch_uid``."""
         if receiver is not None:
-            self._bus_names.pop(_receiver_key(receiver), None)
+            self._names.pop(_receiver_key(receiver), None)
         if dispatch_uid is not None:
-            self._bus_names = {k: v for k, v in self._bus_names.items() if v != dispatch_uid}
+            self._names = {k: v for k, v in self._names.items() if v != dispatch_uid}
         return bool(super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid))
 
-    def bus_name(self, func: Receiver) -> str:
-        """The name a worker knows ``func`` by (see :meth:`connect`)."""
-        return self._bus_names.get(_receiver_key(func)) or receiver_name(func)
+    def receiver_name(self, func: Receiver) -> str:
+        """The name of a receiver in workers, logs and dead letters (see :meth:`connect`)."""
+        return self._names.get(_receiver_key(func)) or dotted_name(func)
 
     def receivers_for_dispatch(self) -> list[Receiver]:
         """The receivers connected now: plain ones in connection order, then ``async`` ones."""
@@ -327,7 +332,7 @@ class EventSignal(Signal):
                 logger.error(
                     "%s: receiver %s raised %s (event %s)",
                     self.event_type,
-                    self.bus_name(func),
+                    self.receiver_name(func),
                     type(exc).__name__,
                     metadata.id,
                     exc_info=exc,

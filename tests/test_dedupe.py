@@ -66,15 +66,15 @@ def test_a_receiver_that_raised_runs_again_on_the_retry():
     assert len(calls) == 2
 
 
-def test_the_wrapped_receiver_keeps_its_bus_name_and_connects():
+def test_the_wrapped_receiver_keeps_its_receiver_name_and_connects():
     @once_per_event
     def handle(metadata, **kwargs):
         return None
 
     PING.connect(handle)
     try:
-        assert PING.bus_name(handle).endswith(
-            "test_the_wrapped_receiver_keeps_its_bus_name_and_connects.<locals>.handle"
+        assert PING.receiver_name(handle).endswith(
+            "test_the_wrapped_receiver_keeps_its_receiver_name_and_connects.<locals>.handle"
         )
     finally:
         PING.disconnect(handle)

@@ -21,7 +21,7 @@ from events_celery.exceptions import (
     InvalidEventTypeError,
     UnsupportedTypeError,
 )
-from events_celery.signals import RESERVED_KWARGS, receiver_name
+from events_celery.signals import RESERVED_KWARGS, dotted_name
 from events_celery.testing import isolated_registry
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
@@ -356,7 +356,7 @@ def test_receiver_error_is_returned_and_logged_with_traceback(ping, settings, ca
     assert record.exc_info[1] is error
     message = record.getMessage()
     assert PING_TYPE in message
-    assert receiver_name(broken) in message
+    assert dotted_name(broken) in message
     assert "RuntimeError" in message
     assert "424242" not in message  # payload values stay out of logs
 
@@ -400,7 +400,7 @@ def test_receiver_without_kwargs_is_rejected_at_connect(ping, settings, debug):
         ping.connect(rigid)
 
     assert "**kwargs" in str(excinfo.value)
-    assert receiver_name(rigid) in str(excinfo.value)
+    assert dotted_name(rigid) in str(excinfo.value)
     assert ping.send_event(n=1) == []
 
 
@@ -443,9 +443,9 @@ def test_async_receivers_keep_their_own_names_for_dispatch(ping):
     ping.connect(first)
     ping.connect(second)
 
-    names = [receiver_name(func) for func in ping.receivers_for_dispatch()]
+    names = [dotted_name(func) for func in ping.receivers_for_dispatch()]
 
-    assert names == [receiver_name(first), receiver_name(second)]
+    assert names == [dotted_name(first), dotted_name(second)]
 
 
 # --- enable / disable -----------------------------------------------------------------------
@@ -580,13 +580,13 @@ def test_two_receivers_with_one_dotted_name_need_distinct_dispatch_uids():
     assert "dispatch_uid" in str(raised.value)
 
 
-def test_dispatch_uid_is_the_bus_name_of_a_receiver():
+def test_dispatch_uid_is_the_name_of_a_receiver():
     calls = []
     first, second = _factory("a", calls), _factory("b", calls)
     PING.connect(first, dispatch_uid="pings.a")
     PING.connect(second, dispatch_uid="pings.b")
     try:
-        assert [PING.bus_name(r) for r in PING.receivers_for_dispatch()][-2:] == [
+        assert [PING.receiver_name(r) for r in PING.receivers_for_dispatch()][-2:] == [
             "pings.a",
             "pings.b",
         ]
@@ -597,7 +597,7 @@ def test_dispatch_uid_is_the_bus_name_of_a_receiver():
     assert calls == ["a", "b"]
 
 
-def test_a_disconnected_receiver_frees_its_bus_name():
+def test_a_disconnected_receiver_frees_its_name():
     calls = []
     first, second = _factory("a", calls), _factory("b", calls)
     PING.connect(first)

@@ -62,7 +62,7 @@ class Failure:
     Attributes:
         reason: a :class:`~events_celery.models.DeadLetter.Reason` value.
         error: what went wrong, in one text (its start is kept).
-        receiver: the receiver's bus name; ``None`` for the whole event.
+        receiver: the receiver's name; ``None`` for the whole event.
         traceback: the receiver's traceback (its end is kept).
         attempts: runs of the receiver.
         origin: ``<exchange>/<routing key>`` the message came by.

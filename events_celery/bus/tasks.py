@@ -186,7 +186,7 @@ def _run(
     attempt: int,
 ) -> bool:
     """Run one receiver; returns whether it succeeded (else it got a retry or a dead letter)."""
-    name = event.signal.bus_name(func)
+    name = event.signal.receiver_name(func)
     options = options_for(func)
     try:
         with (
@@ -393,7 +393,7 @@ def _retry_receiver(
     if event is None:
         return
     for func in event.signal.receivers_for_dispatch():
-        if event.signal.bus_name(func) == receiver:
+        if event.signal.receiver_name(func) == receiver:
             if _run(app, settings, event, item, func, attempt) and item.get("dead_letter"):
                 mark_replayed(settings, item["dead_letter"])
             return

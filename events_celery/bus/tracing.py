@@ -46,7 +46,7 @@ def receiver_span(
 
     Args:
         event: the decoded event.
-        receiver: the receiver's bus name.
+        receiver: the receiver's name.
         item: the event as its task carries it (its message headers, and ``origin``: the
             exchange and routing key it came by).
         attempt: which run of the receiver this is (1, 2, ...).

@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
                     models.CharField(
                         blank=True,
                         default="",
-                        help_text="the receiver's bus name; blank: all",
+                        help_text="the receiver's name; blank: all",
                         max_length=500,
                     ),
                 ),

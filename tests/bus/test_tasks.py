@@ -53,7 +53,7 @@ def test_a_retry_of_a_receiver_no_longer_connected_is_dead_lettered_naming_it(
 
     # The receiver failed its first attempt and got a retry task; then a deploy removed it.
     PING.connect(gone, weak=False, dispatch_uid="tasks-test-gone")
-    receiver = PING.bus_name(gone)
+    receiver = PING.receiver_name(gone)
     PING.disconnect(dispatch_uid="tasks-test-gone")
     PING.connect(still_here, weak=False, dispatch_uid="tasks-test-still-here")
     metadata = EventMetadata.create(PING.event_type, source="tasks-tests")

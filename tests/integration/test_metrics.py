@@ -17,7 +17,7 @@ from tests.testapp.events import DOOMED, PING
 pytestmark = pytest.mark.rabbitmq
 
 TOPIC = "shop"
-#: The bus name of the service's PING receiver (its module and name).
+#: The name of the service's PING receiver (its module and name).
 RECEIVER = "tests.integration.receivers.handlers.on_ping"
 
 

@@ -43,7 +43,7 @@ from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
 from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.signals import receiver_name
+from events_celery.signals import dotted_name
 from events_celery.wire import KEPT_PROPERTIES, OutgoingMessage, PoisonMessageError, plain_headers
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             failures.append(("(the first receiver that raised)", exc))
         else:
             failures = [
-                (receiver_name(func), response)
+                (dotted_name(func), response)
                 for func, response in responses
                 if isinstance(response, BaseException)
             ]

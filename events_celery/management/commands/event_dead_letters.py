@@ -126,9 +126,7 @@ class Command(BaseCommand):
 
     def _filters(self, parser: CommandParser) -> None:
         parser.add_argument("--event-type", help="exactly this event type")
-        parser.add_argument(
-            "--receiver", help="exactly this receiver bus name ('' for whole events)"
-        )
+        parser.add_argument("--receiver", help="exactly this receiver name ('' for whole events)")
         parser.add_argument("--reason", help=f"one of: {', '.join(DeadLetter.Reason.values)}")
         parser.add_argument(
             "--status",
