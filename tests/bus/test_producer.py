@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import pytest
 from django.db import transaction
+from kombu import Connection
 
 from events_celery import PayloadValidationError, PublishError
 from events_celery.bus import connection as bus_connection_module
+from events_celery.bus import producer
+from events_celery.conf import bus_settings
 from events_celery.models import OutboxMessage
 from tests.testapp.events import PING
 
@@ -115,3 +119,26 @@ def test_publish_error_keeps_the_single_event_id_of_older_callers() -> None:
     assert error.event_id == "a"
     assert error.event_ids == ("a", "b")
     assert error.may_be_delivered is True
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_a_direct_publish_that_parks_an_event_says_so_in_the_sending_process(
+    rabbitmq_url: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = f"producer-{uuid.uuid4().hex[:8]}."
+    settings.CELERY_BROKER_URL = rabbitmq_url
+    settings.EVENT_BUS_TOPIC_PREFIX = prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"lonely": {"enabled": True}}}
+    try:
+        PING.send_event(n=1)  # confirmed at once; nobody subscribes to "lonely"
+    finally:
+        producer._direct_publisher(bus_settings()).close()
+        with Connection(rabbitmq_url) as connection:
+            channel: Any = connection.default_channel
+            channel.queue_delete(f"{prefix}lonely.unrouted")
+            for name in (f"{prefix}lonely", f"{prefix}lonely.unrouted"):
+                channel.exchange_delete(name)
+
+    assert f"1 event(s) are parked in {prefix}lonely.unrouted" in caplog.text
