@@ -81,7 +81,7 @@ from bench.throughput import (  # noqa: E402
     wire_message,
 )
 from events_celery import batch_events  # noqa: E402
-from events_celery.bus import relay, topology  # noqa: E402
+from events_celery.bus import background, relay, topology  # noqa: E402
 from events_celery.conf import BusSettings, bus_settings  # noqa: E402
 from events_celery.models import OutboxMessage  # noqa: E402
 
@@ -107,7 +107,7 @@ def create_database() -> None:
 
 def until_published(started: float) -> float:
     """Wait until this process has published (and deleted) every row; seconds since ``started``."""
-    if not relay.background_publisher().flush(timeout=300):
+    if not background.background_publisher().flush(timeout=300):
         raise RuntimeError("the background publisher did not empty its queue in 300 s")
     elapsed = time.perf_counter() - started
     left = OutboxMessage.objects.count()
@@ -258,16 +258,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
             purge()
 
             print("3/5 draining a backlog", flush=True)
-            relay.stop_background_publisher()
-            real_submit = relay.BackgroundPublisher.submit
-            relay.BackgroundPublisher.submit = lambda self, rows: None  # type: ignore[method-assign]
+            background.stop_background_publisher()
+            real_submit = background.BackgroundPublisher.submit
+            background.BackgroundPublisher.submit = lambda self, rows: None  # type: ignore[method-assign]
             try:
                 for _ in range(args.backlog // 1000):
                     with transaction.atomic():
                         for _ in range(1000):
                             send()
             finally:
-                relay.BackgroundPublisher.submit = real_submit  # type: ignore[method-assign]
+                background.BackgroundPublisher.submit = real_submit  # type: ignore[method-assign]
             OutboxMessage.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
             backlog = OutboxMessage.objects.count()
             started = time.perf_counter()
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             print("4/5 the broker away", flush=True)
             with override_settings(EVENT_BUS_BROKER_URL=UNREACHABLE):
                 _, away = timed_transactions(args.transactions, save_and_send)
-                relay.stop_background_publisher(timeout=10)
+                background.stop_background_publisher(timeout=10)
             OutboxMessage.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
             relay.relay_pass(bus_settings())
             if OutboxMessage.objects.exists():
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 )
             )
     finally:
-        relay.stop_background_publisher()
+        background.stop_background_publisher()
         OutboxMessage.objects.all().delete()
         PlacedOrder.objects.all().delete()
         with Connection(args.broker) as connection:

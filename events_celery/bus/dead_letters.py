@@ -28,7 +28,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F
 
 from events_celery.bus import topology
-from events_celery.bus.producer import publisher
+from events_celery.bus.publisher import publisher
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
 from events_celery.models import DeadLetter

@@ -3,7 +3,7 @@
 ``send_event`` writes one row per topic in the caller's database transaction, so the event
 and the data it describes commit or roll back together. Each row carries a lease: the
 process that wrote it owns it first and publishes it right after the commit (see
-:mod:`events_celery.bus.relay`). Once a lease has run out, because its owner died or cannot
+:mod:`events_celery.bus.background`). Once a lease has run out, because its owner died or cannot
 reach the broker, any relay may claim the row. Claims are conditional updates, so two relays
 never both own a row; where the database has ``SELECT ... FOR UPDATE SKIP LOCKED``
 (PostgreSQL, MySQL, Oracle) concurrent relays also skip each other's rows without waiting.

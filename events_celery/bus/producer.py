@@ -4,21 +4,17 @@
 
 * ``"outbox"`` (default): the messages are written to the outbox table in the caller's
   transaction (:mod:`events_celery.bus.outbox`) and published after the commit by this
-  process's background publisher (:mod:`events_celery.bus.relay`). ``send_event`` never
+  process's background publisher (:mod:`events_celery.bus.background`). ``send_event`` never
   waits for the broker here.
 * ``"direct"``: a confirmed publish at send time (after the commit inside a transaction),
-  within ``EVENT_BUS_PUBLISH_TIMEOUT`` in all; failures raise :class:`~events_celery.PublishError`.
-
-:class:`Publisher` also serves the bus's own confirmed publishes in workers: receiver tasks and
-dead letters.
+  within ``EVENT_BUS_PUBLISH_TIMEOUT`` in all; failures raise :class:`~events_celery.PublishError`
+  (:mod:`events_celery.bus.direct`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -26,155 +22,21 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
-from kombu import Connection, Producer
 
-from events_celery.bus import outbox, topology, tracing
-from events_celery.bus.confirms import BrokerBlockedError, ConfirmingPublisher, Outgoing
-from events_celery.bus.connection import Deadline, broker_url, bus_connection, connect, drop
-from events_celery.bus.relay import background_publisher, backoff
+from events_celery.bus import outbox, tracing
+from events_celery.bus.background import background_publisher
+from events_celery.bus.direct import publish_after_commit, publish_direct
 from events_celery.conf import BusSettings, bus_settings
-from events_celery.exceptions import PayloadValidationError, PublishError
+from events_celery.exceptions import PayloadValidationError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
 from events_celery.wire import OutgoingMessage, encode_event, key_getter
 
-__all__ = [
-    "Publisher",
-    "batch_events",
-    "broker_url",
-    "bus_connection",
-    "check_size",
-    "publish_event",
-    "publish_messages",
-    "publisher",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["batch_events", "check_size", "publish_event", "publish_messages"]
 
 KeyGetter = Callable[[Mapping[str, Any]], str]
 
-
-class Publisher:
-    """Publishes messages over one connection; one instance per process and thread."""
-
-    def __init__(self, settings: BusSettings) -> None:
-        self.settings = settings
-        self._connection: Connection | None = None
-        self._producer: Producer | None = None
-        self._declared: set[tuple[str, ...]] = set()
-
-    def _ensure(self) -> Producer:
-        if self._producer is None:
-            self._connection = bus_connection(self.settings)
-            connect(self._connection, timeout=self.settings.publish_timeout)
-            self._producer = Producer(self._connection.channel())
-            self._declared = set()
-        return self._producer
-
-    def close(self) -> None:
-        """Drop the connection (without the close handshake); the next publish opens a new one."""
-        connection, self._connection, self._producer = self._connection, None, None
-        drop(connection)
-
-    def publish(
-        self,
-        message: OutgoingMessage,
-        *,
-        exchange: str,
-        routing_key: str,
-        declare: topology.Topology,
-    ) -> None:
-        """Publish one message and wait for the broker's confirm.
-
-        Args:
-            message: body, headers and properties.
-            exchange: exchange name.
-            routing_key: routing key.
-            declare: what must exist on the broker first (declared once per connection).
-
-        Raises:
-            PublishError: not confirmed within the retry policy.
-        """
-
-        def publish_once(producer: Producer) -> None:
-            producer.publish(
-                message.body,
-                exchange=exchange,
-                routing_key=routing_key,
-                headers=message.headers,
-                mandatory=True,
-                retry=False,
-                timeout=self.settings.publish_timeout,
-                confirm_timeout=self.settings.publish_timeout,
-                **message.properties,
-            )
-
-        self.run(
-            publish_once,
-            declare,
-            describe=lambda: f"event {message.properties.get('message_id')} to {exchange!r}",
-            event_id=message.properties.get("message_id"),
-        )
-
-    def run(
-        self,
-        operation: Callable[[Producer], object],
-        declare: topology.Topology,
-        *,
-        describe: Callable[[], str],
-        event_id: object = None,
-    ) -> None:
-        """Run a confirmed publishing ``operation``, retrying it on a fresh connection.
-
-        Raises:
-            PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``.
-        """
-        policy = self.settings.publish_retry_policy
-        attempts = policy.max_retries + 1
-        interval = policy.interval_start
-        for attempt in range(1, attempts + 1):
-            try:
-                producer = self._ensure()
-                if declare.names not in self._declared:
-                    assert self._connection is not None
-                    topology.declare(self._connection, declare)
-                    self._declared.add(declare.names)
-                operation(producer)
-                return
-            except Exception as exc:
-                self.close()
-                if attempt == attempts:
-                    raise PublishError(
-                        f"publishing {describe()} was not confirmed by the broker after "
-                        f"{attempts} attempt(s): {type(exc).__name__}: {exc}",
-                        event_id=event_id,
-                    ) from exc
-                logger.warning(
-                    "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
-                    describe(),
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    attempts - 1,
-                    interval,
-                )
-                time.sleep(interval)
-                interval = min(interval + policy.interval_step, policy.interval_max)
-
-
 _local = threading.local()
-
-
-def publisher(settings: BusSettings | None = None) -> Publisher:
-    """The :class:`Publisher` of this process and thread (made on first use)."""
-    settings = settings or bus_settings()
-    current: Publisher | None = getattr(_local, "publisher", None)
-    if current is None or current.settings is not settings or _local.pid != os.getpid():
-        if current is not None and _local.pid == os.getpid():
-            current.close()
-        current = _local.publisher = Publisher(settings)
-        _local.pid = os.getpid()
-    return current
 
 
 @lru_cache(maxsize=1024)
@@ -264,7 +126,7 @@ def publish_messages(
             background_publisher().submit(rows)
     elif in_transaction:
         transaction.on_commit(
-            lambda: _publish_after_commit(settings, messages), using=settings.db_alias
+            lambda: publish_after_commit(settings, messages), using=settings.db_alias
         )
     else:
         publish_direct(settings, messages)
@@ -351,107 +213,6 @@ def batch_events(using: str | None = None) -> Iterator[None]:
         _local.batch = None
 
 
-def _publish_after_commit(
-    settings: BusSettings, messages: list[tuple[str, OutgoingMessage]]
-) -> None:
-    try:
-        publish_direct(settings, messages)
-    except PublishError as exc:
-        exc.add_note(
-            "Raised after the database transaction committed. Django skips the remaining "
-            "on_commit callbacks of that transaction, so events sent after this one in it "
-            "were not published either. The 'outbox' publish mode has neither limit."
-        )
-        raise
-
-
-def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, OutgoingMessage]]) -> None:
-    """Publish ``(topic, message)`` pairs and wait for every confirm, within one time bound.
-
-    Everything, connecting and retries included, happens within ``EVENT_BUS_PUBLISH_TIMEOUT``:
-    kombu's own connection retries are off, the socket times out with the deadline, and a
-    broker that blocks publishers (``connection.blocked``) fails the publish at once. Only
-    messages the broker never took are tried again: one that it may hold is not sent twice.
-
-    Raises:
-        PublishError: naming every event id not confirmed, and whether the broker may still
-            deliver it.
-    """
-    deadline = Deadline(settings.publish_timeout)
-    pending = {
-        index: Outgoing(
-            key=index,
-            exchange=topology.exchange_name(settings.topic_prefix, topic),
-            routing_key=message.properties["type"],
-            message=message,
-            declare=topology.topic_topology(settings, topic),
-        )
-        for index, (topic, message) in enumerate(messages)
-    }
-    may_be_delivered: set[int] = set()
-    reason = "no time left"
-    attempts = settings.publish_retry_policy.max_retries + 1
-    for attempt in range(1, attempts + 1):
-        outcome = _direct_publisher(settings).publish(
-            pending.values(), timeout=deadline.remaining()
-        )
-        for index in outcome.confirmed:
-            pending.pop(index, None)
-        if not pending:
-            return
-        may_be_delivered.update(outcome.unknown)
-        may_be_delivered.difference_update(outcome.refused)
-        if outcome.unknown or isinstance(outcome.error, BrokerBlockedError):
-            # The broker may have taken them (it holds what a blocked connection sent): sending
-            # them again could deliver them twice, so the caller hears it at once.
-            reason = f"{type(outcome.error).__name__}: {outcome.error}"
-            break
-        reason = (
-            f"{type(outcome.error).__name__}: {outcome.error}"
-            if outcome.error is not None
-            else "; ".join(sorted(set(outcome.refused.values())))
-        )
-        pause = backoff(attempt - 1, settings) if attempt > 1 else 0.0
-        if attempt == attempts or deadline.remaining() <= pause:
-            break
-        logger.warning("direct publish failed (%s); retry %d/%d", reason, attempt, attempts - 1)
-        time.sleep(pause)
-    failed = [messages[index] for index in sorted(pending)]
-    event_ids = tuple(dict.fromkeys(m.properties["message_id"] for _, m in failed))
-    topics = sorted({topic for topic, _ in failed})
-    maybe = bool(may_be_delivered & set(pending))
-    raise PublishError(
-        f"event(s) {', '.join(event_ids)} to topic(s) {', '.join(map(repr, topics))} were not "
-        f"confirmed by the broker within EVENT_BUS_PUBLISH_TIMEOUT "
-        f"({settings.publish_timeout:g}s, {attempt} attempt(s)): {reason}. "
-        + (
-            "The broker may still deliver them (it took them but never confirmed)."
-            if maybe
-            else "The broker did not take them; they will not be delivered."
-        ),
-        event_ids=event_ids,
-        topic=topics[0],
-        may_be_delivered=maybe,
-    )
-
-
-def _direct_publisher(settings: BusSettings) -> ConfirmingPublisher:
-    current: ConfirmingPublisher | None = getattr(_local, "direct", None)
-    if (
-        current is None
-        or _local.direct_settings is not settings
-        or _local.direct_pid != os.getpid()
-    ):
-        if current is not None and _local.direct_pid == os.getpid():
-            current.close()
-        current = _local.direct = ConfirmingPublisher(
-            bus_connection(settings, confirm_publish=False), window=settings.publish_window
-        )
-        _local.direct_settings = settings
-        _local.direct_pid = os.getpid()
-    return current
-
-
 def _in_transaction(alias: str) -> bool:
     try:
         return bool(connections[alias].in_atomic_block)
@@ -460,7 +221,7 @@ def _in_transaction(alias: str) -> bool:
 
 
 def _reset_after_fork() -> None:
-    # A forked child must not share its parent's socket.
+    # A forked child has no batch_events block open.
     _local.__dict__.clear()
 
 

@@ -28,7 +28,7 @@ from kombu import Producer
 from events_celery import schema_store
 from events_celery.bus import metrics, topology, tracing
 from events_celery.bus.dead_letters import Failure, Reason, dead_letter, mark_replayed
-from events_celery.bus.producer import publisher
+from events_celery.bus.publisher import publisher
 from events_celery.conf import BusSettings, RetryPolicy, bus_settings
 from events_celery.exceptions import PublishError
 from events_celery.receivers import attempt as attempt_number

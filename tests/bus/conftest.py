@@ -1,7 +1,8 @@
-"""Fixtures of the bus tests: the broker dead-letter queue of a service made up for one test."""
+"""Fixtures of the bus tests: a broker dead-letter queue, an unreachable broker, a probe queue."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,10 +13,12 @@ from django.db import connection
 from kombu import Connection
 from kombu.message import Message
 
+from events_celery.bus import connection as bus_connection_module
 from events_celery.bus import topology
-from events_celery.bus.producer import publisher
+from events_celery.bus.publisher import publisher
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
+from tests.testapp.events import PING
 
 
 @attrs.frozen
@@ -84,3 +87,66 @@ def table_missing(transactional_db: Any) -> Iterator[None]:
 
 
 _AWAY = "events_celery_dead_letter_away"
+
+
+UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
+
+
+@pytest.fixture
+def unreachable_broker(settings: Any) -> None:
+    settings.EVENT_BUS_BROKER_URL = UNREACHABLE
+    settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_step": 0.01}
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        PING.event_type: {"pings": {"enabled": True}, "audit": {"enabled": True}}
+    }
+
+
+@pytest.fixture
+def broker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads that tried to connect to the broker."""
+    calls: list[str] = []
+    real_connect = bus_connection_module.connect
+
+    def connect(connection: Any, *, timeout: float) -> Any:
+        calls.append(threading.current_thread().name)
+        return real_connect(connection, timeout=timeout)
+
+    monkeypatch.setattr(bus_connection_module, "connect", connect)
+    monkeypatch.setattr("events_celery.bus.confirms.connect", connect)
+    return calls
+
+
+@pytest.fixture
+def probe(rabbitmq_url: str, settings: Any) -> Iterator[str]:
+    """Route PING to a topic of this test; a probe queue sees everything published to it."""
+    prefix = f"relay-{uuid.uuid4().hex[:8]}."
+    settings.CELERY_BROKER_URL = rabbitmq_url
+    settings.EVENT_BUS_TOPIC_PREFIX = prefix
+    settings.EVENT_BUS_PUBLISH_MODE = "outbox"
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": True}}}
+    queue = f"{prefix}probe"
+    with Connection(rabbitmq_url) as connection:
+        topology.declare(connection, topology.producer_topology(bus_settings(), ["pings"]))
+        channel: Any = connection.default_channel
+        channel.queue_declare(queue, auto_delete=False)
+        channel.queue_bind(queue, f"{prefix}pings", routing_key="#")
+    try:
+        yield queue
+    finally:
+        with Connection(rabbitmq_url) as connection:
+            channel = connection.default_channel
+            for name in (queue, f"{prefix}pings.unrouted"):
+                channel.queue_delete(name)
+            for name in (f"{prefix}pings", f"{prefix}pings.unrouted"):
+                channel.exchange_delete(name)
+
+
+def received(rabbitmq_url: str, queue: str) -> list[dict[str, Any]]:
+    """Headers of every message in ``queue``, in order (the queue is emptied)."""
+    with Connection(rabbitmq_url) as connection:
+        channel: Any = connection.default_channel
+        found = []
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            found.append({**message.headers, "message_id": message.properties["message_id"]})
+        return found

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from events_celery.bus import outbox, relay
+from events_celery.bus import background, outbox, relay
 from events_celery.bus.outbox import Row
 from events_celery.bus.producer import batch_events
 from events_celery.conf import bus_settings
@@ -38,7 +38,9 @@ def routed(settings: Any) -> None:
 def submitted(monkeypatch: pytest.MonkeyPatch) -> list[Row]:
     """Rows handed to the background publisher (which does not publish them here)."""
     rows: list[Row] = []
-    monkeypatch.setattr(relay.BackgroundPublisher, "submit", lambda self, new: rows.extend(new))
+    monkeypatch.setattr(
+        background.BackgroundPublisher, "submit", lambda self, new: rows.extend(new)
+    )
     return rows
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events_celery.bus import relay
+from events_celery.bus import background
 from events_celery.models import OutboxMessage
 from tests.faults.cluster import RabbitMQCluster
 from tests.faults.report import report
@@ -101,7 +101,7 @@ def test_stopping_the_node_everyone_is_connected_to_mid_stream_loses_nothing(
         timeout=120,
     )
     print(f"every event arrived {time.monotonic() - stopped_at:.1f}s after the node began to stop")
-    relay.background_publisher().flush(timeout=30)
+    background.background_publisher().flush(timeout=30)
     counts = delivered(cluster_bus, billing)
     row = report("cluster: the connected node stops mid-stream", committed, counts, rolled_back)
     assert row.lost == 0

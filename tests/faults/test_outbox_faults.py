@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events_celery.bus import confirms, relay
+from events_celery.bus import background, confirms
 from events_celery.models import OutboxMessage
 from tests.faults.node import RabbitMQNode
 from tests.faults.report import report
@@ -66,7 +66,7 @@ def start_consumer(bus: Bus, settings: Any) -> str:
     settings.EVENT_BUS_PRODUCER_CONFIG = ROUTE
     warm_up = str(PING.send_event(n=-1).metadata.id)
     wait_for(lambda: warm_up in delivered(bus, consumer), "the first event")
-    assert relay.background_publisher().flush(timeout=30)  # its row is deleted too
+    assert background.background_publisher().flush(timeout=30)  # its row is deleted too
     return consumer
 
 
@@ -86,7 +86,7 @@ def test_events_committed_while_the_broker_is_stopped_arrive_once_it_is_back(
         rabbitmq_node.start_app()
 
     wait_for(lambda: len(delivered(fault_bus, consumer)) > len(committed), "every event")
-    relay.background_publisher().flush(timeout=30)
+    background.background_publisher().flush(timeout=30)
     counts = delivered(fault_bus, consumer)
     report("broker stopped at commit", committed, counts, rolled_back)
     assert set(committed) <= set(counts), "a committed event was lost"
@@ -113,7 +113,7 @@ def test_events_committed_while_the_broker_blocks_publishers_arrive_once_it_unbl
         rabbitmq_node.set_memory_alarm(False)
 
     wait_for(lambda: set(committed) <= set(delivered(fault_bus, consumer)), "every event")
-    relay.background_publisher().flush(timeout=30)
+    background.background_publisher().flush(timeout=30)
     counts = delivered(fault_bus, consumer)
     report("broker blocking publishers at commit", committed, counts, rolled_back)
     assert not set(rolled_back) & set(counts), "a rolled-back event arrived"
@@ -147,7 +147,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(
         "every committed event after the restart",
         timeout=120,
     )
-    relay.background_publisher().flush(timeout=30)
+    background.background_publisher().flush(timeout=30)
     counts = delivered(fault_bus, consumer)
     report("broker restart mid-stream", committed, counts, rolled_back)
     assert not set(rolled_back) & set(counts), "a rolled-back event arrived"

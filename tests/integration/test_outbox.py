@@ -15,7 +15,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from events_celery.bus import relay
+from events_celery.bus import background
 from events_celery.models import OutboxMessage
 from tests.integration.conftest import ROOT, Bus, wait_for
 from tests.testapp.events import PING
@@ -51,7 +51,7 @@ def test_committed_events_reach_another_service_once_and_rolled_back_ones_never(
                 committed.append(str(sent.metadata.id))
 
     wait_for(lambda: len(delivered(bus, consumer)) >= len(committed), "the committed events")
-    relay.background_publisher().flush(timeout=10)
+    background.background_publisher().flush(timeout=10)
     counts = delivered(bus, consumer)
     assert set(counts) == set(committed)
     assert set(counts.values()) == {1}
@@ -105,9 +105,9 @@ def test_a_worker_sweeper_and_relay_events_drain_one_backlog_without_publishing_
     settings.EVENT_BUS_OUTBOX_BATCH_SIZE = 100  # many small claims: the relays interleave
     bus.topics.add(TOPIC)
     PING.send_event(n=-1)  # declares the topic exchange
-    relay.background_publisher().flush(timeout=10)
+    background.background_publisher().flush(timeout=10)
     probe = bus.probe()
-    monkeypatch.setattr(relay.BackgroundPublisher, "submit", lambda self, rows: None)
+    monkeypatch.setattr(background.BackgroundPublisher, "submit", lambda self, rows: None)
     with transaction.atomic():
         for n in range(5000):
             PING.send_event(n=n)

@@ -36,7 +36,7 @@ from events_celery.bus import metrics, topology
 from events_celery.bus.connection import bus_connection
 from events_celery.bus.consumer import raw_body
 from events_celery.bus.dead_letters import Failure, Reason, dead_letter
-from events_celery.bus.producer import publisher
+from events_celery.bus.publisher import publisher
 from events_celery.bus.tasks import retry_delay
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
