@@ -110,7 +110,16 @@ def replay_dead_letters(
     skipped: dict[int, str] = {}
     rows = DeadLetter.objects.using(settings.db_alias)
     for done, pk in enumerate(ids, 1):
-        why = _replay_one(settings, service, app, rows, pk, force_stale_after)
+        try:
+            why = _replay_one(settings, service, app, rows, pk, force_stale_after)
+        except _BrokerUnavailableError as exc:
+            # One refused task is enough: the others would each wait out the same retries.
+            skipped[pk] = f"the broker did not take the replay task: {exc}"
+            for rest in ids[done:]:
+                skipped[rest] = f"not tried: the broker did not take an earlier replay ({exc})"
+            if progress is not None:
+                progress(len(ids), len(ids))
+            break
         if why is None:
             started.append(pk)
         else:
@@ -118,6 +127,10 @@ def replay_dead_letters(
         if progress is not None:
             progress(done, len(ids))
     return ReplayResult(started=tuple(started), skipped=skipped)
+
+
+class _BrokerUnavailableError(Exception):
+    """A replay task was not confirmed by the broker (the row is pending again)."""
 
 
 def discard_dead_letters(dead_letters: QuerySet[DeadLetter] | Iterable[DeadLetter]) -> int:
@@ -243,7 +256,7 @@ def _replay_one(
         rows.filter(pk=pk, status=Status.REPLAYING).update(
             status=Status.PENDING, status_changed_at=now, replays=F("replays") - 1
         )
-        return f"the broker did not take the replay task: {exc}"
+        raise _BrokerUnavailableError(str(exc)) from exc
     logger.info(
         "dead letter %s: replay started (%s of event %s)",
         pk,

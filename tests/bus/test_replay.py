@@ -372,3 +372,21 @@ def test_on_a_worker_a_replay_after_the_fix_runs_the_receiver_once_and_a_new_fai
     row = DeadLetter.objects.get()
     assert (row.status, row.replays, row.attempts) == ("pending", 2, 2)
     assert runs == [9, 9, 9, 9, 9]
+
+
+def test_once_the_broker_refuses_a_replay_the_rest_are_not_tried_and_stay_pending(
+    service: str, settings: Any
+) -> None:
+    rows = [receiver_dead_letter(n) for n in range(3)]
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens there
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 0}
+
+    result = replay_dead_letters(rows)
+
+    assert result.started == ()
+    first, *rest = (row.pk for row in rows)
+    assert result.skipped[first].startswith("the broker did not take the replay task")
+    assert all(result.skipped[pk].startswith("not tried:") for pk in rest)
+    assert set(
+        DeadLetter.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", "replays")
+    ) == {("pending", 0)}
