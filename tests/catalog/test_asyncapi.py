@@ -174,12 +174,14 @@ def validated(tmp_path_factory):
     return folder, dict(zip(names, reports, strict=True))
 
 
+@pytest.mark.asyncapi
 def test_the_document_is_valid_asyncapi_3(validated):
     _, reports = validated
     assert errors(reports["tests.json"]) == []
     assert reports["tests.json"]["version"] == "3.0.0"
 
 
+@pytest.mark.asyncapi
 def test_each_example_service_has_a_valid_asyncapi_3_document(validated):
     folder, reports = validated
     for name in ("orders.yaml", "billing.yaml", "notifications.yaml"):
@@ -191,11 +193,13 @@ def test_each_example_service_has_a_valid_asyncapi_3_document(validated):
     assert list(notifications["components"]["messages"]) == [PLACED]
 
 
+@pytest.mark.asyncapi
 def test_the_validator_refuses_a_document_missing_an_operations_action(validated):
     _, reports = validated
     assert any("action" in d["message"] for d in errors(reports["no-action.json"]))
 
 
+@pytest.mark.asyncapi
 def test_the_validator_refuses_an_invalid_avro_payload_schema(validated):
     _, reports = validated
     assert any(d["severity"] == 0 for d in reports["bad-avro.json"]["diagnostics"])

@@ -45,11 +45,13 @@ class Worker:
     def __init__(self, env: dict[str, str], node: str, log: Path, *, wait: bool = True) -> None:
         self.log = log
         self.node = node
+        # The node name is unique per start: Celery's control queue is named after it and is
+        # exclusive, so two runs on one shared broker must not share a name.
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
-                    "-c", "2", "-l", "info", "-n", f"{node}@%h",
+                    "-c", "2", "-l", "info", "-n", f"{node}-{uuid.uuid4().hex[:6]}@%h",
                     "--without-heartbeat", "--without-gossip", "--without-mingle",
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
