@@ -87,7 +87,9 @@ def dead_letter_exchange(service: str) -> Exchange:
 
 
 def dead_letter_queue(service: str, queue_type: str = "classic") -> Queue:
-    """The dead-letter store of ``service``: a durable queue, read and replayed by commands."""
+    """The broker's dead-letter queue of ``service``: where rejected messages go, and dead letters
+    written while the database was unavailable (``event_dead_letters import`` moves them into
+    the table)."""
     exchange = dead_letter_exchange(service)
     return Queue(
         exchange.name,

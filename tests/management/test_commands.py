@@ -8,10 +8,12 @@ import json
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from events_celery import registry
 from events_celery.avro import fingerprint
 from events_celery.exceptions import ConfigurationError
+from events_celery.models import DeadLetter
 from events_celery.testing import isolated_registry
 from tests.testapp.events import ORDER_PLACED, PING
 
@@ -153,6 +155,12 @@ def routed(settings):
 
 @pytest.mark.django_db
 def test_show_event_bus_offline_prints_what_is_published_and_consumed(routed):
+    now = timezone.now()
+    for service in ("shop", "another-service"):
+        DeadLetter.objects.create(
+            service=service, reason="poison", body=b"", first_failed_at=now, last_failed_at=now
+        )
+
     out, _ = run("show_event_bus", "--offline")
     lines = out.splitlines()
 
@@ -169,7 +177,11 @@ def test_show_event_bus_offline_prints_what_is_published_and_consumed(routed):
     ) in lines
     assert "  topic pings -> queue shop.pings [quorum] (all event types (#); ready: ?)" in lines
     assert "receiver tasks: shop.events_celery.tasks (ready: ?)" in lines
-    assert "dead letters: shop.events_celery.dead_letters (ready: ?)" in lines
+    assert (
+        "dead letters: 1 pending, 0 replaying (manage.py event_dead_letters list); broker queue "
+        "shop.events_celery.dead_letters (ready: ?; manage.py event_dead_letters import moves "
+        "them in)"
+    ) in lines
     assert f"events defined here: {len(registry)}" in lines
     assert f"  {ORDER_PLACED.event_type} (0 receiver(s))" in lines
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import call_command, execute_from_command_line
 from django.core.management.base import CommandError
 from django.utils import timezone
 from kombu import Connection
@@ -182,9 +182,33 @@ def test_new_dead_letters_above_the_limit_fail(service: str, rabbitmq_url: str) 
 
     assert failing == 1
     assert out.strip() == (
-        "FAIL: dead-letters: 3 pending dead letter(s) in the last 300s (limit 2)"
+        "FAIL: dead-letters: 3 pending dead letter(s) in the last 300s (limit 2); see them "
+        "with manage.py event_dead_letters list --status pending"
     )
     assert passing == 0
+
+
+def test_dead_letters_waiting_in_the_broker_queue_fail_and_name_the_import(
+    service: str, rabbitmq_url: str
+) -> None:
+    declare_topology(rabbitmq_url)
+    queue = topology.dead_letter_queue(service)
+    with Connection(rabbitmq_url) as connection:
+        producer = connection.Producer()
+        for _ in range(2):
+            producer.publish(b"x", routing_key=queue.name, declare=[queue], retry=False)
+    try:
+        status, out = health()
+    finally:
+        with Connection(rabbitmq_url) as connection:
+            connection.default_channel.queue_delete(queue.name)
+            connection.default_channel.exchange_delete(queue.exchange.name)
+
+    assert status == 1
+    assert (
+        f"2 more wait in the broker queue {queue.name!r} (written while the database was "
+        "unavailable): run manage.py event_dead_letters import"
+    ) in out
 
 
 def test_json_gives_every_check_and_the_reason(service: str) -> None:
@@ -220,6 +244,22 @@ def test_invalid_settings_fail_naming_the_check_ids(service: str, settings: Any)
 
     assert status == 1
     assert out.startswith("FAIL: settings: invalid (E")
+
+
+def test_invalid_settings_give_the_one_line_from_the_command_line_too(
+    service: str, settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # manage.py runs the system checks before a command, unless the command opts out: a probe
+    # must print its one line, not Django's report of the checks.
+    settings.EVENT_BUS_QUEUE_TYPE = "lazy"
+
+    with pytest.raises(SystemExit) as exit:
+        execute_from_command_line(["manage.py", "event_bus_health", "--json"])
+
+    assert exit.value.code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert report["reason"].startswith("settings: invalid (E")
 
 
 @pytest.mark.parametrize(

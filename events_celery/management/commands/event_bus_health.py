@@ -45,6 +45,10 @@ class Result:
 
 
 class Command(BaseCommand):
+    # Invalid settings are one of its answers (``FAIL: settings: ...``), not a reason to stop
+    # before answering: a probe must always print its one line.
+    requires_system_checks: list[str] = []
+
     help = (
         "Check the event bus for a container probe: the broker is reachable, this service's "
         "topology exists, the outbox is not stuck, and dead letters are not piling up. Prints "
@@ -147,7 +151,8 @@ def check_health(
     if settings.problems:
         problems = ", ".join(p.id for p in settings.problems)
         return [Result("settings", False, f"invalid ({problems}); run manage.py check")]
-    if "broker" not in skip or "topology" not in skip:
+    on_broker: int | None = None  # dead letters waiting in the broker's queue (None: unknown)
+    if skip & {"broker", "topology", "dead-letters"} != {"broker", "topology", "dead-letters"}:
         connection = bus_connection(settings, confirm_publish=False)
         try:
             broker = _broker(connection, timeout)
@@ -159,6 +164,8 @@ def check_health(
                     if broker.ok
                     else Result("topology", False, "not checked: the broker is unreachable")
                 )
+            if broker.ok and "dead-letters" not in skip:
+                on_broker = _waiting_on_broker(connection, settings)
         finally:
             drop(connection)
     if "outbox" not in skip:
@@ -168,7 +175,7 @@ def check_health(
             _database(
                 "dead-letters",
                 settings,
-                lambda: _dead_letters(settings, window, max_new_dead_letters),
+                lambda: _dead_letters(settings, window, max_new_dead_letters, on_broker),
             )
         )
     return results
@@ -238,7 +245,24 @@ def _outbox(settings: BusSettings, max_age: float | None) -> Result:
     return Result("outbox", True, f"{waiting.count} row(s), the oldest {age:.0f}s old")
 
 
-def _dead_letters(settings: BusSettings, window: float, limit: int) -> Result:
+def _waiting_on_broker(connection: Connection, settings: BusSettings) -> int | None:
+    """Messages in the service's broker dead-letter queue: dead letters the database missed."""
+    if not settings.service_name:
+        return None
+    channel: Any = connection.channel()
+    try:
+        _, count, _ = channel.queue_declare(
+            topology.dead_letter_queue(settings.service_name).name, passive=True
+        )
+    except Exception as exc:
+        return 0 if reply_code(exc) == 404 else None
+    channel.close()
+    return int(count)
+
+
+def _dead_letters(
+    settings: BusSettings, window: float, limit: int, on_broker: int | None = None
+) -> Result:
     since = timezone.now() - timedelta(seconds=window)
     new = (
         DeadLetter.objects.using(settings.db_alias)
@@ -250,4 +274,15 @@ def _dead_letters(settings: BusSettings, window: float, limit: int) -> Result:
         .count()
     )
     detail = f"{new} pending dead letter(s) in the last {window:g}s (limit {limit})"
+    if new > limit:
+        detail += "; see them with manage.py event_dead_letters list --status pending"
+    if on_broker:
+        # Written while the database was unavailable: the table does not know them yet.
+        queue = topology.dead_letter_queue(settings.require_service_name()).name
+        return Result(
+            "dead-letters",
+            False,
+            f"{detail}; {on_broker} more wait in the broker queue {queue!r} (written while the "
+            "database was unavailable): run manage.py event_dead_letters import",
+        )
     return Result("dead-letters", new <= limit, detail)

@@ -12,6 +12,7 @@ from events_celery.bus.connection import bus_connection
 from events_celery.bus.topology import reply_code
 from events_celery.conf import bus_settings
 from events_celery.event_registry import registry
+from events_celery.models import DeadLetter
 
 
 class Command(BaseCommand):
@@ -56,10 +57,23 @@ class Command(BaseCommand):
             tasks = topology.task_queue(service).name
             dead = topology.dead_letter_queue(service).name
             self.stdout.write(f"receiver tasks: {tasks} (ready: {depth(tasks)})")
-            self.stdout.write(f"dead letters: {dead} (ready: {depth(dead)})")
+            self.stdout.write(
+                f"dead letters: {self._dead_letters(settings, service)}; broker queue {dead} "
+                f"(ready: {depth(dead)}; manage.py event_dead_letters import moves them in)"
+            )
         self.stdout.write(f"events defined here: {len(registry)}")
         for signal in registry.all():
             self.stdout.write(f"  {signal.event_type} ({len(signal.receivers)} receiver(s))")
+
+    @staticmethod
+    def _dead_letters(settings: Any, service: str) -> str:
+        rows = DeadLetter.objects.using(settings.db_alias).filter(service=service)
+        try:
+            pending = rows.filter(status=DeadLetter.Status.PENDING).count()
+            replaying = rows.filter(status=DeadLetter.Status.REPLAYING).count()
+        except DatabaseError as exc:  # no table yet, or the database is down: say so
+            return f"n/a ({type(exc).__name__}: {exc}; run migrate?)"
+        return f"{pending} pending, {replaying} replaying (manage.py event_dead_letters list)"
 
     @staticmethod
     def _backlog(settings: Any) -> str:
