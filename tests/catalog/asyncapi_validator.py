@@ -1,8 +1,9 @@
 """Runs the official AsyncAPI parser (``tests/catalog/asyncapi/validate.mjs``) on documents.
 
-Its node packages are installed by ``npm ci --prefix tests/catalog/asyncapi`` (``.ci/run`` does
-it). Without node or the packages the validation tests skip, except under ``CI=true``, where
-they fail: CI always validates.
+Its node packages are installed by ``npm ci --prefix tests/catalog/asyncapi``, which
+``python -m tests.catalog.asyncapi_validator`` runs when they are missing (tox's ``py311``
+environment does, before its tests). Without node or the packages the validation tests skip,
+except under ``CI=true``, where they fail: CI always validates.
 """
 
 from __future__ import annotations
@@ -56,3 +57,20 @@ def validate(*paths: Path) -> tuple[int, list[dict[str, Any]]]:
 def errors(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The errors and warnings of one document's report."""
     return [d for d in report["diagnostics"] if d["severity"] <= 1]
+
+
+def install() -> None:
+    """Install the parser's node packages (pinned by package-lock.json) unless they are there."""
+    if validator_problem() is None:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm is not installed: the AsyncAPI validation tests skip (and fail under CI=true)")
+        return
+    command = [npm, "ci", "--prefix", str(HERE), "--no-audit", "--no-fund", "--loglevel=error"]
+    print("installing the AsyncAPI parser:", " ".join(command), flush=True)
+    subprocess.run(command, check=True, timeout=600)
+
+
+if __name__ == "__main__":
+    install()
