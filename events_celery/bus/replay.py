@@ -204,7 +204,11 @@ def _replay_one(
     if row is None:
         return "no longer exists"
     if row.service != service:
-        return f"belongs to service {row.service!r}; replay it from that service"
+        return (
+            f"belongs to service {row.service!r}: replay it with that service's settings "
+            "(EVENT_BUS_SERVICE_NAME); the dead letters of an Open edX consume_events group "
+            "cannot be replayed"
+        )
     exchange, _, routing_key = row.origin.rpartition("/")
     topic = exchange.removeprefix(settings.topic_prefix) if exchange else None
     if row.event_type and not settings.subscribes_to(row.event_type, topic):
