@@ -42,6 +42,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
         for problem in settings.problems
     ]
+    for name, declared in sorted(settings.misspelled_settings.items()):
+        messages.append(
+            Warning(
+                f"{name} is not a setting of events_celery; did you mean {declared}?",
+                hint=f"events_celery ignores {name}: rename it to {declared}, or remove it",
+                id="events_celery.W004",
+            )
+        )
     # Disabled routes, and routes with a problem, are checked too: one run reports every
     # problem of a route.
     configured = [route for routes in settings.producer_config.values() for route in routes]

@@ -377,6 +377,38 @@ def test_a_consumer_topic_with_a_problem_is_not_consumed(settings):
     assert not bus_settings().subscribes_to(PING.event_type)
 
 
+def test_a_misspelled_setting_is_warned_with_the_name_it_is_close_to(settings):
+    settings.EVENT_BUS_PUBLISH_TIMOUT = 2.0
+    settings.EVENT_BUS_RETRY_POLCY = {"max_attempts": 2}
+
+    warnings = [m for m in check_settings() if m.id == "events_celery.W004"]
+
+    assert [(w.level, w.msg) for w in warnings] == [
+        (
+            checks.WARNING,
+            "EVENT_BUS_PUBLISH_TIMOUT is not a setting of events_celery; did you mean "
+            "EVENT_BUS_PUBLISH_TIMEOUT?",
+        ),
+        (
+            checks.WARNING,
+            "EVENT_BUS_RETRY_POLCY is not a setting of events_celery; did you mean "
+            "EVENT_BUS_RETRY_POLICY?",
+        ),
+    ]
+    assert "rename it to EVENT_BUS_PUBLISH_TIMEOUT" in warnings[0].hint
+
+
+def test_the_settings_of_openedx_events_and_its_buses_are_not_warned_about(settings):
+    settings.EVENT_BUS_PRODUCER = "events_celery.contrib.openedx.create_producer"
+    settings.EVENT_BUS_CONSUMER = "events_celery.contrib.openedx.EventsCeleryConsumer"
+    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = "localhost:9092"
+    settings.EVENT_BUS_REDIS_CONNECTION_URL = "redis://localhost:6379/0"
+    settings.EVENT_BUS_REDIS_TOPIC_PREFIX = "dev"
+    settings.EVENT_BUS_DASHBOARD_URL = "https://example.org/"  # far from every setting
+
+    assert check_settings() == []
+
+
 def test_the_documented_check_ids_are_the_ones_the_code_reports():
     root = Path(__file__).resolve().parent.parent
     commands = (root / "docs" / "reference" / "commands.rst").read_text()
@@ -389,8 +421,9 @@ def test_the_documented_check_ids_are_the_ones_the_code_reports():
     assert len(documented) == len(set(documented))
     assert set(documented) == reported
     declared = {check_id for setting in SETTINGS for check_id in setting.check_ids}
-    # Only the checks of Celery's own settings belong to no EVENT_BUS_* setting.
-    assert reported - declared == {"E040", "W002"}
+    # Only the checks of Celery's own settings, and of EVENT_BUS_* names that are no setting,
+    # belong to no declared setting.
+    assert reported - declared == {"E040", "W002", "W004"}
 
 
 def test_a_route_with_a_problem_does_not_hide_the_checks_of_a_publishing_service(settings):

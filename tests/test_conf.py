@@ -16,6 +16,7 @@ from events_celery.conf import (
     Subscription,
     bus_settings,
 )
+from events_celery.conf.declarations import OTHER_LIBRARIES_PREFIXES, OTHER_LIBRARIES_SETTINGS
 from events_celery.exceptions import ConfigurationError
 
 ORDER_PLACED = "org.example.shop.order.placed.v1"
@@ -381,6 +382,63 @@ def test_the_settings_reference_documents_each_declared_setting_once():
     assert sorted(documented) == sorted(setting.name for setting in SETTINGS)
     # Types and defaults come from the declarations; the page states none of its own.
     assert ".. confval::" not in reference
+
+
+def test_a_misspelled_setting_is_read_with_the_declared_name_it_is_close_to(settings):
+    settings.EVENT_BUS_PUBLISH_TIMOUT = 2.0
+    settings.EVENT_BUS_RETRY_POLCY = {"max_attempts": 2}
+
+    parsed = bus_settings()
+
+    assert parsed.misspelled_settings == {
+        "EVENT_BUS_PUBLISH_TIMOUT": "EVENT_BUS_PUBLISH_TIMEOUT",
+        "EVENT_BUS_RETRY_POLCY": "EVENT_BUS_RETRY_POLICY",
+    }
+    # Ignored: the declared settings keep their defaults, and reading them finds no problem.
+    assert parsed.publish_timeout == 5.0
+    assert parsed.problems == ()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # openedx-events (docs/reference/event-bus-configurations, from openedx_events/event_bus)
+        "EVENT_BUS_PRODUCER",
+        "EVENT_BUS_CONSUMER",
+        # edx-event-bus-kafka
+        "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS",
+        "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL",
+        "EVENT_BUS_KAFKA_POLL_INTERVAL_SEC",
+        "EVENT_BUS_KAFKA_CONSUMER_POLL_FAILURE_SLEEP",
+        # edx-event-bus-redis
+        "EVENT_BUS_REDIS_CONNECTION_URL",
+        "EVENT_BUS_REDIS_STREAM_MAX_LEN",
+        "EVENT_BUS_REDIS_CONSUMER_CONSECUTIVE_ERRORS_LIMIT",
+        # a bus's name under its own prefix, even one as close to ours as this
+        "EVENT_BUS_REDIS_TOPIC_PREFIX",
+        "EVENT_BUS_KAFKA_TOPIC_PREFIX",
+    ],
+)
+def test_a_setting_another_library_reads_is_not_taken_for_a_misspelling(settings, name):
+    setattr(settings, name, "x")
+
+    assert bus_settings().misspelled_settings == {}
+
+
+def test_a_setting_far_from_every_declared_name_is_not_taken_for_a_misspelling(settings):
+    settings.EVENT_BUS_DASHBOARD_URL = "https://example.org/"
+    settings.EVENT_BUS_BROKER = "amqp://"  # a word short of EVENT_BUS_BROKER_URL: not close
+
+    assert bus_settings().misspelled_settings == {}
+
+
+def test_the_settings_reference_names_the_settings_of_other_libraries():
+    reference = (ROOT / "docs" / "reference" / "settings.rst").read_text()
+
+    for name in OTHER_LIBRARIES_SETTINGS:
+        assert f"``{name}``" in reference
+    for prefix in OTHER_LIBRARIES_PREFIXES:
+        assert f"``{prefix}*``" in reference
 
 
 def test_every_check_id_the_settings_readers_report_is_declared_by_a_setting():

@@ -33,6 +33,17 @@ from events_celery.conf.routing import TOPIC_PATTERN, parse_routes, parse_subscr
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
+#: The prefix of every setting of events_celery.
+PREFIX = "EVENT_BUS_"
+
+#: ``EVENT_BUS_*`` settings of other libraries: never reported as misspellings (check
+#: ``W004``). openedx-events chooses its bus with these two; it also reads
+#: ``EVENT_BUS_PRODUCER_CONFIG`` and ``EVENT_BUS_TOPIC_PREFIX``, which are events_celery's too.
+OTHER_LIBRARIES_SETTINGS = ("EVENT_BUS_PRODUCER", "EVENT_BUS_CONSUMER")
+#: Prefixes of the settings of openedx-events' other buses, edx-event-bus-kafka and
+#: edx-event-bus-redis: never reported as misspellings either.
+OTHER_LIBRARIES_PREFIXES = ("EVENT_BUS_KAFKA_", "EVENT_BUS_REDIS_")
+
 #: Reads one setting's value: returns it parsed (the default when it is wrong), adding what is
 #: wrong to the problems.
 Reader = Callable[["Setting", Any, Problems], Any]
@@ -64,7 +75,7 @@ class Setting:
     @property
     def attr(self) -> str:
         """The attribute of :class:`~events_celery.conf.BusSettings` holding the value."""
-        return self.name.removeprefix("EVENT_BUS_").lower()
+        return self.name.removeprefix(PREFIX).lower()
 
     def value(self, problems: Problems) -> Any:
         """Read this setting from Django settings and parse it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -9,7 +10,14 @@ import attrs
 from django.conf import settings as django_settings
 from django.db import connections
 
-from events_celery.conf.declarations import NAME_PATTERN, SETTINGS, celery_broker_url
+from events_celery.conf.declarations import (
+    NAME_PATTERN,
+    OTHER_LIBRARIES_PREFIXES,
+    OTHER_LIBRARIES_SETTINGS,
+    PREFIX,
+    SETTINGS,
+    celery_broker_url,
+)
 from events_celery.conf.policies import PublishRetryPolicy, RetryPolicy
 from events_celery.conf.problems import Problem, Problems
 from events_celery.conf.routing import Route, Subscription
@@ -22,6 +30,10 @@ SERIALIZER_SETTINGS = (
     "CELERY_RESULT_SERIALIZER",
     "CELERY_RESULT_ACCEPT_CONTENT",
 )
+
+#: How alike (:class:`difflib.SequenceMatcher`'s ratio, of the names without ``EVENT_BUS_``) an
+#: unknown ``EVENT_BUS_*`` setting must be to a declared one to be taken for its misspelling.
+MISSPELLING_CUTOFF = 0.8
 
 
 def _enabled_routes(settings: BusSettings) -> Mapping[str, tuple[Route, ...]]:
@@ -82,6 +94,10 @@ class BusSettings:
     #: ``OPTIONS['transaction_mode']`` of that database (``""`` when unset).
     db_transaction_mode: str
 
+    #: Each ``EVENT_BUS_*`` Django setting that is neither declared nor another library's but
+    #: whose name is close to a declared one, with that declared name. events_celery ignores it.
+    misspelled_settings: Mapping[str, str]
+
     problems: tuple[Problem, ...]
 
     #: The enabled and valid routes of each event type named in ``EVENT_BUS_PRODUCER_CONFIG``.
@@ -140,6 +156,7 @@ def parse() -> BusSettings:
         celery_serializers=_celery_serializers(),
         db_engine=None if database is None else str(database.get("ENGINE", "")),
         db_transaction_mode=str((database or {}).get("OPTIONS", {}).get("transaction_mode", "")),
+        misspelled_settings=_misspelled_settings(),
         problems=tuple(problems.found),
     )
 
@@ -162,3 +179,24 @@ def _celery_serializers() -> dict[str, tuple[str, ...]]:
         values = [value] if isinstance(value, str) else list(value or ())
         found[name] = tuple(v for v in values if isinstance(v, str))
     return {name: values for name, values in found.items() if values}
+
+
+def _misspelled_settings() -> dict[str, str]:
+    # Compared without the prefix every name shares, which would make any two names look alike.
+    declared = {setting.name.removeprefix(PREFIX): setting.name for setting in SETTINGS}
+    found = {}
+    for name in dir(django_settings):
+        if (
+            not name.startswith(PREFIX)
+            or not name.isupper()  # Django reads only upper-case settings
+            or name in OTHER_LIBRARIES_SETTINGS
+            or name.startswith(OTHER_LIBRARIES_PREFIXES)
+            or name.removeprefix(PREFIX) in declared
+        ):
+            continue
+        close = difflib.get_close_matches(
+            name.removeprefix(PREFIX), declared, n=1, cutoff=MISSPELLING_CUTOFF
+        )
+        if close:
+            found[name] = declared[close[0]]
+    return found
