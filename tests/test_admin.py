@@ -16,13 +16,12 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from kombu import Connection
 
 from events_celery.admin import DeadLetterAdmin
-from events_celery.bus import topology
 from events_celery.bus.tasks import RUN_RECEIVER
 from events_celery.models import DeadLetter
 from tests.admin_rows import ERROR, RECEIVER, TOPIC, order_dead_letter, poison_dead_letter
+from tests.task_queue import take_tasks
 from tests.testapp.events import ORDER_PLACED, PING
 
 pytestmark = pytest.mark.django_db
@@ -40,17 +39,6 @@ def service(settings: Any) -> Iterator[str]:
     settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {"event_types": [ORDER_PLACED.event_type]}}
     yield name
     take_tasks(name)
-
-
-def take_tasks(service: str) -> list[tuple[str, list[Any]]]:
-    """The tasks waiting on the service's task queue, as (name, args); the queue is emptied."""
-    taken = []
-    with Connection("memory://") as connection:
-        queue = topology.task_queue(service)(connection.default_channel)
-        queue.declare()
-        while (message := queue.get(no_ack=True)) is not None:
-            taken.append((message.headers["task"], list(message.decode()[0])))
-    return taken
 
 
 def run_action(client: Any, action: str, rows: list[DeadLetter]) -> list[tuple[str, str]]:

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import attrs
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from events_celery import EventMetadata, __version__
 from events_celery.exceptions import MetadataError
-from events_celery.signals import EVENT_TYPE_PATTERN
 from events_celery.wire import metadata_from_headers, metadata_headers
+from tests.strategies import metadata_strategy
 
 EVENT_TYPE = "org.example.shop.order.placed.v1"
 
@@ -29,24 +28,6 @@ def make_metadata(**overrides):
     }
     values.update(overrides)
     return EventMetadata(**values)
-
-
-texts = st.text(min_size=1, max_size=40)
-metadata_strategy = st.builds(
-    EventMetadata,
-    id=st.uuids(),
-    event_type=st.from_regex(EVENT_TYPE_PATTERN, fullmatch=True),
-    minor_version=st.integers(min_value=0, max_value=2**63),
-    source=texts,
-    source_host=texts,
-    time=st.datetimes(
-        min_value=datetime(1000, 1, 1),
-        max_value=datetime(9999, 12, 31),
-        timezones=st.just(UTC),
-    ),
-    spec_version=st.just("1.0"),
-    source_lib=texts,
-)
 
 
 # --- create ---------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from events_celery import (
 )
 from events_celery.avro import fingerprint
 from events_celery.exceptions import MetadataError
-from events_celery.signals import EVENT_TYPE_PATTERN
 from events_celery.testing import isolated_registry
 from events_celery.wire import (
     AVRO_CONTENT_TYPE,
@@ -72,6 +71,7 @@ from events_celery.wire import (
     read_metadata,
     wire_message,
 )
+from tests.strategies import metadata_strategy
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, Mode, OrderData
 
 AVRO = "application/avro"
@@ -187,24 +187,6 @@ def test_text_that_is_no_utc_time_is_a_value_error_quoting_it(text):
 
 
 # --- headers ⇄ metadata ---------------------------------------------------------------------
-
-
-texts = st.text(min_size=1, max_size=40)
-metadata_strategy = st.builds(
-    EventMetadata,
-    id=st.uuids(),
-    event_type=st.from_regex(EVENT_TYPE_PATTERN, fullmatch=True),
-    minor_version=st.integers(min_value=0, max_value=2**63),
-    source=texts,
-    source_host=texts,
-    time=st.datetimes(
-        min_value=datetime(1000, 1, 1),
-        max_value=datetime(9999, 12, 31),
-        timezones=st.just(UTC),
-    ),
-    spec_version=st.just("1.0"),
-    source_lib=texts,
-)
 
 
 def test_headers_carry_every_field_as_text():

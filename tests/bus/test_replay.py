@@ -19,10 +19,8 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 from django.test import override_settings
 from fastavro import parse_schema, schemaless_writer
-from kombu import Connection
 
 from events_celery.avro import fingerprint
-from events_celery.bus import topology
 from events_celery.bus.dead_letters import Failure, Reason, dead_letter
 from events_celery.bus.replay import (
     decode_dead_letter,
@@ -34,6 +32,7 @@ from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
 from events_celery.wire import HEADER_FINGERPRINT, encode_event
+from tests.task_queue import take_tasks
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,17 +52,6 @@ def service(settings: Any) -> Iterator[str]:
     settings.EVENT_BUS_CONSUMER_CONFIG = {TOPIC: {"event_types": [PING.event_type]}}
     yield name
     take_tasks(name)
-
-
-def take_tasks(service: str) -> list[tuple[str, list[Any]]]:
-    """The tasks waiting on the service's task queue, as (name, args); the queue is emptied."""
-    taken = []
-    with Connection("memory://") as connection:
-        queue = topology.task_queue(service)(connection.default_channel)
-        queue.declare()
-        while (message := queue.get(no_ack=True)) is not None:
-            taken.append((message.headers["task"], list(message.decode()[0])))
-    return taken
 
 
 def ping(n: int, **headers: str) -> Any:
