@@ -1,8 +1,9 @@
 """Run the example end to end: ``python -m config.demo``.
 
 With RabbitMQ reachable at ``CELERY_BROKER_URL``, it starts the Procfile's ``billing`` and
-``notifications`` workers, migrates the orders service's database (``send_event`` writes each
-event to the outbox table there) and places orders in the orders service, shows the events
+``notifications`` workers (each Procfile line migrates its service's database first: the
+dead-letter and outbox tables), migrates the orders service's database (``send_event`` writes
+each event to the outbox table there) and places orders in the orders service, shows the events
 arriving in both workers, and stops them. Without RabbitMQ it plays all three services in this
 process, on kombu's in-memory broker, with a real Celery worker in a thread, after migrating
 that process's database. Exits non-zero on a timeout.
