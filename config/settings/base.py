@@ -13,6 +13,7 @@ import django
 SECRET_KEY = "events-celery-example-not-a-secret"
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+TIME_ZONE = "UTC"
 USE_TZ = True
 ROOT_URLCONF = "config.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -63,6 +64,29 @@ def service_database(service: str) -> dict[str, dict[str, object]]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": path,
             "OPTIONS": {"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {},
+        }
+    }
+
+
+def service_cache(service: str) -> dict[str, dict[str, object]]:
+    """The service's default cache: files in a directory of its own, in the temp directory.
+
+    ``once_per_event`` (``config/billing/receivers.py``) remembers handled events there, so the
+    cache must be one that every process of the service's worker shares: a redelivered event
+    can run in another prefork child than the first copy (its child was killed mid-event), or
+    after a restart. Django's local-memory cache is per process; this file-based one is seen
+    by every process on the host (each entry is written to a temporary file and renamed into
+    place, so a reader never sees half an entry) and needs no table or server. Services that
+    run workers on several hosts use a cache all hosts reach (Redis, Memcached, the database
+    cache) instead.
+    """
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(Path(tempfile.gettempdir()) / f"events_celery_demo_{service}_cache"),
+            # Past MAX_ENTRIES Django culls a third of the entries: events remembered for
+            # less than once_per_event's timeout (a week) could then run again.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 

@@ -5,11 +5,12 @@ like orders and receives like billing and notifications. Used when RabbitMQ is n
 """
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import INSTALLED_APPS, service_database
+from config.settings.base import INSTALLED_APPS, service_cache, service_database
 from config.settings.orders import EVENT_BUS_PRODUCER_CONFIG  # noqa: F401
 
 INSTALLED_APPS = [*INSTALLED_APPS, "config.orders", "config.billing", "config.notifications"]
 DATABASES = service_database("memory")
+CACHES = service_cache("memory")
 
 CELERY_BROKER_URL = "memory://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.1}  # memory:// polls, 1 s by default
