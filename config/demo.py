@@ -172,6 +172,50 @@ def run_on_rabbitmq(count: int, timeout: float, *, verbose: bool) -> int:
         print("demo          | stopping the workers", flush=True)
         for worker in workers:
             worker.stop()
+        delete_topology()
+
+
+SERVICES = ("orders", *WORKERS)
+
+
+def delete_topology() -> None:
+    """Delete what the services declared on the broker: the demo leaves nothing behind.
+
+    Each service's exchanges and queues follow from its own settings, so each is deleted by a
+    process that loads them (``--delete-topology`` under that settings module).
+    """
+    for service in SERVICES:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": f"config.settings.{service}"}
+        command = [sys.executable, "-m", "config.demo", "--delete-topology"]
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"demo          | could not delete {service}'s topology: {result.stderr}")
+    print("demo          | deleted the services' exchanges and queues", flush=True)
+
+
+def delete_service_topology() -> None:
+    """Delete this service's exchanges and queues, and Celery's default queue of the service."""
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from events_celery.bus import topology
+    from events_celery.bus.connection import bus_connection
+    from events_celery.conf import bus_settings
+
+    bus = bus_settings()
+    wanted = topology.service_topology(bus)
+    queues = [queue.name for queue in wanted.queues] + [settings.CELERY_TASK_DEFAULT_QUEUE]
+    exchanges = [exchange.name for exchange in wanted.exchanges]
+    exchanges += [q.exchange.name for q in wanted.queues if q.exchange is not None]
+    with bus_connection(bus, confirm_publish=False) as connection:
+        channel = connection.default_channel
+        for name in dict.fromkeys(queues):
+            channel.queue_delete(name)
+        for name in dict.fromkeys(exchanges):
+            if name:
+                channel.exchange_delete(name)
 
 
 def run_in_memory(count: int, timeout: float) -> int:
@@ -255,7 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=5, help="orders to place (default 5)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per step (default 60)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the workers' banners")
+    parser.add_argument(
+        "--delete-topology",
+        action="store_true",
+        help="delete the exchanges and queues of the service of DJANGO_SETTINGS_MODULE, and exit",
+    )
     args = parser.parse_args(argv)
+    if args.delete_topology:
+        delete_service_topology()
+        return 0
     url = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
     if broker_reachable(url):
         print(f"broker: RabbitMQ at {maybe_sanitize_url(url)} (reachable)", flush=True)
