@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
-from django.test import override_settings
 
 from events_celery.models import DeadLetter
 from tests.admin_browser.conftest import AdminPages
 from tests.admin_rows import RECEIVER, TOPIC, order_dead_letter
+from tests.memory_worker import run_memory_worker, wait_until
 from tests.testapp.events import ORDER_PLACED
 
 SERVICE = "admin-browser"
@@ -29,21 +26,8 @@ WORKER_SETTINGS: dict[str, Any] = {
 @pytest.fixture
 def worker() -> Iterator[WorkController]:
     """A Celery worker of the service, in this process, on kombu's in-memory broker."""
-    with override_settings(**WORKER_SETTINGS):
-        app = Celery(SERVICE, broker="memory://", set_as_current=True)
-        app.conf.task_default_queue = f"{SERVICE}.celery"
-        app.conf.broker_transport_options = {"polling_interval": 0.01}  # memory:// polls
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-            yield w
-
-
-def wait_until(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-    return value
+    with run_memory_worker(SERVICE, WORKER_SETTINGS) as w:
+        yield w
 
 
 def test_an_operator_discards_one_dead_letter_and_replays_another(

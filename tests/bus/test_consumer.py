@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController, state
-from django.test import override_settings
 from kombu import Connection
 
 from events_celery.bus.consumer import EventConsumerStep
+from tests.memory_worker import run_memory_worker, wait_until
 from tests.testapp.events import PING
 
 TOPIC = "memory"
@@ -37,13 +36,8 @@ WORKER_QUEUES = (f"{SERVICE}.{TOPIC}", f"{SERVICE}.events_celery.tasks")
 @pytest.fixture(scope="module")
 def module_worker() -> Iterator[WorkController]:
     """One worker for every test of the module: starting and stopping one takes seconds."""
-    with override_settings(**WORKER_SETTINGS):
-        app = Celery(SERVICE, broker="memory://", set_as_current=True)
-        app.conf.task_default_queue = f"{SERVICE}.celery"
-        # The in-memory transport polls its queues, by default once a second.
-        app.conf.broker_transport_options = {"polling_interval": 0.01}
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-            yield w
+    with run_memory_worker(SERVICE, WORKER_SETTINGS) as w:
+        yield w
 
 
 @pytest.fixture
@@ -74,14 +68,6 @@ def idle() -> bool:
         return False
     time.sleep(0.05)  # an event the consumer held for its next hand-off is a task by then
     return in_flight() == 0
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_worker_start_installs_the_event_consumer(memory_worker: Celery) -> None:

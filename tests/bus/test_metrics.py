@@ -6,20 +6,17 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
-from django.test import override_settings
 from kombu import Connection, Exchange, Producer
 from prometheus_client import REGISTRY
 
 from events_celery.bus import metrics
+from tests.memory_worker import run_memory_worker, wait_until
 from tests.testapp.events import PING
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +37,8 @@ WORKER_SETTINGS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[WorkController]:
-    with override_settings(**WORKER_SETTINGS):
-        app = Celery(SERVICE, broker="memory://", set_as_current=True)
-        app.conf.task_default_queue = f"{SERVICE}.celery"
-        app.conf.broker_transport_options = {"polling_interval": 0.01}
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-            yield w
+    with run_memory_worker(SERVICE, WORKER_SETTINGS) as w:
+        yield w
 
 
 def value(name: str, **labels: str) -> float:
@@ -65,14 +58,6 @@ def run_labels(receiver: str, outcome: str | None = None) -> dict[str, str]:
 
 RECORD = run_labels("metrics-record")
 RECORD_SUCCESS = run_labels("metrics-record", "success")
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_publishing_consuming_and_receiver_runs_are_counted(worker: WorkController) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
-from django.test import override_settings
 from fastavro import parse_schema, schemaless_writer
 
 from events_celery.avro import fingerprint
@@ -32,6 +28,7 @@ from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
 from events_celery.wire import HEADER_FINGERPRINT, encode_event
+from tests.memory_worker import run_memory_worker, wait_until
 from tests.task_queue import take_tasks
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
@@ -312,21 +309,8 @@ WORKER_SETTINGS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def module_worker() -> Iterator[WorkController]:
-    with override_settings(**WORKER_SETTINGS):
-        app = Celery(WORKER_SERVICE, broker="memory://", set_as_current=True)
-        app.conf.task_default_queue = f"{WORKER_SERVICE}.celery"
-        app.conf.broker_transport_options = {"polling_interval": 0.01}
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-            yield w
-
-
-def wait_until(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.01)
-    return value
+    with run_memory_worker(WORKER_SERVICE, WORKER_SETTINGS) as w:
+        yield w
 
 
 def test_on_a_worker_a_replay_after_the_fix_runs_the_receiver_once_and_a_new_failure_counts(

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 from django.db import transaction
-from django.test import override_settings
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,6 +20,7 @@ from events_celery.bus import tracing
 from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
 from events_celery.wire import encode_event
+from tests.memory_worker import run_memory_worker, wait_until
 from tests.testapp.events import PING
 
 TOPIC = "traced"
@@ -64,21 +61,8 @@ def _fresh(spans: InMemorySpanExporter) -> None:
 
 @pytest.fixture(scope="module")
 def worker(spans: InMemorySpanExporter) -> Iterator[WorkController]:
-    with override_settings(**WORKER_SETTINGS):
-        app = Celery(SERVICE, broker="memory://", set_as_current=True)
-        app.conf.task_default_queue = f"{SERVICE}.celery"
-        app.conf.broker_transport_options = {"polling_interval": 0.01}
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-            yield w
-
-
-def wait_until(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.01)
-    return value
+    with run_memory_worker(SERVICE, WORKER_SETTINGS) as w:
+        yield w
 
 
 def receiver_spans(exporter: InMemorySpanExporter, receiver: str) -> list[ReadableSpan]:

@@ -1,0 +1,36 @@
+"""A real Celery worker in the test process, on kombu's ``memory://`` broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController
+from django.test import override_settings
+
+
+@contextmanager
+def run_memory_worker(service: str, settings: Mapping[str, Any]) -> Iterator[WorkController]:
+    """Run a solo-pool worker of ``service`` with ``settings`` until the block ends."""
+    with override_settings(**settings):
+        app = Celery(service, broker="memory://", set_as_current=True)
+        app.conf.task_default_queue = f"{service}.celery"
+        # The in-memory transport polls its queues, by default once a second.
+        app.conf.broker_transport_options = {"polling_interval": 0.01}
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+            yield w
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return it; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.01)
+    return value
