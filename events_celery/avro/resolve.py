@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from events_celery.avro.bounds import written_in_zero_bytes
 from events_celery.avro.codec import Codec, CodecRegistry
 from events_celery.avro.types import (
     AVRO_NAME,
@@ -113,7 +114,15 @@ class _Resolver:
                 "use one type, or a registered codec for a type of your own",
             )
         if origin is list:
-            return ArrayNode(self.node(args[0], f"{path}[]", metadata))
+            items = self.node(args[0], f"{path}[]", metadata)
+            if _written_in_zero_bytes(items):
+                raise self.error(
+                    path,
+                    f"has type {_show(tp)}, whose items may be written in zero bytes (a record "
+                    "without fields), so a few bytes of a message could stand for any number "
+                    "of them; give the item type a field, or send a count instead",
+                )
+            return ArrayNode(items)
         if origin is dict:
             if args[0] is not str:
                 raise self.error(
@@ -257,6 +266,14 @@ class _Resolver:
             f"has type {_show(owner)}, but {_show(current)} is also named '{name}'; Avro names "
             "types by class name within the event's namespace, so rename one of them",
         )
+
+
+def _written_in_zero_bytes(node: TypeNode) -> bool:
+    if isinstance(node, RecordNode):
+        return all(_written_in_zero_bytes(field.node) for field in node.fields)
+    if isinstance(node, CodecNode):
+        return written_in_zero_bytes(node.codec.avro_schema, {})
+    return False
 
 
 def _default(attribute: attrs.Attribute[Any]) -> object:

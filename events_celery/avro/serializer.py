@@ -15,13 +15,19 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from events_celery.avro import codec
+from events_celery.avro.bounds import (
+    DEFAULT_MAX_ITEMS,
+    ItemBound,
+    ItemBoundError,
+    compile_item_bound,
+)
 from events_celery.avro.codec import CodecRegistry
 from events_celery.avro.convert import Converter, compile_decoder, compile_encoder
 from events_celery.avro.resolve import resolve_payload
 from events_celery.avro.schema import build_schema, fingerprint
 from events_celery.avro.types import RecordNode
 from events_celery.avro.validate import compile_payload_validator
-from events_celery.exceptions import DecodeError, SerializationError
+from events_celery.exceptions import DecodeError, PayloadValidationError, SerializationError
 
 __all__ = ["PayloadSerializer"]
 
@@ -43,6 +49,9 @@ class PayloadSerializer:
         data: payload kwarg name → type (an attrs class or a supported plain type), in the
             order the fields are written.
         codec_registry: custom codecs; defaults to :data:`events_celery.avro.codecs`.
+        max_items: how many list and dict items one payload may hold, all together; a body
+            that claims more, or more items than it has bytes left, is refused before it is
+            decoded (see :mod:`events_celery.avro.bounds`).
 
     Raises:
         UnsupportedTypeError: a type in ``data`` cannot be carried in Avro; the message names
@@ -56,13 +65,15 @@ class PayloadSerializer:
         data: Mapping[str, Any],
         *,
         codec_registry: CodecRegistry | None = None,
+        max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
         self.event_type = event_type
+        self.max_items = max_items
         self.codec_registry = codec.codecs if codec_registry is None else codec_registry
         self._root: RecordNode = resolve_payload(event_type, data, self.codec_registry)
-        # id(writer schema) -> (writer schema, parsed writer schema); the schema is kept so
-        # its id cannot be reused by another object while the entry exists.
-        self._writers: dict[int, tuple[Any, Any]] = {}
+        # id(writer schema) -> (writer schema, parsed writer schema, its item check); the
+        # schema is kept so its id cannot be reused by another object while the entry exists.
+        self._writers: dict[int, tuple[Any, Any, ItemBound | None]] = {}
 
     def __repr__(self) -> str:
         return f"PayloadSerializer({self.event_type!r})"
@@ -76,6 +87,10 @@ class PayloadSerializer:
     def parsed_schema(self) -> Any:
         """The schema as parsed by fastavro (built once, on first use)."""
         return parse_schema(self.schema)
+
+    @functools.cached_property
+    def _item_bound(self) -> ItemBound | None:
+        return compile_item_bound(self.schema)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -99,6 +114,8 @@ class PayloadSerializer:
 
         Raises:
             SerializationError: fastavro or a custom codec could not encode the payload.
+            PayloadValidationError: the payload holds more list and dict items than
+                ``max_items``, so no consumer would decode it.
         """
         try:
             record = self._to_record(payload)
@@ -109,7 +126,15 @@ class PayloadSerializer:
                 f"{self.event_type}: cannot encode the payload as Avro ({type(exc).__name__}: "
                 f"{exc}); call validate() first to find the offending field"
             ) from exc
-        return out.getvalue()
+        body = out.getvalue()
+        if self._item_bound is not None:
+            try:
+                self._item_bound(body, self.max_items)
+            except ItemBoundError as exc:
+                raise PayloadValidationError(
+                    self.event_type, exc.field or None, exc.problem
+                ) from exc
+        return body
 
     def decode(self, body: bytes, writer_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The payload kwargs encoded in ``body``, with attrs instances rebuilt.
@@ -121,16 +146,22 @@ class PayloadSerializer:
                 resolved from that schema to this one.
 
         Raises:
-            DecodeError: the bytes are truncated or malformed, the writer schema cannot be
-                resolved to this one, or a payload class refused the decoded values.
+            DecodeError: the bytes are truncated or malformed, claim more list or dict items
+                than they have bytes or than ``max_items`` (checked before anything is
+                decoded), the writer schema cannot be resolved to this one, or a payload class
+                refused the decoded values.
         """
         record: Any
         try:
             stream = BytesIO(body)
             if writer_schema is None:
+                if self._item_bound is not None:
+                    self._item_bound(body, self.max_items)
                 record = schemaless_reader(stream, self.parsed_schema, None)
             else:
-                writer = self._parsed_writer(writer_schema)
+                writer, item_bound = self._parsed_writer(writer_schema)
+                if item_bound is not None:
+                    item_bound(body, self.max_items)
                 record = schemaless_reader(stream, writer, self.parsed_schema)
             left_over = len(body) - stream.tell()
             if left_over:
@@ -148,15 +179,16 @@ class PayloadSerializer:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def _parsed_writer(self, writer_schema: Mapping[str, Any]) -> Any:
+    def _parsed_writer(self, writer_schema: Mapping[str, Any]) -> tuple[Any, ItemBound | None]:
         cached = self._writers.get(id(writer_schema))
         if cached is not None and cached[0] is writer_schema:
-            return cached[1]
+            return cached[1], cached[2]
         if len(self._writers) >= _WRITER_CACHE_SIZE:
             self._writers.clear()
         parsed = parse_schema(dict(writer_schema))
-        self._writers[id(writer_schema)] = (writer_schema, parsed)
-        return parsed
+        item_bound = compile_item_bound(writer_schema)
+        self._writers[id(writer_schema)] = (writer_schema, parsed, item_bound)
+        return parsed, item_bound
 
     @functools.cached_property
     def _validator(self) -> Callable[[Mapping[str, Any]], None]:
