@@ -21,6 +21,7 @@ from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 from openedx_events.tooling import OpenEdxPublicSignal
 
+from events_celery.avro.bounds import DEFAULT_MAX_ITEMS, ItemBound, compile_item_bound
 from events_celery.avro.schema import fingerprint
 from events_celery.bus import tracing
 from events_celery.metadata import EventMetadata
@@ -44,6 +45,7 @@ class SignalCodec:
     deserializer: AvroSignalDeserializer
     parsed_schema: Any
     fingerprint: str
+    item_bound: ItemBound | None
 
     def encode(self, event_data: Mapping[str, Any]) -> bytes:
         """The bytes openedx-events' ``serialize_event_data_to_bytes`` writes for the event."""
@@ -55,9 +57,12 @@ class SignalCodec:
         """The signal's keyword arguments read back from ``body``.
 
         Raises:
-            PoisonMessageError: the body is not this schema's Avro.
+            PoisonMessageError: the body is not this schema's Avro, or claims more list or map
+                items than it has bytes or than the item budget (checked before decoding).
         """
         try:
+            if self.item_bound is not None:
+                self.item_bound(body, DEFAULT_MAX_ITEMS)
             stream = BytesIO(body)
             record = schemaless_reader(stream, self.parsed_schema, None)
             left_over = len(body) - stream.tell()
@@ -81,6 +86,7 @@ def signal_codec(signal: OpenEdxPublicSignal) -> SignalCodec:
         deserializer=AvroSignalDeserializer(signal),
         parsed_schema=parse_schema(serializer.schema),
         fingerprint=fingerprint(serializer.schema),
+        item_bound=compile_item_bound(serializer.schema),
     )
 
 

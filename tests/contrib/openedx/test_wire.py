@@ -144,3 +144,25 @@ def test_missing_headers_are_all_named() -> None:
     del message.headers["ce_id"], message.headers["ce_time"]
     with pytest.raises(PoisonMessageError, match="'ce_id' is missing; 'ce_time' is missing"):
         read(message)
+
+
+def test_a_body_claiming_more_items_than_bytes_is_poison_before_decoding() -> None:
+    """The Open edX codec bounds decoding as events_celery's own does (avro.bounds)."""
+    from types import SimpleNamespace
+
+    from fastavro import parse_schema
+
+    from events_celery.avro.bounds import compile_item_bound
+    from tests.avro.test_bounds import EMPTY_RECORD, empty_items_schema, zigzag
+
+    schema = empty_items_schema(EMPTY_RECORD)
+    codec = wire.SignalCodec(
+        signal=SimpleNamespace(event_type=TYPE),  # type: ignore[arg-type]
+        serializer=None,  # type: ignore[arg-type]
+        deserializer=None,  # type: ignore[arg-type]
+        parsed_schema=parse_schema(schema),
+        fingerprint=fingerprint(schema),
+        item_bound=compile_item_bound(schema),
+    )
+    with pytest.raises(PoisonMessageError, match="claims 1099511627776 items in the 1 bytes left"):
+        codec.decode(zigzag(1 << 40) + b"\x00")
