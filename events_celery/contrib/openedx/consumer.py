@@ -22,7 +22,8 @@ import logging
 import signal
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -76,6 +77,10 @@ def retry_queue(group: str, topic: str, delay: float, queue_type: str = "classic
     return Queue(name, Exchange(""), routing_key=name, durable=True, queue_arguments=arguments)
 
 
+class _StopRequestedError(Exception):
+    """A stop was asked for while the consumer waited for the broker."""
+
+
 class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[misc]
     """Consumes one topic as one consumer group, on RabbitMQ.
 
@@ -125,12 +130,17 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         """Consume until the process is stopped; reconnects whenever the broker goes away.
 
         ``SIGTERM`` (what process managers send) stops it after the event being processed,
-        so that event is not delivered again as one that came back unfinished.
+        so that event is not delivered again as one that came back unfinished, and within a
+        second while it waits for an unreachable broker.
         """
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._stop) if main else None
         try:
             self.run()
+        except _StopRequestedError:
+            logger.info(
+                "events_celery: group %r stopped while the broker was unreachable", self.group_id
+            )
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -138,6 +148,34 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
     def _stop(self, signum: int, frame: Any) -> None:
         logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
         self.should_stop = True
+
+    @contextmanager
+    def establish_connection(self) -> Iterator[Connection]:
+        """Connect, retrying while the broker is away, until a stop is asked for.
+
+        kombu's own loop (``ConsumerMixin.establish_connection``) retries for good without
+        looking at ``should_stop``; its ``callback`` runs about once a second while it waits.
+        """
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error, self.connect_max_retries, callback=self._raise_if_stopping
+            )
+            yield connection
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        """Log the failed attempt, or end the wait if a stop was asked for meanwhile."""
+        self._raise_if_stopping()
+        logger.warning(
+            "events_celery: group %r cannot reach the broker (%s: %s); trying again in %.0f s",
+            self.group_id,
+            type(exc).__name__,
+            exc,
+            interval,
+        )
+
+    def _raise_if_stopping(self) -> None:
+        if self.should_stop:
+            raise _StopRequestedError
 
     def get_consumers(
         self, consumer_class: Callable[..., Consumer], channel: Any
