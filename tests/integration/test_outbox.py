@@ -119,21 +119,28 @@ def test_a_worker_sweeper_and_relay_events_drain_one_backlog_without_publishing_
         "TEST_PRODUCER_CONFIG": json.dumps(ROUTE),
         "TEST_SWEEP_INTERVAL": "0.05",
     }
-    command = subprocess.Popen(
-        [sys.executable, "-m", "django", "relay_events", "--loop"],
-        cwd=ROOT,
-        env={**bus.env(), **outbox_env, "TEST_SERVICE": publisher},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = bus.tmp_path / "relay_events.log"
+    with log.open("w") as out:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "django", "relay_events", "--loop"],
+            cwd=ROOT,
+            env={**bus.env(), **outbox_env, "TEST_SERVICE": publisher},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+        # Started (its SIGTERM handler set) before the worker, so the two relays race.
+        wait_for(
+            lambda: command.poll() is not None or "relaying the outbox" in log.read_text(),
+            "relay_events --loop to start",
+        )
         bus.start(publisher, {}, producer_config=ROUTE, env=outbox_env)
         wait_for(lambda: bus.depth(probe) >= 5000, "the two relays to drain the backlog")
         wait_for(lambda: not OutboxMessage.objects.exists(), "the published rows to be deleted")
     finally:
         command.send_signal(signal.SIGTERM)
-        output, _ = command.communicate(timeout=30)
+        command.wait(timeout=30)
+    output = log.read_text()
 
     ids = []
     while (message := bus.get(probe)) is not None:

@@ -50,6 +50,11 @@ class Command(BaseCommand):
         if loop:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
+            self.stdout.write(
+                f"relaying the outbox every {settings.outbox_sweep_interval:g} s until SIGINT "
+                "or SIGTERM"
+            )
+            self.stdout.flush()
         total = 0
         last_warning = 0.0
         while True:
