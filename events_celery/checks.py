@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import attrs
 import django
@@ -213,8 +212,7 @@ def _virtual_hosts(broker_url: str | None) -> set[str]:
     hosts = set()
     for url in (broker_url or "").split(";"):
         if url.strip().startswith(("amqp", "pyamqp")):
-            path = url_to_parts(url.strip()).path
-            hosts.add(unquote(path) if path else "/")
+            hosts.add(url_to_parts(url.strip()).path or "/")  # kombu unquotes the path
     return hosts
 
 
