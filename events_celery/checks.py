@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import django
 from django.core.checks import CheckMessage, Error, Warning, register
+from kombu.utils.url import url_to_parts
 
 from events_celery.bus.topology import RESERVED_SEGMENT
 from events_celery.conf import BusSettings, bus_settings
@@ -66,7 +67,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     f"EVENT_BUS_PRODUCER_CONFIG[{event_type!r}][{route.topic!r}]: "
                     f"event_key_field {route.event_key_field!r} is not a payload field ({exc})",
                     hint="use a dotted path to a field of the payload, starting with one of "
-                    f"{sorted(signal.data)}, e.g. 'order.id'",
+                    f"{sorted(signal.data)}, e.g. {_key_field_example(signal.data)!r}",
                     id="events_celery.E031",
                 )
             )
@@ -159,6 +160,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W002",
             )
         )
+    if consumes and settings.topic_prefix and "/" in _virtual_hosts(settings.broker_url):
+        service = settings.service_name
+        messages.append(
+            Warning(
+                f"EVENT_BUS_TOPIC_PREFIX {settings.topic_prefix!r} prefixes the topic exchanges "
+                f"only: this service's queues ({service}.<topic>, {service}.events_celery.tasks, "
+                f"{service}.events_celery.dead_letters) and Celery's own queues and exchanges "
+                "are not prefixed, so another environment with the same service names on the "
+                "broker's default virtual host '/' shares them and takes this one's events",
+                hint="give each environment a virtual host of its own (e.g. CELERY_BROKER_URL = "
+                "'amqp://user:password@host:5672/staging'); if no other environment uses this "
+                "virtual host, add 'events_celery.W005' to SILENCED_SYSTEM_CHECKS",
+                id="events_celery.W005",
+            )
+        )
     if publishes and not settings.broker_url:
         messages.append(
             Warning(
@@ -169,6 +185,35 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _key_field_example(data: dict[str, Any]) -> str:
+    """A valid ``event_key_field`` of a payload: the path to its first field that is no record."""
+    for name, kind in data.items():
+        path = _path_to_a_value(kind)
+        if path is not None:
+            return ".".join((name, *path))
+    return next(iter(data), "")
+
+
+def _path_to_a_value(kind: Any) -> list[str] | None:
+    """Field names from the record ``kind`` down to its first value that is no record."""
+    if not attrs.has(kind):
+        return []
+    for field in attrs.fields(kind):
+        rest = _path_to_a_value(field.type)
+        if rest is not None:
+            return [field.name, *rest]
+    return None  # a record with no fields
+
+
+def _virtual_hosts(broker_url: str | None) -> set[str]:
+    """The AMQP virtual hosts of ``broker_url`` (``;``-separated failover URLs)."""
+    hosts = set()
+    for url in (broker_url or "").split(";"):
+        if url.strip().startswith(("amqp", "pyamqp")):
+            hosts.add(url_to_parts(url.strip()).path or "/")  # kombu unquotes the path
+    return hosts
 
 
 def _check_task_serialization(settings: BusSettings) -> list[CheckMessage]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from uuid import UUID
 
+import attrs
 import django
 import pytest
 from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
+from events_celery import EventSignal
 from events_celery.checks import check_settings
 from events_celery.conf import SETTINGS
+from events_celery.testing import isolated_registry
 from tests.testapp.events import ORDER_PLACED, PING
 
 UNKNOWN = "org.example.shop.order.cancelled.v1"
@@ -455,3 +459,76 @@ def test_a_consumer_topic_with_a_problem_does_not_hide_the_checks_of_a_consuming
     found = sorted(by_id(check_settings()))
 
     assert found == ["events_celery.E007", "events_celery.E041", "events_celery.W002"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:guest@127.0.0.1:5672//",
+        "amqp://rabbit.example",
+        "amqp://a.example:5672/staging;amqp://b.example:5672//",
+    ],
+)
+def test_a_topic_prefix_on_the_default_virtual_host_of_a_consumer_is_w005(settings, url):
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_TASK_DEFAULT_QUEUE = "tests.celery"
+    settings.EVENT_BUS_TOPIC_PREFIX = "staging."
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+
+    warning = by_id(check_settings())["events_celery.W005"]
+
+    assert "'staging.'" in warning.msg
+    assert "tests.events_celery.tasks" in warning.msg
+    assert "virtual host of its own" in warning.hint
+
+
+@pytest.mark.parametrize(
+    ("prefix", "url", "consumer_config"),
+    [
+        ("staging.", "amqp://guest:guest@127.0.0.1:5672/staging", {"pings": {}}),
+        ("staging.", "amqp://guest:guest@127.0.0.1:5672/%2Fstaging", {"pings": {}}),
+        ("", "amqp://guest:guest@127.0.0.1:5672//", {"pings": {}}),
+        ("staging.", "amqp://guest:guest@127.0.0.1:5672//", {}),  # no queue of its own
+        ("staging.", "memory://localhost/", {"pings": {}}),
+    ],
+)
+def test_a_topic_prefix_is_not_warned_where_no_environment_can_share_its_queues(
+    settings, prefix, url, consumer_config
+):
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_TASK_DEFAULT_QUEUE = "tests.celery"
+    settings.EVENT_BUS_TOPIC_PREFIX = prefix
+    settings.EVENT_BUS_CONSUMER_CONFIG = consumer_config
+
+    assert "events_celery.W005" not in by_id(check_settings())
+
+
+@attrs.frozen
+class _Customer:
+    customer_id: UUID
+
+
+@attrs.frozen
+class _Order:
+    customer: _Customer
+    order_id: UUID
+
+
+def test_the_e031_hint_gives_an_example_from_the_payload_of_the_event(settings):
+    with isolated_registry():
+        placed = EventSignal("org.example.hint.order.placed.v1", data={"order": _Order})
+        settings.EVENT_BUS_PRODUCER_CONFIG = {
+            placed.event_type: {"orders": {"event_key_field": "order.id"}}
+        }
+
+        error = by_id(check_settings())["events_celery.E031"]
+
+    assert "'order.id'" in error.msg
+    assert "'id'" in error.msg
+    assert error.hint.endswith("e.g. 'order.customer.customer_id'")
+
+
+def test_the_e031_hint_example_of_a_plain_payload_is_the_argument(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"event_key_field": "n.id"}}}
+
+    assert by_id(check_settings())["events_celery.E031"].hint.endswith("e.g. 'n'")

@@ -98,8 +98,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Each service module sets CELERY_TASK_DEFAULT_QUEUE = "<service>.celery": services that share
 # one broker and Celery's default queue "celery" would run each other's tasks.
 
-# The event bus: exchanges are named "<prefix><topic>", e.g. "demo.orders".
-EVENT_BUS_TOPIC_PREFIX = "demo."
+# The event bus: one topic exchange per topic ("orders"). The services share the broker's
+# default virtual host; another environment (staging, production) would use a virtual host of
+# its own, e.g. CELERY_BROKER_URL = "amqp://user:password@host:5672/staging".
 # EVENT_BUS_PUBLISH_MODE is left at its default, "outbox": send_event writes the event to the
 # outbox table (run `manage.py migrate`) in the caller's transaction, and a background thread
 # publishes it after the commit; nothing is published when the transaction rolls back.

@@ -9,6 +9,9 @@
   dead-letter exchange and queue ``<service>.events_celery.dead_letters`` that every queue of
   the service dead-letters to.
 
+Only the exchange names carry ``EVENT_BUS_TOPIC_PREFIX``: environments that share a broker
+each have a virtual host of their own (``docs/decisions/0009-...``, check ``W005``).
+
 Declaring is idempotent. It happens when a worker starts, on the first publish to a topic, and
 with ``manage.py declare_event_topology``.
 """

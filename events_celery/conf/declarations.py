@@ -215,8 +215,8 @@ SETTINGS: tuple[Setting, ...] = (
         "EVENT_BUS_TOPIC_PREFIX",
         "``str``",
         "",
-        "Prefix of every topic exchange name.",
-        ("E003",),
+        "Prefix of every topic exchange name (not of queue names).",
+        ("E003", "W005"),
         _topic_prefix,
     ),
     # Broker and topology

@@ -1,7 +1,7 @@
 """The example's demo (``python -m config.demo``) on the real RabbitMQ.
 
 It runs the Procfile's ``billing`` and ``notifications`` lines as they are, so it uses the
-example's own exchange (``demo.orders``) and queues (``billing.orders``,
+example's own exchange (``orders``) and queues (``billing.orders``,
 ``notifications.orders``), as a user running the demo would. ``TMPDIR`` is the test's
 directory: the services' SQLite databases and caches are made there.
 """

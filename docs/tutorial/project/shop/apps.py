@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ShopConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "shop"
+
+    def ready(self):
+        from shop import receivers  # noqa: F401 - connects the receivers
