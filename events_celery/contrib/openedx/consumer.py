@@ -149,8 +149,8 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
         self.should_stop = True
 
-    @contextmanager
-    def establish_connection(self) -> Iterator[Connection]:
+    @contextmanager  # celery-types declares the mixin's method a plain function
+    def establish_connection(self) -> Iterator[Connection]:  # type: ignore[override]
         """Connect, retrying while the broker is away, until a stop is asked for.
 
         kombu's own loop (``ConsumerMixin.establish_connection``) retries for good without
@@ -158,7 +158,9 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         """
         with self.create_connection() as connection:
             connection.ensure_connection(
-                self.on_connection_error, self.connect_max_retries, callback=self._raise_if_stopping
+                self.on_connection_error,
+                self.connect_max_retries,  # type: ignore[arg-type]  # None: no limit, as in kombu
+                callback=self._raise_if_stopping,
             )
             yield connection
 
