@@ -15,8 +15,8 @@ class EventsCeleryConfig(AppConfig):
     def ready(self) -> None:
         """Register checks, attach the bus to sending, hook into Celery workers, find events."""
         from events_celery import checks  # noqa: F401 - registers the system checks
-        from events_celery.bus import consumer  # noqa: F401 - connects Celery's worker signals
-        from events_celery.bus.producer import publish_event
+        from events_celery.bus import worker  # noqa: F401 - connects Celery's worker signals
+        from events_celery.bus.publish.producer import publish_event
         from events_celery.signals import attach_publisher
 
         attach_publisher(publish_event)

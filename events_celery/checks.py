@@ -12,7 +12,7 @@ import attrs
 import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from events_celery.bus.topology import RESERVED_SEGMENT
+from events_celery.bus.broker.topology import RESERVED_SEGMENT
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.event_registry import registry
 from events_celery.wire import key_getter

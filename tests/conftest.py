@@ -45,7 +45,7 @@ def ensure_rabbitmq() -> str | None:
 def _no_publisher_outlives_its_test() -> Iterator[None]:
     """Stop the background outbox publisher a test started, so it cannot touch the next one."""
     yield
-    from events_celery.bus.background import stop_background_publisher
+    from events_celery.bus.publish.background import stop_background_publisher
 
     stop_background_publisher(timeout=10)
 

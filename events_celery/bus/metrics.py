@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from events_celery.conf import BusSettings, bus_settings
 
 if TYPE_CHECKING:
-    from events_celery.bus.confirms import Outcome, Outgoing
+    from events_celery.bus.broker.confirms import Outcome, Outgoing
     from events_celery.wire import ReceivedEvent
 
 try:

@@ -13,9 +13,9 @@ from django.db import connection
 from kombu import Connection
 from kombu.message import Message
 
-from events_celery.bus import connection as bus_connection_module
-from events_celery.bus import topology
-from events_celery.bus.publisher import publisher
+from events_celery.bus.broker import connection as bus_connection_module
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.retrying import publisher
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
 from tests.testapp.events import PING
@@ -113,7 +113,7 @@ def broker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real_connect(connection, timeout=timeout)
 
     monkeypatch.setattr(bus_connection_module, "connect", connect)
-    monkeypatch.setattr("events_celery.bus.confirms.connect", connect)
+    monkeypatch.setattr("events_celery.bus.broker.confirms.connect", connect)
     return calls
 
 

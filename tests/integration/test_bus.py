@@ -12,7 +12,7 @@ import amqp
 import pytest
 from django.db import transaction
 
-from events_celery.bus.dead_letters import MAX_HEADER_VALUE
+from events_celery.bus.dead_letters.store import MAX_HEADER_VALUE
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.wire import encode_event

@@ -32,12 +32,13 @@ from kombu.mixins import ConsumerMixin
 from openedx_events.event_bus import EventBusConsumer
 from openedx_events.tooling import prepare_for_new_work_cycle
 
-from events_celery.bus import metrics, topology
-from events_celery.bus.connection import bus_connection
-from events_celery.bus.consumer import raw_body
-from events_celery.bus.dead_letters import Failure, Reason, dead_letter
-from events_celery.bus.publisher import publisher
-from events_celery.bus.tasks import retry_delay
+from events_celery.bus import metrics
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.retrying import publisher
+from events_celery.bus.consume.step import raw_body
+from events_celery.bus.consume.tasks import retry_delay
+from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN

@@ -26,9 +26,10 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus import outbox, topology
-from events_celery.bus.connection import bus_connection, connect, drop
-from events_celery.bus.topology import reply_code
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import bus_connection, connect, drop
+from events_celery.bus.broker.topology import reply_code
+from events_celery.bus.publish import outbox
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.models import DeadLetter
 

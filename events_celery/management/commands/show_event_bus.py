@@ -7,9 +7,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
-from events_celery.bus import outbox, topology
-from events_celery.bus.connection import bus_connection
-from events_celery.bus.topology import reply_code
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.topology import reply_code
+from events_celery.bus.publish import outbox
 from events_celery.conf import bus_settings
 from events_celery.event_registry import registry
 from events_celery.models import DeadLetter
