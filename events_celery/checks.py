@@ -13,9 +13,9 @@ import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from events_celery.bus.broker.topology import RESERVED_SEGMENT
+from events_celery.bus.publish.routes import key_getter
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.event_registry import registry
-from events_celery.wire import key_getter
 
 #: Predicates telling whether another library defines an event type and publishes it itself.
 _other_definitions: list[Callable[[str], bool]] = []

@@ -29,6 +29,7 @@ from events_celery import (
     wire,
 )
 from events_celery.avro import fingerprint
+from events_celery.bus.publish.routes import key_getter
 from events_celery.exceptions import MetadataError
 from events_celery.testing import isolated_registry
 from events_celery.wire import (
@@ -62,7 +63,6 @@ from events_celery.wire import (
     decode_event,
     encode_event,
     format_time,
-    key_getter,
     metadata_from_headers,
     metadata_headers,
     parse_time,

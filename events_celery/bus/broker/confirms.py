@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from kombu import Connection, Producer
 
-from events_celery.bus import metrics
+from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import Deadline, connect, drop, is_amqp
 from events_celery.bus.broker.frames import publish_frames
@@ -168,7 +168,13 @@ class ConfirmingPublisher:
             outcome.confirmed.extend(self._confirmed)
             outcome.refused.update(self._refused)
             self._reset_batch()
-            metrics.published(items, outcome)
+            confirmed = set(outcome.confirmed)
+            hooks.published(
+                [
+                    hooks.Published(item.exchange, item.routing_key, item.key in confirmed)
+                    for item in items
+                ]
+            )
         return outcome
 
     def _reset_batch(self) -> None:

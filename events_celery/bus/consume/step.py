@@ -20,7 +20,7 @@ from kombu import Consumer
 from kombu.message import Message
 
 from events_celery import schema_store
-from events_celery.bus import metrics
+from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.consume.tasks import DELIVER_EVENTS, envelope, send_task
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
@@ -123,7 +123,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             logger.exception("unexpected error while decoding a message; dead-lettering it")
             self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
             return
-        metrics.consumed(settings, topic, str(routing_key))
+        hooks.consumed(settings, topic, str(routing_key))
         item = envelope(plain_headers(message.headers), body, origin=origin(message))
         with self._lock:
             self._pending.append((message, item))
@@ -167,7 +167,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._flush_entry = None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        metrics.poisoned(self.settings, str(message.delivery_info.get("exchange") or ""))
+        hooks.poisoned(self.settings, str(message.delivery_info.get("exchange") or ""))
         try:
             dead_letter(
                 self.settings,

@@ -26,7 +26,7 @@ from celery.exceptions import Reject
 from kombu import Producer
 
 from events_celery import schema_store
-from events_celery.bus import metrics, tracing
+from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.retrying import publisher
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter, mark_replayed
@@ -192,8 +192,7 @@ def _run(
     try:
         with (
             attempt_number(attempt),
-            tracing.receiver_span(event, name, item, attempt=attempt),
-            metrics.receiver_run(settings, event, name),
+            hooks.receiver_run(settings, event, name, item, attempt),
         ):
             event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
         return True
@@ -203,7 +202,7 @@ def _run(
         if attempt < policy.max_attempts and not give_up:
             delay = retry_delay(policy, attempt + 1, quorum=settings.queue_type == "quorum")
             send_task(app, settings, RUN_RECEIVER, [item, name, attempt + 1], countdown=delay)
-            metrics.receiver_failed(settings, event, name, metrics.RETRY)
+            hooks.receiver_failed(settings, event, name, hooks.RETRY)
             logger.warning(
                 "%s: receiver %s failed on attempt %d/%d (%s: %s); retry in %.1fs (event %s)",
                 event.metadata.event_type,
@@ -234,7 +233,7 @@ def _run(
                 origin=item.get("origin"),
             ),
         )
-        metrics.receiver_failed(settings, event, name, metrics.DEAD_LETTERED)
+        hooks.receiver_failed(settings, event, name, hooks.DEAD_LETTERED)
         logger.error(
             "%s: receiver %s failed its last attempt (%d); event %s dead-lettered",
             event.metadata.event_type,

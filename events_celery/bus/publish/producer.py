@@ -15,40 +15,27 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 from django.db import connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
-from events_celery.bus import tracing
+from events_celery.bus import hooks
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.background import background_publisher
 from events_celery.bus.publish.direct import publish_after_commit, publish_direct
+from events_celery.bus.publish.routes import compiled_routes
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PayloadValidationError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
-from events_celery.wire import OutgoingMessage, encode_event, key_getter
+from events_celery.wire import OutgoingMessage, encode_event
 
 __all__ = ["batch_events", "check_size", "publish_event", "publish_messages"]
 
-KeyGetter = Callable[[Mapping[str, Any]], str]
-
 _local = threading.local()
-
-
-@lru_cache(maxsize=1024)
-def _compiled_routes(
-    settings: BusSettings, signal: EventSignal
-) -> tuple[tuple[str, KeyGetter | None], ...]:
-    # Keyed by the settings object itself: new settings (override_settings) compile anew.
-    return tuple(
-        (route.topic, key_getter(signal, route.event_key_field) if route.event_key_field else None)
-        for route in settings.routes.get(signal.event_type, ())
-    )
 
 
 def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping[str, Any]) -> None:
@@ -60,12 +47,12 @@ def publish_event(signal: EventSignal, metadata: EventMetadata, payload: Mapping
         PublishError: ``"direct"`` mode only: the broker did not confirm every message.
     """
     settings = bus_settings()
-    routes = _compiled_routes(settings, signal)
+    routes = compiled_routes(settings, signal)
     if not routes:
         return
     body = signal.serializer.encode(payload)
     check_size(settings, signal.event_type, body)
-    trace_context = tracing.context()
+    trace_context = hooks.message_headers()
     messages = [
         (
             topic,

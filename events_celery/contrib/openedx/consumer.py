@@ -32,7 +32,7 @@ from kombu.mixins import ConsumerMixin
 from openedx_events.event_bus import EventBusConsumer
 from openedx_events.tooling import prepare_for_new_work_cycle
 
-from events_celery.bus import metrics
+from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.broker.retrying import publisher
@@ -180,7 +180,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             exchange, _, routing_key = _text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
         if exchange != self.exchange:
-            metrics.poisoned(self.settings, exchange)
+            hooks.poisoned(self.settings, exchange)
             self._dead_letter(
                 message,
                 Failure(
@@ -202,10 +202,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 routing_key=routing_key,
             )
         except PoisonMessageError as exc:
-            metrics.poisoned(self.settings, exchange)
+            hooks.poisoned(self.settings, exchange)
             self._dead_letter(message, Failure(Reason.POISON, exc.reason, origin=origin))
             return
-        metrics.consumed(self.settings, self.topic, event.metadata.event_type)
+        hooks.consumed(self.settings, self.topic, event.metadata.event_type)
         attempt = _number(headers.get(HEADER_ATTEMPT), default=1)
         prepare_for_new_work_cycle()
         failures: list[tuple[str, BaseException]] = []

@@ -22,7 +22,7 @@ from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 from openedx_events.tooling import OpenEdxPublicSignal
 
 from events_celery.avro.schema import fingerprint
-from events_celery.bus import tracing
+from events_celery.bus import hooks
 from events_celery.metadata import EventMetadata
 from events_celery.wire import (
     OutgoingMessage,
@@ -161,7 +161,7 @@ def encode(
         codec.encode(event_data),
         fingerprint=codec.fingerprint,
         partition_key=event_key(event_data, event_key_field) if event_key_field else None,
-        trace_context=tracing.context(),
+        trace_context=hooks.message_headers(),
     )
 
 
