@@ -223,6 +223,61 @@ class PoisonMessageError(DecodeError):
         super().__init__(reason)
 
 
+@attrs.frozen
+class CheckedMessage:
+    """A message whose envelope is an event's: what its Avro body is to be read with."""
+
+    signal: EventSignal
+    metadata: EventMetadata
+    #: The schema the body was written with, when it is not the local definition's.
+    writer_schema: dict[str, Any] | None
+
+
+def check_message(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    writer_schemas: WriterSchemas,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
+    event_registry: EventRegistry = registry,
+) -> CheckedMessage:
+    """Check everything of a received message but its Avro body, which it does not read.
+
+    A worker's consumer checks each message so before handing it to a task, which decodes
+    the body (:func:`decode_event`): each event is decoded once per delivery. The arguments
+    are those of :func:`decode_event`.
+
+    Raises:
+        PoisonMessageError: the message can never become an event (the reason says why).
+    """
+    metadata = read_metadata(
+        headers,
+        body,
+        content_type=content_type,
+        max_size=max_size,
+        routing_key=routing_key,
+        subscribed=subscribed,
+    )
+    try:
+        signal = event_registry.get(metadata.event_type)
+    except EventNotFoundError as exc:
+        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    fingerprint = read_fingerprint(headers)
+    writer_schema = None
+    if fingerprint != signal.serializer.fingerprint:
+        writer_schema = writer_schemas(signal, fingerprint)
+        if writer_schema is None:
+            raise PoisonMessageError(
+                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
+                "replay it after upgrading this service to a version that knows the schema "
+                "(manage.py event_dead_letters replay)"
+            )
+    return CheckedMessage(signal, metadata, writer_schema)
+
+
 def decode_event(
     headers: Mapping[str, Any],
     body: bytes,
@@ -255,33 +310,21 @@ def decode_event(
     Raises:
         PoisonMessageError: the message is not a decodable event (the reason says why).
     """
-    metadata = read_metadata(
+    checked = check_message(
         headers,
         body,
         content_type=content_type,
         max_size=max_size,
+        writer_schemas=writer_schemas,
         routing_key=routing_key,
         subscribed=subscribed,
+        event_registry=event_registry,
     )
     try:
-        signal = event_registry.get(metadata.event_type)
-    except EventNotFoundError as exc:
-        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
-    fingerprint = read_fingerprint(headers)
-    writer_schema = None
-    if fingerprint != signal.serializer.fingerprint:
-        writer_schema = writer_schemas(signal, fingerprint)
-        if writer_schema is None:
-            raise PoisonMessageError(
-                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
-                "replay it after upgrading this service to a version that knows the schema "
-                "(manage.py event_dead_letters replay)"
-            )
-    try:
-        payload = signal.serializer.decode(body, writer_schema)
+        payload = checked.signal.serializer.decode(body, checked.writer_schema)
     except DecodeError as exc:
         raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
-    return ReceivedEvent(signal, metadata, payload)
+    return ReceivedEvent(checked.signal, checked.metadata, payload)
 
 
 def read_metadata(

@@ -46,7 +46,7 @@ class Observer:
         """A worker's consumer took an event message from a service queue."""
 
     def poisoned(self, settings: BusSettings, exchange: str) -> None:
-        """A worker's consumer dead-lettered a message that cannot become an event."""
+        """A worker dead-lettered a message (come by ``exchange``) that cannot be an event."""
 
     def receiver_run(
         self,
@@ -110,7 +110,7 @@ def consumed(settings: BusSettings, topic: str, event_type: str) -> None:
 
 
 def poisoned(settings: BusSettings, exchange: str) -> None:
-    """Tell the observers the consumer dead-lettered a message as poison."""
+    """Tell the observers a worker dead-lettered a message as poison."""
     for observer in _observers:
         observer.poisoned(settings, exchange)
 

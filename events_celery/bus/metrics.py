@@ -60,12 +60,12 @@ class _Metrics:
         )
         self.consumed = counter(
             "events_celery_consumed_messages",
-            "Event messages a worker's consumer decoded and took from a service queue",
+            "Event messages a worker's consumer checked and took from a service queue",
             message,
         )
         self.poison = counter(
             "events_celery_poison_messages",
-            "Messages a worker's consumer dead-lettered because they cannot become an event",
+            "Messages a worker dead-lettered because they cannot become an event",
             ["service", "topic"],
         )
         run = ["service", "event_type", "receiver"]

@@ -1,8 +1,9 @@
 """Celery worker wiring: what a worker of this service runs beside its tasks.
 
 The Django app imports this module when it is ready, which connects it to Celery's worker
-signals; it opens no connection. A worker of a service that consumes gets the event consumer
-step (:mod:`events_celery.bus.consume.step`) and the service-private task queue; a worker of a
+signals and registers the receiver tasks (:mod:`events_celery.bus.consume.tasks`); it opens
+no connection. A worker of a service that consumes gets the event consumer step
+(:mod:`events_celery.bus.consume.step`) and the service-private task queue; a worker of a
 service that publishes through the outbox runs the outbox sweeper
 (:class:`events_celery.bus.publish.relay.Sweeper`), so there is no extra process to deploy.
 """
@@ -16,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from events_celery.bus.broker import topology
+from events_celery.bus.consume import tasks  # noqa: F401 - registers the receiver tasks
 from events_celery.bus.consume.step import EventConsumerStep
 from events_celery.bus.publish.relay import Sweeper
 from events_celery.conf import bus_settings

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from kombu import Connection
 
 from events_celery.bus.broker import topology
-from events_celery.bus.consume.tasks import envelope
+from events_celery.bus.consume.handoff import envelope
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from kombu import Connection, Producer
 
 from events_celery.bus.broker import topology
+from events_celery.bus.broker.backoff import publish_pause
 from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PublishError
@@ -103,7 +104,6 @@ class Publisher:
         """
         policy = self.settings.publish_retry_policy
         attempts = policy.max_retries + 1
-        interval = policy.interval_start
         for attempt in range(1, attempts + 1):
             try:
                 producer = self._ensure()
@@ -121,6 +121,7 @@ class Publisher:
                         f"{attempts} attempt(s): {type(exc).__name__}: {exc}",
                         event_id=event_id,
                     ) from exc
+                interval = publish_pause(policy, attempt - 1, jitter=False, at_least=0.0)
                 logger.warning(
                     "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
                     describe(),
@@ -131,7 +132,6 @@ class Publisher:
                     interval,
                 )
                 time.sleep(interval)
-                interval = min(interval + policy.interval_step, policy.interval_max)
 
 
 _local = threading.local()

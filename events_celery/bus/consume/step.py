@@ -22,11 +22,11 @@ from kombu.message import Message
 from events_celery import schema_store
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
-from events_celery.bus.consume.tasks import DELIVER_EVENTS, envelope, send_task
+from events_celery.bus.consume.handoff import deliver_later, envelope
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.wire import PoisonMessageError, decode_event, plain_headers
+from events_celery.wire import PoisonMessageError, check_message, plain_headers
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,18 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         super().stop(c)
 
     def on_message(self, message: Message) -> None:
-        """Decode one event message and queue it for the next hand-off."""
+        """Check one event message and queue it for the next hand-off.
+
+        Everything but the Avro body is checked here (a message that can never become an event
+        is dead-lettered at once); the receiver task decodes the body, once per delivery.
+        """
         settings = self.settings
         body = raw_body(message)
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         topic = exchange.removeprefix(settings.topic_prefix)
         try:
-            decode_event(
+            check_message(
                 message.headers or {},
                 body,
                 content_type=message.content_type,
@@ -119,8 +123,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         except PoisonMessageError as exc:
             self._dead_letter(message, exc.reason)
             return
-        except Exception as exc:  # a decoder bug must park the message, not wedge the worker
-            logger.exception("unexpected error while decoding a message; dead-lettering it")
+        except Exception as exc:  # a checker bug must not wedge the worker
+            logger.exception("unexpected error while checking a message; dead-lettering it")
             self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
             return
         hooks.consumed(settings, topic, str(routing_key))
@@ -152,7 +156,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         if not batch:
             return
         try:
-            send_task(self.app, self.settings, DELIVER_EVENTS, [[item for _, item in batch]])
+            deliver_later(self.app, self.settings, [item for _, item in batch])
         except PublishError:
             logger.exception("handing %d event(s) to receivers failed; requeued", len(batch))
             for message, _ in batch:

@@ -22,7 +22,7 @@ from kombu.message import Message
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import bus_connection
-from events_celery.bus.consume.tasks import DELIVER_EVENTS, RUN_RECEIVER
+from events_celery.bus.consume.handoff import DELIVER_EVENTS, RUN_RECEIVER, task_events
 from events_celery.bus.dead_letters.store import Failure, Reason, record
 from events_celery.conf import BusSettings
 from events_celery.wire import (
@@ -181,11 +181,8 @@ def _task_events(
 ) -> list[Parked]:
     """The events a receiver task message carried (its task was rejected to the queue)."""
     try:
-        args = json.loads(body)[0]
-        if task == RUN_RECEIVER:
-            items, receiver, attempt = [args[0]], str(args[1]), int(args[2])
-        else:
-            items, receiver, attempt = list(args[0]), None, None
+        carried = task_events(task, json.loads(body)[0])
+        items, receiver, attempt = carried.items, carried.receiver, carried.attempt
         parked = []
         for item in items:
             failure = Failure(

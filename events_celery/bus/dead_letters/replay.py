@@ -28,13 +28,19 @@ from celery import Celery
 from django.db.models import F, Q, QuerySet
 
 from events_celery import schema_store
-from events_celery.bus.consume.tasks import DELIVER_EVENTS, RUN_RECEIVER, envelope, send_task
+from events_celery.bus.consume.handoff import deliver_later, envelope, retry_later
 from events_celery.bus.dead_letters.store import Reason
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import MetadataError, PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
-from events_celery.wire import DEAD_LETTER_PREFIX, MAX_ERROR, PoisonMessageError, decode_event
+from events_celery.wire import (
+    DEAD_LETTER_PREFIX,
+    MAX_ERROR,
+    PoisonMessageError,
+    check_message,
+    decode_event,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +237,12 @@ def _replay_one(
     item = envelope(headers, body, origin=row.origin or None, dead_letter_id=pk)
     try:
         if row.receiver:
-            send_task(app, settings, RUN_RECEIVER, [item, row.receiver, 1])
+            retry_later(app, settings, item, row.receiver, 1)
         else:
             if row.body_truncated:
                 raise PoisonMessageError("the body was too large to keep whole; it cannot replay")
-            decode_event(
+            # The envelope is checked here; the task decodes the body, once.
+            check_message(
                 headers,
                 body,
                 content_type=row.content_type or None,
@@ -244,7 +251,7 @@ def _replay_one(
                 routing_key=routing_key or None,
                 subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
             )
-            send_task(app, settings, DELIVER_EVENTS, [[item]])
+            deliver_later(app, settings, [item])
     except PoisonMessageError as exc:
         # Still not an event: dead-lettered again, with the new error.
         rows.filter(pk=pk).update(

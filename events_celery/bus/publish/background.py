@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 from django.db import DatabaseError, connections
 
+from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import Outcome
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.outbox import Row
-from events_celery.bus.publish.relay import Relay, backoff
+from events_celery.bus.publish.relay import Relay
 from events_celery.conf import BusSettings, bus_settings
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class BackgroundPublisher:
                 connections[settings.db_alias].close()
                 self._give_back(batch)
                 failures += 1
-                self._stopping.wait(backoff(failures, settings))
+                self._stopping.wait(_pause(settings, failures))
                 continue
             if outcome.confirmed and not self._confirmed:
                 self._confirmed_since = time.monotonic()
@@ -154,7 +155,7 @@ class BackgroundPublisher:
                 continue
             self._give_back([by_id[k] for k in [*outcome.unknown, *outcome.unsent]])
             failures += 1
-            delay = backoff(failures, settings)
+            delay = _pause(settings, failures)
             logger.warning(
                 "publishing %d outbox row(s) failed (%s: %s); retry %d in %.2fs",
                 len(outcome.unknown) + len(outcome.unsent),
@@ -186,7 +187,7 @@ class BackgroundPublisher:
             # published again once their lease runs out (at least once).
             logger.exception("could not delete %d published outbox row(s)", len(self._confirmed))
             connections[settings.db_alias].close()
-            self._delete_not_before = time.monotonic() + backoff(1, settings)
+            self._delete_not_before = time.monotonic() + _pause(settings, 1)
             return
         with self._condition:
             self._confirmed = []
@@ -259,3 +260,7 @@ def _flush_at_exit() -> None:
 
 
 atexit.register(_flush_at_exit)
+
+
+def _pause(settings: BusSettings, failures: int) -> float:
+    return publish_pause(settings.publish_retry_policy, failures, at_least=MIN_PAUSE)

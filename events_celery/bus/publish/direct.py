@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 
 from events_celery.bus.broker import topology
+from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import BrokerBlockedError, ConfirmingPublisher, Outgoing
 from events_celery.bus.broker.connection import Deadline, bus_connection
-from events_celery.bus.publish.relay import backoff
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
 from events_celery.wire import OutgoingMessage
@@ -92,7 +92,11 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
             if outcome.error is not None
             else "; ".join(sorted(set(outcome.refused.values())))
         )
-        pause = backoff(attempt - 1, settings) if attempt > 1 else 0.0
+        pause = (
+            publish_pause(settings.publish_retry_policy, attempt - 1, at_least=MIN_PAUSE)
+            if attempt > 1
+            else 0.0
+        )
         if attempt == attempts or deadline.remaining() <= pause:
             break
         logger.warning("direct publish failed (%s); retry %d/%d", reason, attempt, attempts - 1)

@@ -14,7 +14,6 @@ leaves rows that another relay publishes again, under the same event id.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ import attrs
 from django.db import DatabaseError, connections
 
 from events_celery.bus.broker import topology
+from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.publish import outbox
@@ -32,7 +32,6 @@ from events_celery.conf import BusSettings, bus_settings
 logger = logging.getLogger(__name__)
 
 #: Shortest pause of a relay between two failed tries, whatever the retry policy says.
-MIN_PAUSE = 0.1
 
 #: Seconds a relay waits for a broker that blocks publishers before it gives up on the batch
 #: (renewing its rows' leases meanwhile).
@@ -114,13 +113,6 @@ class Relay:
         return outcome
 
 
-def backoff(failures: int, settings: BusSettings) -> float:
-    """Seconds to wait after ``failures`` failed tries in a row (with jitter)."""
-    policy = settings.publish_retry_policy
-    delay = min(policy.interval_start + policy.interval_step * failures, policy.interval_max)
-    return max(delay, MIN_PAUSE) * random.uniform(0.5, 1.0)
-
-
 @attrs.frozen
 class RelayPass:
     """What one :func:`relay_pass` did: rows published, and what stopped it, if anything."""
@@ -148,7 +140,12 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
             published += len(outcome.confirmed)
             retry = [*outcome.unknown, *outcome.unsent]
             if retry:
-                outbox.release(settings, retry, retry_in=backoff(1, settings), refused={})
+                outbox.release(
+                    settings,
+                    retry,
+                    retry_in=publish_pause(settings.publish_retry_policy, 1, at_least=MIN_PAUSE),
+                    refused={},
+                )
             if outcome.refused:
                 # Refused rows wait a lease before any relay tries them again, as the
                 # background publisher's do; this pass goes on with other rows only.

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery import Celery
-from celery.worker import WorkController, state
-from kombu import Connection
+from celery.worker import WorkController
 
 from events_celery.bus.consume.step import EventConsumerStep
-from tests.memory_worker import run_memory_worker, wait_until
+from tests.memory_worker import run_memory_worker, wait_until, wait_until_idle
 from tests.testapp.events import PING
 
 TOPIC = "memory"
@@ -49,25 +47,7 @@ def memory_worker(module_worker: WorkController) -> Iterator[Celery]:
     the receivers of the next.
     """
     yield module_worker.app
-    wait_until(idle, "the worker to finish this test's events and retries")
-
-
-def in_flight() -> int:
-    """Messages waiting in the worker's queues, plus tasks it holds (running or scheduled)."""
-    with Connection("memory://") as connection:
-        channel: Any = connection.default_channel
-        queued: int = sum(
-            channel.queue_declare(name, passive=True).message_count for name in WORKER_QUEUES
-        )
-    return queued + len(state.requests)
-
-
-def idle() -> bool:
-    """Whether nothing is in flight, twice over more than the consumer's flush interval."""
-    if in_flight():
-        return False
-    time.sleep(0.05)  # an event the consumer held for its next hand-off is a task by then
-    return in_flight() == 0
+    wait_until_idle(WORKER_QUEUES)
 
 
 def test_worker_start_installs_the_event_consumer(memory_worker: Celery) -> None:
@@ -111,7 +91,7 @@ def test_a_failing_receiver_is_retried_without_rerunning_the_others(memory_worke
     try:
         PING.send_event(n=1)
         wait_until(lambda: calls["flaky"] == 2, "the retry of the flaky receiver")
-        time.sleep(0.1)  # a wrong re-run of the steady receiver would show up by now
+        wait_until_idle(WORKER_QUEUES)  # a wrong re-run of the steady receiver has run by then
     finally:
         PING.disconnect(dispatch_uid="memory-steady")
         PING.disconnect(dispatch_uid="memory-flaky")
@@ -136,8 +116,48 @@ def test_a_retry_reaches_the_receiver_that_failed_among_look_alikes(memory_worke
     try:
         PING.send_event(n=1)
         wait_until(lambda: calls.count("bad") == 2, "the retry of the failing receiver")
-        time.sleep(0.1)  # a retry sent to the wrong receiver would show up by now
+        wait_until_idle(WORKER_QUEUES)  # a retry sent to the wrong receiver has run by then
     finally:
         PING.disconnect(dispatch_uid="memory-look-alike-ok")
         PING.disconnect(dispatch_uid="memory-look-alike-bad")
     assert sorted(calls) == ["bad", "bad", "ok"]
+
+
+def test_each_delivery_decodes_its_event_once(
+    memory_worker: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[int] = []
+    decode = PING.serializer.decode
+
+    def counting_decode(body: bytes, *args: Any, **kwargs: Any) -> Any:
+        payload = decode(body, *args, **kwargs)
+        decoded.append(payload["n"])
+        return payload
+
+    ran: list[str] = []
+
+    def first(from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            ran.append("first")
+
+    def second(from_event_bus: bool, **kwargs: Any) -> None:
+        if from_event_bus:
+            ran.append("second")
+            if ran.count("second") == 1:
+                raise RuntimeError("the first attempt fails")
+
+    monkeypatch.setattr(PING.serializer, "decode", counting_decode)
+    PING.connect(first, weak=False, dispatch_uid="memory-decode-first")
+    PING.connect(second, weak=False, dispatch_uid="memory-decode-second")
+    try:
+        PING.send_event(n=7)
+        wait_until(lambda: ran.count("second") == 2, "the retry of the second receiver")
+        wait_until_idle(WORKER_QUEUES)
+    finally:
+        PING.disconnect(dispatch_uid="memory-decode-first")
+        PING.disconnect(dispatch_uid="memory-decode-second")
+
+    # Two deliveries: the event's task runs both receivers, then the retry task runs the
+    # second again. Each decodes the body once; the consumer step does not decode it.
+    assert sorted(ran) == ["first", "second", "second"]
+    assert decoded == [7, 7]

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events_celery.bus.consume.tasks import envelope, retry_delay, run_receiver
+from events_celery.bus.broker.backoff import retry_delay
+from events_celery.bus.consume.handoff import envelope
+from events_celery.bus.consume.tasks import run_receiver
 from events_celery.conf import RetryPolicy
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
