@@ -39,7 +39,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """Check the ``EVENT_BUS_*`` settings against each other and the event definitions."""
     settings = bus_settings()
     messages: list[CheckMessage] = [
-        Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
+        (Error if problem.is_error else Warning)(
+            problem.message, hint=problem.hint, id=f"events_celery.{problem.id}"
+        )
         for problem in settings.problems
     ]
     for name, declared in sorted(settings.misspelled_settings.items()):

@@ -96,7 +96,7 @@ UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
 def unreachable_broker(settings: Any) -> None:
     settings.EVENT_BUS_BROKER_URL = UNREACHABLE
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_step": 0.01}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 2, "interval_step": 0.01}
     settings.EVENT_BUS_PRODUCER_CONFIG = {
         PING.event_type: {"pings": {"enabled": True}, "audit": {"enabled": True}}
     }

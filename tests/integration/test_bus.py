@@ -406,7 +406,7 @@ def test_an_unreachable_broker_raises_publish_error_naming_event_and_topic(
 ) -> None:
     settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.0}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 2, "interval_start": 0.0}
     settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
 
     with pytest.raises(PublishError) as raised:

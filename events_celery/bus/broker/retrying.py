@@ -103,7 +103,7 @@ class Publisher:
             PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``.
         """
         policy = self.settings.publish_retry_policy
-        attempts = policy.max_retries + 1
+        attempts = policy.max_attempts
         for attempt in range(1, attempts + 1):
             try:
                 producer = self._ensure()

@@ -71,7 +71,7 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
     }
     may_be_delivered: set[int] = set()
     reason = "no time left"
-    attempts = settings.publish_retry_policy.max_retries + 1
+    attempts = settings.publish_retry_policy.max_attempts
     for attempt in range(1, attempts + 1):
         outcome = _direct_publisher(settings).publish(
             pending.values(), timeout=deadline.remaining()

@@ -149,8 +149,8 @@ def check_health(
 ) -> list[Result]:
     """Run the checks not in ``skip``, in order; a check that cannot run fails with the cause."""
     results: list[Result] = []
-    if settings.problems:
-        problems = ", ".join(p.id for p in settings.problems)
+    if any(p.is_error for p in settings.problems):
+        problems = ", ".join(p.id for p in settings.problems if p.is_error)
         return [Result("settings", False, f"invalid ({problems}); run manage.py check")]
     on_broker: int | None = None  # dead letters waiting in the broker's queue (None: unknown)
     if skip & {"broker", "topology", "dead-letters"} != {"broker", "topology", "dead-letters"}:

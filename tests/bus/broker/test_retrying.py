@@ -21,7 +21,7 @@ NOTHING = topology.Topology(exchanges=(), queues=())
 def memory_broker(settings: Any) -> None:
     settings.EVENT_BUS_BROKER_URL = "memory://"
     settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {
-        "max_retries": 2,
+        "max_attempts": 3,
         "interval_start": 0.0,
         "interval_step": 0.0,
         "interval_max": 0.0,
@@ -57,7 +57,7 @@ def test_an_operation_that_keeps_failing_raises_publish_error_after_the_policy(
             operation, NOTHING, describe=lambda: "a test publish", event_id="e-1"
         )
 
-    assert len(attempts) == 3  # max_retries 2: three attempts in all
+    assert len(attempts) == 3  # max_attempts 3
     assert str(raised.value) == (
         "publishing a test publish was not confirmed by the broker after 3 attempt(s): "
         "ConnectionError: connection reset"

@@ -353,7 +353,7 @@ def test_once_the_broker_refuses_a_replay_the_rest_are_not_tried_and_stay_pendin
 ) -> None:
     rows = [receiver_dead_letter(n) for n in range(3)]
     settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens there
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 0}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 1}
 
     result = replay_dead_letters(rows)
 

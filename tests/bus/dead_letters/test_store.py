@@ -371,7 +371,7 @@ def test_when_neither_the_database_nor_the_broker_takes_it_publish_error_is_rais
     settings.EVENT_BUS_SERVICE_NAME = "dead-letters-unreachable"
     settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 1.0
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 0}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 1}
 
     with pytest.raises(PublishError, match="not confirmed by the broker"):
         dead_letter(bus_settings(), b"body", {}, Failure(Reason.POISON, "r"), content_type=AVRO)
