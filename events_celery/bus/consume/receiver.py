@@ -24,9 +24,8 @@ from events_celery.bus.consume.handoff import Envelope, retry_later
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
+from events_celery.receivers import Receiver, options_for
 from events_celery.receivers import attempt as attempt_number
-from events_celery.receivers import options_for
-from events_celery.signals import Receiver
 from events_celery.wire import (
     AVRO_CONTENT_TYPE,
     HEADER_ID,

@@ -30,6 +30,7 @@ from events_celery.bus.consume.receiver import dead_letter_event, decode, run
 from events_celery.bus.dead_letters.store import Failure, Reason, mark_replayed
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PublishError
+from events_celery.receivers import names_of
 from events_celery.wire import HEADER_ID
 
 __all__ = ["DELIVER_EVENTS", "RUN_RECEIVER", "deliver_events", "run_receiver"]
@@ -149,11 +150,11 @@ def _retry_receiver(
     event = decode(settings, item)
     if event is None:
         return
-    for func in event.signal.receivers_for_dispatch():
-        if event.signal.receiver_name(func) == receiver:
-            if run(app, settings, event, item, func, attempt) and item.get("dead_letter"):
-                mark_replayed(settings, item["dead_letter"])
-            return
+    func = names_of(event.signal).find(receiver)
+    if func is not None:
+        if run(app, settings, event, item, func, attempt) and item.get("dead_letter"):
+            mark_replayed(settings, item["dead_letter"])
+        return
     dead_letter_event(
         settings,
         event,

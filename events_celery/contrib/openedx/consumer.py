@@ -44,7 +44,7 @@ from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
 from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.signals import dotted_name
+from events_celery.receivers import dotted_name
 from events_celery.wire import KEPT_PROPERTIES, OutgoingMessage, PoisonMessageError, plain_headers
 
 logger = logging.getLogger(__name__)
