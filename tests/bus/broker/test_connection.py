@@ -29,6 +29,7 @@ def dead_url() -> str:
     return f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
 
 
+@pytest.mark.rabbitmq
 def test_a_connection_fails_over_to_the_next_url_and_stays_on_the_one_that_answered(
     rabbitmq_url: str,
 ) -> None:
@@ -50,6 +51,7 @@ def test_a_connection_fails_over_to_the_next_url_and_stays_on_the_one_that_answe
         drop(connection)
 
 
+@pytest.mark.rabbitmq
 def test_a_batch_is_confirmed_through_the_second_url_when_the_first_is_down(
     rabbitmq_url: str,
 ) -> None:
