@@ -22,9 +22,9 @@ class EventsCeleryConfig(AppConfig):
             worker,  # noqa: F401 - connects Celery's worker signals
         )
         from events_celery.bus.publish.producer import publish_event
-        from events_celery.signals import attach_publisher
+        from events_celery.signals import attach_publish_hook
 
-        attach_publisher(publish_event)
+        attach_publish_hook(publish_event)
         # The observers hang on the bus's hook points; the bus never imports them.
         hooks.attach(tracing.observer)
         hooks.attach(metrics.observer)

@@ -32,13 +32,13 @@ MAX_EVENT_TYPE_LENGTH = 255
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v[1-9][0-9]*$")
 
 Responses = list[tuple[Receiver, Any]]
-#: Publishes a validated event (signal, metadata, payload); see :func:`attach_publisher`.
+#: Publishes a validated event (signal, metadata, payload); see :func:`attach_publish_hook`.
 PublishHook = Callable[["EventSignal", EventMetadata, Mapping[str, Any]], None]
 
 _publish: PublishHook | None = None
 
 
-def attach_publisher(hook: PublishHook | None) -> None:
+def attach_publish_hook(hook: PublishHook | None) -> None:
     """Set what ``send_event`` calls to publish routed events (``None``: local receivers only).
 
     The bus attaches itself when the Django app is ready; the event core never imports it.

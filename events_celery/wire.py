@@ -86,7 +86,14 @@ HEADER_REASON = "x-events-celery-reason"
 HEADER_RECEIVER = "x-events-celery-receiver"
 HEADER_ERROR = "x-events-celery-error"
 HEADER_TRACEBACK = "x-events-celery-traceback"
+#: How many times the receiver ran before its event was dead-lettered.
 HEADER_ATTEMPTS = "x-events-celery-attempts"
+#: Which attempt of the receivers a message put back on a retry queue is (2, 3, ...): the Open
+#: edX consumer's retries (:mod:`events_celery.contrib.openedx`). Not a dead letter's header.
+HEADER_ATTEMPT_NUMBER = "x-events-celery-attempt"
+#: How many times a message came back unfinished to the Open edX consumer (its consumer died
+#: while running it): its redeliveries.
+HEADER_REDELIVERIES = "x-events-celery-returns"
 HEADER_ORIGIN = "x-events-celery-origin"
 HEADER_DEAD_LETTERED_AT = "x-events-celery-dead-lettered-at"
 
@@ -353,7 +360,7 @@ def read_metadata(
             f"body is {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE ({max_size})"
         )
     declared = headers.get(HEADER_DATA_CONTENT_TYPE)
-    if declared is not None and _text(declared) != AVRO_CONTENT_TYPE:
+    if declared is not None and header_text(declared) != AVRO_CONTENT_TYPE:
         raise PoisonMessageError(f"header {HEADER_DATA_CONTENT_TYPE!r} is {declared!r}")
     try:
         metadata = metadata_from_headers(headers)
@@ -381,10 +388,11 @@ def read_fingerprint(headers: Mapping[str, Any]) -> str:
     fingerprint = headers.get(HEADER_FINGERPRINT)
     if fingerprint is None:
         raise PoisonMessageError(f"message header {HEADER_FINGERPRINT!r} is missing")
-    return _text(fingerprint)
+    return header_text(fingerprint)
 
 
-def _text(value: object) -> str:
+def header_text(value: object) -> str:
+    """A header value as text (bytes are read as UTF-8, what is not UTF-8 replaced)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -416,13 +424,13 @@ def dead_letter_message(
     attempts: int | None = None,
     properties: Mapping[str, Any] | None = None,
 ) -> OutgoingMessage:
-    """A message as it is parked: its body and plain headers, and headers saying why.
+    """A message as it is dead-lettered: its body and plain headers, and headers saying why.
 
     Args:
         body: the original body, unchanged.
         headers: the original headers; only plain ones are kept (:func:`plain_headers`), and
             none an earlier dead-lettering added.
-        reason: why it is parked.
+        reason: why it is dead-lettered.
         content_type: the original content type (``application/octet-stream`` when unknown).
         time: when it was dead-lettered.
         origin: ``<exchange>/<routing key>`` it arrived by.

@@ -15,7 +15,7 @@ from kombu.message import Message
 
 from events_celery.bus.broker import connection as bus_connection_module
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.retrying import publisher
+from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
 from tests.testapp.events import PING
@@ -57,7 +57,8 @@ def _store(settings: Any, broker_url: str, prefix: str) -> Iterator[DeadLetterSt
     try:
         yield store
     finally:
-        publisher(bus_settings()).close()  # the connection this test's dead letters went by
+        # the connection this test's dead letters went by
+        retrying_publisher(bus_settings()).close()
         store.delete()
 
 

@@ -1,6 +1,6 @@
 """The bus's own confirmed publishes: receiver tasks and dead letters, from workers.
 
-:class:`Publisher` keeps one broker connection per process and thread and runs each publish
+:class:`RetryingPublisher` keeps one broker connection per process and thread and runs each publish
 under ``EVENT_BUS_PUBLISH_RETRY_POLICY``: a publish that fails is tried again on a fresh
 connection, which declares what the publish needs again. Events themselves are published by
 the outbox relays (:mod:`events_celery.bus.publish.relay`) or in ``"direct"`` mode
@@ -27,7 +27,7 @@ from events_celery.wire import OutgoingMessage
 logger = logging.getLogger(__name__)
 
 
-class Publisher:
+class RetryingPublisher:
     """Publishes messages over one connection; one instance per process and thread."""
 
     def __init__(self, settings: BusSettings) -> None:
@@ -137,14 +137,14 @@ class Publisher:
 _local = threading.local()
 
 
-def publisher(settings: BusSettings | None = None) -> Publisher:
-    """The :class:`Publisher` of this process and thread (made on first use)."""
+def retrying_publisher(settings: BusSettings | None = None) -> RetryingPublisher:
+    """The :class:`RetryingPublisher` of this process and thread (made on first use)."""
     settings = settings or bus_settings()
-    current: Publisher | None = getattr(_local, "publisher", None)
+    current: RetryingPublisher | None = getattr(_local, "publisher", None)
     if current is None or current.settings is not settings or _local.pid != os.getpid():
         if current is not None and _local.pid == os.getpid():
             current.close()
-        current = _local.publisher = Publisher(settings)
+        current = _local.publisher = RetryingPublisher(settings)
         _local.pid = os.getpid()
     return current
 

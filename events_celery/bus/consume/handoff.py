@@ -18,7 +18,7 @@ from celery import Celery
 from kombu import Producer
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.retrying import publisher
+from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.conf import BusSettings
 
 #: The task names registered with Celery; they travel in task messages, so they never change.
@@ -92,7 +92,7 @@ def send_task(
             delivery_mode=2,
         )
 
-    publisher(settings).run(
+    retrying_publisher(settings).run(
         publish, topology.Topology((), (queue,)), describe=lambda: f"task {name} to {queue.name!r}"
     )
 

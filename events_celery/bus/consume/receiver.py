@@ -147,11 +147,11 @@ def run(
 def dead_letter_event(
     settings: BusSettings, event: ReceivedEvent, item: Envelope, failure: Failure
 ) -> None:
-    """Park an event in the dead-letter store; never loops.
+    """Dead-letter an event in the dead-letter store; never loops.
 
     The store tries the database, then the broker's dead-letter queue (see
     :func:`~events_celery.bus.dead_letters.store.dead_letter`). If neither takes it, the task
-    message itself is rejected without requeueing, so the broker's dead-letter exchange parks
+    message itself is rejected without requeueing, so the broker's dead-letter exchange keeps
     it (with ``x-death``) instead of running the receivers again and again.
 
     Raises:

@@ -48,13 +48,13 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         # runs in its own thread, and this lock keeps the two from handing off twice.
         self._lock = threading.Lock()
         # Celery acknowledges (drops) a task message it cannot decode; on this service's task
-        # queue such a message is parked in the dead-letter store instead. The Tasks step
+        # queue such a message is dead-lettered in the store instead. The Tasks step
         # reads the callback when it starts, after every step has been created.
         self._celery_on_decode_error = parent.on_decode_error
         parent.on_decode_error = self.on_task_decode_error
 
     def on_task_decode_error(self, message: Message, exc: BaseException) -> None:
-        """Park an undecodable message of the service's task queue; others as Celery does."""
+        """Dead-letter an undecodable message of the service's task queue; others as Celery does."""
         queue = topology.task_queue(self.settings.require_service_name())
         if message.delivery_info.get("routing_key") != queue.routing_key:
             self._celery_on_decode_error(message, exc)
@@ -184,7 +184,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         except PublishError:
             # Neither the database nor the broker's dead-letter queue took it. The broker
             # still dead-letters it (the queue's dead-letter exchange), without the reason:
-            # parked either way, never dropped.
+            # dead-lettered either way, never dropped.
             logger.exception("could not record why a message is dead-lettered")
             message.reject(requeue=False)
             return

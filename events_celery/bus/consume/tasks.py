@@ -61,12 +61,12 @@ def _requeue_on_publish_error(failures: list[PublishError]) -> None:
 
 
 @shared_task(bind=True, name=DELIVER_EVENTS, **_TASK_OPTIONS)
-def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
+def deliver_events(self: Any, items: list[Envelope], redeliveries: int = 0) -> int:
     """Run every connected receiver of each event once; returns how many events ran.
 
     Args:
         items: the events.
-        returns: how many times these events came back unfinished (see below).
+        redeliveries: how many times these events came back unfinished (see below).
 
     A batch that comes back from the broker unfinished (its worker died, or it was requeued)
     is split into one task per event: an event whose receivers crash the worker then comes
@@ -76,17 +76,17 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
     if (self.request.delivery_info or {}).get("redelivered"):
         try:
             for item in items:
-                if returns + 1 > settings.max_redeliveries:
-                    _dead_letter_returned(settings, item, None, returns + 1)
+                if redeliveries + 1 > settings.max_redeliveries:
+                    _dead_letter_redelivered(settings, item, None, redeliveries + 1)
                     continue
-                deliver_later(self.app, settings, [item], redeliveries=returns + 1)
+                deliver_later(self.app, settings, [item], redeliveries=redeliveries + 1)
         except PublishError as exc:
             _requeue_on_publish_error([exc])
         logger.warning(
             "%d event(s) came back unfinished (%d time(s) now: a worker died while running "
             "their receivers, or the task was requeued); each now runs in its own task: %s",
             len(items),
-            returns + 1,
+            redeliveries + 1,
             ", ".join(str(item["headers"].get(HEADER_ID)) for item in items),
         )
         return 0
@@ -109,10 +109,10 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
         except Reject:
             if len(items) == 1:
                 raise
-            # Its dead letter did not fit: alone in a task, its task message can be parked
+            # Its dead letter did not fit: alone in a task, its task message can be dead-lettered
             # without taking the other events of this batch along.
             try:
-                deliver_later(self.app, settings, [item], redeliveries=returns)
+                deliver_later(self.app, settings, [item], redeliveries=redeliveries)
             except PublishError as exc:
                 failures.append(exc)
             continue
@@ -122,19 +122,23 @@ def deliver_events(self: Any, items: list[Envelope], returns: int = 0) -> int:
 
 
 @shared_task(bind=True, name=RUN_RECEIVER, **_TASK_OPTIONS)
-def run_receiver(self: Any, item: Envelope, receiver: str, attempt: int, returns: int = 0) -> None:
+def run_receiver(
+    self: Any, item: Envelope, receiver: str, attempt: int, redeliveries: int = 0
+) -> None:
     """Run one receiver of one event again (attempt 2 and later).
 
-    ``returns``: how many times this retry came back unfinished (its worker died running it);
+    ``redeliveries``: how many times this retry came back unfinished (its worker died running it);
     past ``EVENT_BUS_MAX_REDELIVERIES`` the event is dead-lettered for this receiver instead.
     """
     settings = bus_settings()
     if (self.request.delivery_info or {}).get("redelivered"):
         try:
-            if returns + 1 > settings.max_redeliveries:
-                _dead_letter_returned(settings, item, receiver, returns + 1)
+            if redeliveries + 1 > settings.max_redeliveries:
+                _dead_letter_redelivered(settings, item, receiver, redeliveries + 1)
             else:
-                retry_later(self.app, settings, item, receiver, attempt, redeliveries=returns + 1)
+                retry_later(
+                    self.app, settings, item, receiver, attempt, redeliveries=redeliveries + 1
+                )
         except PublishError as exc:
             _requeue_on_publish_error([exc])
         return
@@ -175,8 +179,8 @@ def _retry_receiver(
     )
 
 
-def _dead_letter_returned(
-    settings: BusSettings, item: Envelope, receiver: str | None, returns: int
+def _dead_letter_redelivered(
+    settings: BusSettings, item: Envelope, receiver: str | None, redeliveries: int
 ) -> None:
     """Dead-letter an event that came back unfinished too often (a receiver kills workers)."""
     event = decode(settings, item)
@@ -188,7 +192,7 @@ def _dead_letter_returned(
         item,
         Failure(
             Reason.REDELIVERED,
-            f"came back unfinished {returns} time(s): a worker died while running "
+            f"came back unfinished {redeliveries} time(s): a worker died while running "
             f"{'receiver ' + receiver if receiver else 'its receivers'}, or handing it on to "
             f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})",
             receiver=receiver,
@@ -199,5 +203,5 @@ def _dead_letter_returned(
         "%s: event %s came back unfinished %d time(s); dead-lettered",
         event.metadata.event_type,
         event.metadata.id,
-        returns,
+        redeliveries,
     )

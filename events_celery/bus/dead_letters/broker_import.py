@@ -34,6 +34,7 @@ from events_celery.wire import (
     HEADER_REASON,
     HEADER_RECEIVER,
     HEADER_TRACEBACK,
+    header_text,
     parse_time,
 )
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
-class Parked:
+class BrokerDeadLetter:
     """One dead letter as read from the broker queue, ready to be written as a row."""
 
     body: bytes
@@ -88,15 +89,15 @@ def import_dead_letters(
             if message is None:
                 break
             try:
-                for parked in read_message(message):
+                for found in read_message(message):
                     record(
                         settings,
                         service,
-                        parked.body,
-                        parked.headers,
-                        parked.failure,
-                        content_type=parked.content_type,
-                        at=parked.at,
+                        found.body,
+                        found.headers,
+                        found.failure,
+                        content_type=found.content_type,
+                        at=found.at,
                     )
             except BaseException:
                 message.requeue()
@@ -108,7 +109,7 @@ def import_dead_letters(
         return imported
 
 
-def read_message(message: Message) -> list[Parked]:
+def read_message(message: Message) -> list[BrokerDeadLetter]:
     """What a message of the broker dead-letter queue says, as dead letters."""
     headers: dict[str, Any] = dict(message.headers or {})
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
@@ -121,46 +122,50 @@ def read_message(message: Message) -> list[Parked]:
     at = at.replace(tzinfo=at.tzinfo or UTC) if isinstance(at, datetime) else datetime.now(UTC)
     if death:
         why = (
-            f"dead-lettered by RabbitMQ from queue {_text(death.get('queue'))!r} "
-            f"({_text(death.get('reason'))}, {death.get('count', 1)} time(s)) with no reason "
+            f"dead-lettered by RabbitMQ from queue {header_text(death.get('queue'))!r} "
+            f"({header_text(death.get('reason'))}, {death.get('count', 1)} time(s)) with no reason "
             "recorded: the dead-letter store could not take it then"
         )
     else:
         why = "found in the broker's dead-letter queue with no reason recorded"
-    task = _text(headers.get("task") or "")
+    task = header_text(headers.get("task") or "")
     if task in (DELIVER_EVENTS, RUN_RECEIVER):
         events = _task_events(task, body, death, why, at)
         if events:
             return events
     routing_keys = death.get("routing-keys") or []
-    origin = f"{_text(death.get('exchange'))}/{_text(routing_keys[0])}" if routing_keys else None
+    origin = (
+        f"{header_text(death.get('exchange'))}/{header_text(routing_keys[0])}"
+        if routing_keys
+        else None
+    )
     reason = Reason.REDELIVERED if death.get("reason") == "delivery_limit" else Reason.POISON
-    return [Parked(body, headers, Failure(reason, why, origin=origin), content_type, at)]
+    return [BrokerDeadLetter(body, headers, Failure(reason, why, origin=origin), content_type, at)]
 
 
-def _ours(body: bytes, headers: dict[str, Any], content_type: str | None) -> Parked:
-    text = _text(headers[HEADER_REASON])
+def _ours(body: bytes, headers: dict[str, Any], content_type: str | None) -> BrokerDeadLetter:
+    text = header_text(headers[HEADER_REASON])
     if text in Reason.values:
-        reason, error = text, _text(headers.get(HEADER_ERROR, ""))
+        reason, error = text, header_text(headers.get(HEADER_ERROR, ""))
     else:  # written by an earlier release: the reason header held the text
         reason = legacy_reason(text)
         detail = headers.get(HEADER_ERROR)
-        error = f"{text}: {_text(detail)}" if detail is not None else text
+        error = f"{text}: {header_text(detail)}" if detail is not None else text
     try:
-        at = parse_time(_text(headers.get(HEADER_DEAD_LETTERED_AT, "")))
+        at = parse_time(header_text(headers.get(HEADER_DEAD_LETTERED_AT, "")))
     except ValueError:
         at = datetime.now(UTC)
-    attempts = _text(headers.get(HEADER_ATTEMPTS, ""))
+    attempts = header_text(headers.get(HEADER_ATTEMPTS, ""))
     failure = Failure(
         reason,
         error,
-        receiver=_text(headers[HEADER_RECEIVER]) if HEADER_RECEIVER in headers else None,
-        traceback=_text(headers[HEADER_TRACEBACK]) if HEADER_TRACEBACK in headers else None,
+        receiver=header_text(headers[HEADER_RECEIVER]) if HEADER_RECEIVER in headers else None,
+        traceback=header_text(headers[HEADER_TRACEBACK]) if HEADER_TRACEBACK in headers else None,
         attempts=int(attempts) if attempts.isdigit() else None,
-        origin=_text(headers[HEADER_ORIGIN]) if HEADER_ORIGIN in headers else None,
+        origin=header_text(headers[HEADER_ORIGIN]) if HEADER_ORIGIN in headers else None,
     )
     kept = {k: v for k, v in headers.items() if not k.startswith("x-events-celery-")}
-    return Parked(body, kept, failure, content_type, at)
+    return BrokerDeadLetter(body, kept, failure, content_type, at)
 
 
 def legacy_reason(text: str) -> str:
@@ -178,12 +183,12 @@ def legacy_reason(text: str) -> str:
 
 def _task_events(
     task: str, body: bytes, death: Mapping[str, Any], why: str, at: datetime
-) -> list[Parked]:
+) -> list[BrokerDeadLetter]:
     """The events a receiver task message carried (its task was rejected to the queue)."""
     try:
         carried = task_events(task, json.loads(body)[0])
         items, receiver, attempt = carried.items, carried.receiver, carried.attempt
-        parked = []
+        found = []
         for item in items:
             failure = Failure(
                 Reason.REDELIVERED
@@ -196,12 +201,10 @@ def _task_events(
                 origin=item.get("origin"),
             )
             event_body = base64.b64decode(item["body"], validate=True)
-            parked.append(Parked(event_body, item["headers"], failure, AVRO_CONTENT_TYPE, at))
-        return parked
+            found.append(
+                BrokerDeadLetter(event_body, item["headers"], failure, AVRO_CONTENT_TYPE, at)
+            )
+        return found
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, binascii.Error):
         logger.warning("a %s task message in the dead-letter queue is malformed; kept whole", task)
         return []
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -28,7 +28,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.retrying import publisher
+from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
 from events_celery.models import DeadLetter
@@ -116,7 +116,7 @@ def dead_letter(
     content_type: str | None,
     properties: Mapping[str, Any] | None = None,
 ) -> Where:
-    """Park a message in this service's dead-letter store; returns where it went.
+    """Dead-letter a message in this service's dead-letter store; returns where it went.
 
     The row is written and committed before this returns. When the database cannot take it
     (after :data:`DATABASE_TRIES` tries; any error counts, so that nothing is lost to a bug),
@@ -136,7 +136,7 @@ def dead_letter(
             return "database"
         except Exception as exc:
             # Whatever keeps the row from being written (a database error, or a bug), the
-            # dead letter must still be parked: the broker queue below takes it.
+            # dead letter must still be kept: the broker queue below takes it.
             logger.warning(
                 "dead-letter store: writing the row failed (try %d/%d): %s: %s",
                 attempt,
@@ -288,7 +288,7 @@ def _publish(
         properties=properties,
     )
     store = topology.dead_letter_queue(service, settings.queue_type)
-    publisher(settings).publish(
+    retrying_publisher(settings).publish(
         message,
         exchange=topology.dead_letter_exchange(service).name,
         routing_key="",

@@ -10,7 +10,7 @@ import pytest
 from kombu import Producer
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.retrying import Publisher, publisher
+from events_celery.bus.broker.retrying import RetryingPublisher, retrying_publisher
 from events_celery.conf import bus_settings
 from events_celery.exceptions import PublishError
 
@@ -36,7 +36,7 @@ def test_an_operation_that_fails_runs_again_on_a_fresh_connection(memory_broker:
         if len(connections) == 1:
             raise ConnectionError("connection reset")
 
-    Publisher(bus_settings()).run(operation, NOTHING, describe=lambda: "a test publish")
+    RetryingPublisher(bus_settings()).run(operation, NOTHING, describe=lambda: "a test publish")
 
     assert len(connections) == 2
     assert connections[0] is not connections[1]
@@ -53,7 +53,7 @@ def test_an_operation_that_keeps_failing_raises_publish_error_after_the_policy(
         raise ConnectionError("connection reset")
 
     with pytest.raises(PublishError) as raised:
-        Publisher(bus_settings()).run(
+        RetryingPublisher(bus_settings()).run(
             operation, NOTHING, describe=lambda: "a test publish", event_id="e-1"
         )
 
@@ -80,7 +80,7 @@ def test_what_a_publish_needs_is_declared_once_per_connection(
         real_declare(connection, what)
 
     monkeypatch.setattr(topology, "declare", declare)
-    current = Publisher(bus_settings())
+    current = RetryingPublisher(bus_settings())
     needs = topology.Topology(exchanges=(), queues=(queue,))
 
     for _ in range(3):
@@ -94,14 +94,14 @@ def test_what_a_publish_needs_is_declared_once_per_connection(
 def test_each_thread_has_its_own_publisher_and_new_settings_make_a_new_one(
     memory_broker: None, settings: Any
 ) -> None:
-    mine = publisher()
-    theirs: list[Publisher] = []
-    thread = threading.Thread(target=lambda: theirs.append(publisher()))
+    mine = retrying_publisher()
+    theirs: list[RetryingPublisher] = []
+    thread = threading.Thread(target=lambda: theirs.append(retrying_publisher()))
     thread.start()
     thread.join()
 
-    assert publisher() is mine
+    assert retrying_publisher() is mine
     assert theirs[0] is not mine
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 3.0
-    assert publisher() is not mine
-    assert publisher().settings is bus_settings()
+    assert retrying_publisher() is not mine
+    assert retrying_publisher().settings is bus_settings()
