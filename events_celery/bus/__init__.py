@@ -8,7 +8,7 @@ folder, and a module of one path does not reach into another's internals:
 - :mod:`~events_celery.bus.consume`: from the service's queues to its receivers (the worker's
   consumer step, the receiver tasks, running one receiver).
 - :mod:`~events_celery.bus.dead_letters`: where an event that cannot run is dead-lettered, and
-  how it comes back (store, replay, broker import).
+  how it comes back (store, replay, broker import, health).
 - :mod:`~events_celery.bus.broker`: the AMQP edge every path shares (connection, topology,
   frames, windowed confirms, the retrying publisher).
 - :mod:`~events_celery.bus.worker`: what a Celery worker runs beside its tasks.

@@ -235,14 +235,14 @@ def declare(connection: Connection, topology: Topology) -> None:
     for exchange in topology.exchanges:
         _declare_one(exchange, channel)
     for queue in topology.queues:
-        if queue.name.endswith(".unrouted") and parked_count(connection, queue.name) is not None:
+        if queue.name.endswith(".unrouted") and queue_depth(connection, queue.name) is not None:
             continue  # shared by every publisher of the topic: keep it as it was declared
         _declare_one(queue, channel)  # declares its exchange and bindings too
 
 
 def warn_parked(connection: Connection, queue: str) -> None:
     """Log a WARNING when ``queue`` (a topic's parking queue) holds events."""
-    parked = parked_count(connection, queue)
+    parked = queue_depth(connection, queue)
     if parked:
         logger.warning(
             "%d event(s) are parked in %s: no service subscribes to their event type on this "
@@ -252,8 +252,15 @@ def warn_parked(connection: Connection, queue: str) -> None:
         )
 
 
-def parked_count(connection: Connection, queue: str) -> int | None:
-    """How many messages ``queue`` holds, or ``None`` when it does not exist."""
+def queue_depth(connection: Connection, queue: str) -> int | None:
+    """How many messages ``queue`` holds, or ``None`` when it does not exist.
+
+    The one probe of a queue's depth: a passive declaration on a channel of its own (a 404
+    closes the channel it happens on).
+
+    Raises:
+        Exception: the broker's error, for anything but a missing queue.
+    """
     channel: Any = connection.channel()  # a 404 closes the channel it happens on
     try:
         _, count, _ = channel.queue_declare(queue, passive=True)

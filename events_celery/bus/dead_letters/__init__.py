@@ -4,4 +4,6 @@
 - :mod:`.replay`: replaying dead letters through the receiver tasks, or discarding them.
 - :mod:`.broker_import`: moving messages left in the broker's dead-letter queues into the
   store.
+- :mod:`.health`: the checks ``manage.py event_bus_health`` runs (broker, topology, outbox,
+  dead letters) for a container's probe.
 """

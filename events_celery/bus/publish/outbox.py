@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 from django.db import connections, transaction
-from django.db.models import F, Subquery
+from django.db.models import Count, F, Min, Subquery
 from django.utils import timezone
 
 from events_celery.conf import BusSettings
@@ -347,12 +347,16 @@ def release(
 
 
 def backlog(settings: BusSettings) -> Backlog:
-    """How many rows wait to be published, the time of the oldest, and how many were refused."""
+    """How many rows wait to be published, the time of the oldest, and how many were refused.
+
+    The one reading of the backlog: ``show_event_bus``, ``event_bus_health`` and the
+    Prometheus gauges (:mod:`events_celery.contrib.prometheus`) all use it.
+    """
     objects = OutboxMessage.objects.using(settings.db_alias)
-    oldest = objects.order_by("created_at").values_list("created_at", flat=True).first()
+    found = objects.aggregate(count=Count("id"), oldest=Min("created_at"))
     return Backlog(
-        count=objects.count(),
-        oldest=oldest,
+        count=found["count"],
+        oldest=found["oldest"],
         refused=objects.filter(attempts__gte=MAX_REFUSALS).count(),
     )
 
