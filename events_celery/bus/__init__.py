@@ -10,7 +10,7 @@ folder, and a module of one path does not reach into another's internals:
 - :mod:`~events_celery.bus.dead_letters`: where an event that cannot run is dead-lettered, and
   how it comes back (store, replay, broker import, health).
 - :mod:`~events_celery.bus.broker`: the AMQP edge every path shares (connection, topology,
-  frames, windowed confirms, the retrying publisher).
+  frames, windowed confirms, the retrying publisher, backoff, per-process resources).
 - :mod:`~events_celery.bus.worker`: what a Celery worker runs beside its tasks.
 - :mod:`~events_celery.bus.metrics` and :mod:`~events_celery.bus.tracing`: observers that hang
   on named hook points of the paths and import nothing else of the bus.

@@ -105,7 +105,7 @@ class ConfirmingPublisher:
         self._unblocked = False
         self._channel: Any = None
         self._producer: Producer | None = None
-        self._declared: set[tuple[str, ...]] = set()
+        self._declarations = topology.Declarations()
         self.blocked: str | None = None
         self._outstanding: OrderedDict[int, tuple[int, str]] = OrderedDict()
         self._returned: set[str] = set()
@@ -120,7 +120,7 @@ class ConfirmingPublisher:
         """Drop the connection; the next batch opens a new one."""
         drop(self.connection)
         self._channel = self._producer = None
-        self._declared = set()
+        self._declarations.forget()
 
     def publish(self, batch: Iterable[Outgoing], *, timeout: float) -> Outcome:
         """Publish ``batch`` in order and wait for the broker's answers, within ``timeout``.
@@ -216,10 +216,8 @@ class ConfirmingPublisher:
                     topology.warn_parked(self.connection, name)
 
     def _declare(self, declare: topology.Topology) -> None:
-        if declare.names not in self._declared:
-            self._send_written()  # what is published after a declaration must follow it
-            topology.declare(self.connection, declare)
-            self._declared.add(declare.names)
+        # What is published after a declaration must follow it: send the frames written first.
+        self._declarations.ensure(self.connection, declare, first=self._send_written)
 
     def _publish_virtual(self, item: Outgoing) -> None:
         assert self._producer is not None

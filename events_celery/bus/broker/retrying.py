@@ -10,8 +10,6 @@ the outbox relays (:mod:`events_celery.bus.publish.relay`) or in ``"direct"`` mo
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 
@@ -20,6 +18,7 @@ from kombu import Connection, Producer
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import publish_pause
 from events_celery.bus.broker.connection import bus_connection, connect, drop
+from events_celery.bus.broker.resources import PerThread
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PublishError
 from events_celery.wire import OutgoingMessage
@@ -34,14 +33,14 @@ class RetryingPublisher:
         self.settings = settings
         self._connection: Connection | None = None
         self._producer: Producer | None = None
-        self._declared: set[tuple[str, ...]] = set()
+        self._declarations = topology.Declarations()
 
     def _ensure(self) -> Producer:
         if self._producer is None:
             self._connection = bus_connection(self.settings)
             connect(self._connection, timeout=self.settings.publish_timeout)
             self._producer = Producer(self._connection.channel())
-            self._declared = set()
+            self._declarations.forget()
         return self._producer
 
     def close(self) -> None:
@@ -107,10 +106,8 @@ class RetryingPublisher:
         for attempt in range(1, attempts + 1):
             try:
                 producer = self._ensure()
-                if declare.names not in self._declared:
-                    assert self._connection is not None
-                    topology.declare(self._connection, declare)
-                    self._declared.add(declare.names)
+                assert self._connection is not None
+                self._declarations.ensure(self._connection, declare)
                 operation(producer)
                 return
             except Exception as exc:
@@ -134,24 +131,9 @@ class RetryingPublisher:
                 time.sleep(interval)
 
 
-_local = threading.local()
+_publishers: PerThread[RetryingPublisher] = PerThread(RetryingPublisher, RetryingPublisher.close)
 
 
 def retrying_publisher(settings: BusSettings | None = None) -> RetryingPublisher:
     """The :class:`RetryingPublisher` of this process and thread (made on first use)."""
-    settings = settings or bus_settings()
-    current: RetryingPublisher | None = getattr(_local, "publisher", None)
-    if current is None or current.settings is not settings or _local.pid != os.getpid():
-        if current is not None and _local.pid == os.getpid():
-            current.close()
-        current = _local.publisher = RetryingPublisher(settings)
-        _local.pid = os.getpid()
-    return current
-
-
-def _reset_after_fork() -> None:
-    # A forked child must not share its parent's socket.
-    _local.__dict__.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+    return _publishers.get(settings or bus_settings())

@@ -16,7 +16,7 @@ with ``manage.py declare_event_topology``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -238,6 +238,41 @@ def declare(connection: Connection, topology: Topology) -> None:
         if queue.name.endswith(".unrouted") and queue_depth(connection, queue.name) is not None:
             continue  # shared by every publisher of the topic: keep it as it was declared
         _declare_one(queue, channel)  # declares its exchange and bindings too
+
+
+class Declarations:
+    """What one connection has declared: each topology once (as kombu's ``maybe_declare``).
+
+    The one declaration cache of the bus; forget it when the connection is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._done: set[tuple[str, ...]] = set()
+
+    def ensure(
+        self,
+        connection: Connection,
+        topology: Topology,
+        *,
+        first: Callable[[], object] | None = None,
+    ) -> None:
+        """Declare ``topology`` on ``connection`` unless it was declared since the last forget.
+
+        Args:
+            connection: the connection.
+            topology: what must exist.
+            first: called before declaring (only when it declares).
+        """
+        if topology.names in self._done:
+            return
+        if first is not None:
+            first()
+        declare(connection, topology)
+        self._done.add(topology.names)
+
+    def forget(self) -> None:
+        """Declare everything again on the next :meth:`ensure` (a new connection)."""
+        self._done.clear()
 
 
 def warn_parked(connection: Connection, queue: str) -> None:

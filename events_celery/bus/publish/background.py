@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from django.db import DatabaseError, connections
 
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import Outcome
+from events_celery.bus.broker.resources import PerProcess
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.outbox import Row
 from events_celery.bus.publish.relay import Relay
@@ -226,17 +226,12 @@ class BackgroundPublisher:
             logger.exception("could not record that the broker refused outbox rows %s", refused)
 
 
-_publisher: tuple[int, BackgroundPublisher] | None = None
-_lock = threading.Lock()
+_publisher: PerProcess[BackgroundPublisher] = PerProcess(lambda: BackgroundPublisher())
 
 
 def background_publisher() -> BackgroundPublisher:
     """The :class:`BackgroundPublisher` of this process (made on first use, anew after a fork)."""
-    global _publisher
-    with _lock:
-        if _publisher is None or _publisher[0] != os.getpid():
-            _publisher = (os.getpid(), BackgroundPublisher())
-        return _publisher[1]
+    return _publisher.get()
 
 
 def stop_background_publisher(timeout: float = 5.0) -> None:
@@ -245,18 +240,17 @@ def stop_background_publisher(timeout: float = 5.0) -> None:
     Rows it had not published stay in the outbox table for a sweeper. Tests use it so that
     no thread outlives the test that started it.
     """
-    global _publisher
-    with _lock:
-        current, _publisher = _publisher, None
-    if current is not None and current[0] == os.getpid():
-        current[1].stop(timeout)
+    current = _publisher.take()
+    if current is not None:
+        current.stop(timeout)
 
 
 def _flush_at_exit() -> None:
     # A short-lived process (a management command) gets a moment to publish what it sent;
     # what is left waits in the table for a sweeper.
-    if _publisher is not None and _publisher[0] == os.getpid():
-        _publisher[1].flush(bus_settings().publish_timeout)
+    current = _publisher.peek()
+    if current is not None:
+        current.flush(bus_settings().publish_timeout)
 
 
 atexit.register(_flush_at_exit)

@@ -9,8 +9,6 @@ confirms; everything, connecting and retries included, happens within
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
 
@@ -18,13 +16,12 @@ from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import BrokerBlockedError, ConfirmingPublisher, Outgoing
 from events_celery.bus.broker.connection import Deadline, bus_connection
+from events_celery.bus.broker.resources import PerThread
 from events_celery.conf import BusSettings
 from events_celery.exceptions import PublishError
 from events_celery.wire import OutgoingMessage
 
 logger = logging.getLogger(__name__)
-
-_local = threading.local()
 
 
 def publish_after_commit(
@@ -120,26 +117,17 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
     )
 
 
+def _windowed_publisher(settings: BusSettings) -> ConfirmingPublisher:
+    return ConfirmingPublisher(
+        bus_connection(settings, confirm_publish=False), window=settings.publish_window
+    )
+
+
+#: Direct mode's publisher of this process and thread.
+_publishers: PerThread[ConfirmingPublisher] = PerThread(
+    _windowed_publisher, ConfirmingPublisher.close
+)
+
+
 def _direct_publisher(settings: BusSettings) -> ConfirmingPublisher:
-    current: ConfirmingPublisher | None = getattr(_local, "direct", None)
-    if (
-        current is None
-        or _local.direct_settings is not settings
-        or _local.direct_pid != os.getpid()
-    ):
-        if current is not None and _local.direct_pid == os.getpid():
-            current.close()
-        current = _local.direct = ConfirmingPublisher(
-            bus_connection(settings, confirm_publish=False), window=settings.publish_window
-        )
-        _local.direct_settings = settings
-        _local.direct_pid = os.getpid()
-    return current
-
-
-def _reset_after_fork() -> None:
-    # A forked child must not share its parent's socket.
-    _local.__dict__.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+    return _publishers.get(settings)

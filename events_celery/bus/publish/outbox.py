@@ -26,6 +26,7 @@ from django.db import connections, transaction
 from django.db.models import Count, F, Min, Subquery
 from django.utils import timezone
 
+from events_celery.bus.broker.resources import PerProcess
 from events_celery.conf import BusSettings
 from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
@@ -83,16 +84,14 @@ class Backlog:
         return max(((now or timezone.now()) - self.oldest).total_seconds(), 0.0)
 
 
-_owner: tuple[int, str] | None = None
+_owner: PerProcess[str] = PerProcess(
+    lambda: f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+)
 
 
 def process_owner() -> str:
     """The lease owner name of this process: host, pid and a random part."""
-    global _owner
-    if _owner is None or _owner[0] != os.getpid():
-        name = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        _owner = (os.getpid(), name)
-    return _owner[1]
+    return _owner.get()
 
 
 #: One event's messages, by topic.
