@@ -5,4 +5,5 @@
 (:mod:`.outbox`) for this process's background publisher (:mod:`.background`) to publish after
 the commit, or publishes it at once with confirms (:mod:`.direct`). Rows whose writer died are
 published by the relay (:mod:`.relay`): the ``relay_events`` command, or a worker's sweeper.
+Both publish rows with :mod:`.rows`; :mod:`.routes` says which topics an event goes to.
 """

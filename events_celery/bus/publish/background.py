@@ -2,10 +2,10 @@
 
 ``send_event`` in ``"outbox"`` mode hands the rows it wrote to :func:`background_publisher`
 after the commit (``on_commit``). Its thread publishes them right away over one connection,
-with a window of outstanding confirms (:class:`~events_celery.bus.publish.relay.Relay`), and deletes
-the confirmed rows in batches. While the broker is unreachable or blocks publishers, it keeps
-the rows (renewing their lease) and retries with backoff; rows it cannot keep, or still holds
-when the process dies, are published by a sweeper once their lease runs out
+with a window of outstanding confirms (:class:`~events_celery.bus.publish.rows.RowPublisher`),
+and deletes the confirmed rows in batches. While the broker is unreachable or blocks
+publishers, it keeps the rows (renewing their lease) and retries with backoff; rows it cannot
+keep, or still holds when the process dies, are published by a sweeper once their lease runs out
 (:mod:`events_celery.bus.publish.relay`).
 """
 
@@ -25,7 +25,7 @@ from events_celery.bus.broker.confirms import Outcome
 from events_celery.bus.broker.resources import PerProcess
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.outbox import Row
-from events_celery.bus.publish.relay import Relay
+from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class BackgroundPublisher:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False  # the thread holds a batch
-        self._relay: Relay | None = None
+        self._row_publisher: RowPublisher | None = None
         self._stopping = threading.Event()
         self._confirmed: list[Row] = []  # published, not yet deleted
         self._confirmed_since = 0.0
@@ -95,8 +95,8 @@ class BackgroundPublisher:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
-        if self._relay is not None:
-            self._relay.close()
+        if self._row_publisher is not None:
+            self._row_publisher.close()
 
     def _take(self, limit: int, timeout: float | None) -> list[Row]:
         # Rows to publish; [] when the thread stops, or after ``timeout`` without rows.
@@ -134,7 +134,7 @@ class BackgroundPublisher:
                 # The thread keeps its database connection (it is closed after an error): one
                 # connection per batch would cost more than the batch.
                 batch = self._keep_leased(settings, batch)
-                outcome = self._relay_for(settings).publish(batch, delete=False)
+                outcome = self._publisher_for(settings).publish(batch)
             except Exception as exc:
                 # Renewing the leases failed (the database is away), or a bug: the rows stay in
                 # the table under this process's lease, and are tried again after a pause.
@@ -193,12 +193,15 @@ class BackgroundPublisher:
             self._confirmed = []
             self._condition.notify_all()
 
-    def _relay_for(self, settings: BusSettings) -> Relay:
-        if self._relay is None or self._relay.settings is not settings:
-            if self._relay is not None:
-                self._relay.close()
-            self._relay = Relay(settings, holding=lambda: list(self._confirmed))
-        return self._relay
+    def _publisher_for(self, settings: BusSettings) -> RowPublisher:
+        current = self._row_publisher
+        if current is None or current.settings is not settings:
+            if current is not None:
+                current.close()
+            current = self._row_publisher = RowPublisher(
+                settings, holding=lambda: list(self._confirmed)
+            )
+        return current
 
     @staticmethod
     def _keep_leased(settings: BusSettings, rows: list[Row]) -> list[Row]:

@@ -1,10 +1,8 @@
-"""Relays move outbox rows to the broker: :class:`Relay`, and the sweepers' relay passes.
+"""Relays move the outbox rows their writer could not publish to the broker.
 
-* :class:`Relay`: publishes rows over one connection with a window of outstanding confirms,
-  and deletes the confirmed ones. The writer's background publisher
-  (:mod:`events_celery.bus.publish.background`) and every relay pass use one.
-* :func:`relay_pass`: claims rows whose lease ran out (their writer died, or gave them back)
-  and publishes them. The :class:`Sweeper` thread of every Celery worker of a publishing
+* :func:`relay_pass`: claims rows whose lease ran out (their writer died, or gave them back),
+  publishes them (:class:`~events_celery.bus.publish.rows.RowPublisher`) and deletes the
+  confirmed ones. The :class:`Sweeper` thread of every Celery worker of a publishing
   service runs it, and so does ``manage.py relay_events``.
 
 Delivery is at least once: a relay that dies between the broker's confirm and the delete
@@ -16,101 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
 
 import attrs
-from django.db import DatabaseError, connections
+from django.db import connections
 
-from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
-from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
-from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.publish import outbox
-from events_celery.bus.publish.outbox import Row
+from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
 
 logger = logging.getLogger(__name__)
-
-#: Shortest pause of a relay between two failed tries, whatever the retry policy says.
-
-#: Seconds a relay waits for a broker that blocks publishers before it gives up on the batch
-#: (renewing its rows' leases meanwhile).
-BLOCKED_PATIENCE = 600.0
-
-
-class Relay:
-    """Publishes rows over one connection, then deletes the confirmed ones."""
-
-    def __init__(
-        self, settings: BusSettings, *, holding: Callable[[], list[Row]] | None = None
-    ) -> None:
-        """Publish over a new connection (opened on first use).
-
-        Args:
-            settings: the settings.
-            holding: the rows this relay holds besides those it is publishing (published,
-                not deleted yet); their leases are renewed with the others while it waits.
-        """
-        self.settings = settings
-        self._holding = holding
-        self._publishing: Sequence[Row] = ()
-        # A broker that blocks publishers holds what it was sent and confirms it once it lets
-        # go: sending the rows again on a new connection would deliver them twice. So the
-        # relay waits (up to BLOCKED_PATIENCE), renewing its rows' leases meanwhile, so that no
-        # sweeper takes them.
-        self.publisher = ConfirmingPublisher(
-            bus_connection(settings, confirm_publish=False),
-            window=settings.publish_window,
-            blocked_patience=BLOCKED_PATIENCE,
-            on_wait=self._renew,
-            wait_interval=settings.outbox_lease / 4,
-        )
-
-    def _renew(self) -> None:
-        rows = [*self._publishing, *(self._holding() if self._holding else ())]
-        try:
-            outbox.renew(self.settings, rows)
-        except DatabaseError:
-            logger.exception("could not renew the lease of %d outbox row(s)", len(rows))
-
-    def close(self) -> None:
-        """Drop the broker connection."""
-        self.publisher.close()
-
-    def publish(self, rows: Sequence[Row], *, delete: bool = True) -> Outcome:
-        """Publish ``rows`` in order, delete those the broker confirmed, and say what happened.
-
-        Args:
-            rows: the rows, in the order to publish them.
-            delete: delete the confirmed rows now (the background publisher deletes later).
-
-        Raises:
-            django.db.DatabaseError: the confirmed rows could not be deleted (they will be
-                published again: at least once).
-        """
-        settings = self.settings
-        prefix = settings.topic_prefix
-        self._publishing = rows
-        outcome = self.publisher.publish(
-            (
-                Outgoing(
-                    key=row.id,
-                    exchange=topology.exchange_name(prefix, row.topic),
-                    routing_key=row.event_type,
-                    message=row.message,
-                    declare=topology.topic_topology(settings, row.topic),
-                )
-                for row in rows
-            ),
-            timeout=settings.publish_timeout + 0.002 * len(rows),
-        )
-        self._publishing = ()
-        if outcome.confirmed and delete:
-            outbox.delete(settings, outcome.confirmed)
-        if outcome.refused:
-            for pk, reason in outcome.refused.items():
-                logger.error("the broker refused outbox row %s: %s", pk, reason)
-        return outcome
 
 
 @attrs.frozen
@@ -127,7 +40,7 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
     Stops at the first batch the broker did not take (the rows go back to the table, to be
     tried again after a pause).
     """
-    relay = Relay(settings)
+    relay = RowPublisher(settings)
     published = 0
     try:
         while True:
@@ -137,6 +50,10 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
             if not rows:
                 return RelayPass(published)
             outcome = relay.publish(rows)
+            if outcome.confirmed:
+                # Deleting fails with DatabaseError: they will be published again (at least
+                # once).
+                outbox.delete(settings, outcome.confirmed)
             published += len(outcome.confirmed)
             retry = [*outcome.unknown, *outcome.unsent]
             if retry:
