@@ -81,7 +81,8 @@ from bench.throughput import (  # noqa: E402
     wire_message,
 )
 from events_celery import batch_events  # noqa: E402
-from events_celery.bus import background, relay, topology  # noqa: E402
+from events_celery.bus.broker import topology  # noqa: E402
+from events_celery.bus.publish import background, relay  # noqa: E402
 from events_celery.conf import BusSettings, bus_settings  # noqa: E402
 from events_celery.models import OutboxMessage  # noqa: E402
 

@@ -63,7 +63,7 @@ from bench.receivers import timings
 from bench.receivers.events import ORDER_PLACED, CustomerData, OrderData
 from bench.receivers.tasks import noop
 from events_celery import EventMetadata
-from events_celery.bus import topology
+from events_celery.bus.broker import topology
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.wire import OutgoingMessage, encode_event
 
@@ -610,9 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         print("4/4 worker memory: no-op tasks", flush=True)
         tasks_rss = measure_memory("tasks-rss", work / "tasks-rss", args.rss_events, publish_tasks)
     finally:
-        from events_celery.bus.publisher import publisher  # needs the apps loaded
+        from events_celery.bus.broker.retrying import retrying_publisher  # needs the apps loaded
 
-        publisher().close()
+        retrying_publisher().close()
         delete_run_entities(settings, args.broker, run_id)
 
     rows = report(publishing, events, tasks, events_rss, tasks_rss)

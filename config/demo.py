@@ -200,8 +200,8 @@ def delete_service_topology() -> None:
     django.setup()
     from django.conf import settings
 
-    from events_celery.bus import topology
-    from events_celery.bus.connection import bus_connection
+    from events_celery.bus.broker import topology
+    from events_celery.bus.broker.connection import bus_connection
     from events_celery.conf import bus_settings
 
     bus = bus_settings()

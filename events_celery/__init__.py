@@ -40,7 +40,7 @@ def __getattr__(name: str) -> object:
     # batch_events lives in the bus, which needs Django's apps loaded: import it on first use,
     # so that ``import events_celery`` works in a settings module.
     if name == "batch_events":
-        from events_celery.bus.producer import batch_events
+        from events_celery.bus.publish.producer import batch_events
 
         return batch_events
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ site (``admin.site``); a project with its own ``AdminSite`` registers it there:
 
 A dead letter is a record of what the broker delivered, so nothing in it can be edited here: the
 detail page is read-only, and no row is added by hand. The actions "replay" and "discard" change
-a row's status through :mod:`events_celery.bus.replay`.
+a row's status through :mod:`events_celery.bus.dead_letters.replay`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from events_celery.bus.replay import (
+from events_celery.bus.dead_letters.replay import (
     DecodedDeadLetter,
     decode_dead_letter,
     discard_dead_letters,

@@ -15,10 +15,18 @@ class EventsCeleryConfig(AppConfig):
     def ready(self) -> None:
         """Register checks, attach the bus to sending, hook into Celery workers, find events."""
         from events_celery import checks  # noqa: F401 - registers the system checks
-        from events_celery.bus import consumer  # noqa: F401 - connects Celery's worker signals
-        from events_celery.bus.producer import publish_event
-        from events_celery.signals import attach_publisher
+        from events_celery.bus import (
+            hooks,
+            metrics,
+            tracing,
+            worker,  # noqa: F401 - connects Celery's worker signals
+        )
+        from events_celery.bus.publish.producer import publish_event
+        from events_celery.signals import attach_publish_hook
 
-        attach_publisher(publish_event)
+        attach_publish_hook(publish_event)
+        # The observers hang on the bus's hook points; the bus never imports them.
+        hooks.attach(tracing.observer)
+        hooks.attach(metrics.observer)
 
         autodiscover_modules("events")

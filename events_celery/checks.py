@@ -13,10 +13,10 @@ import django
 from django.core.checks import CheckMessage, Error, Warning, register
 from kombu.utils.url import url_to_parts
 
-from events_celery.bus.topology import RESERVED_SEGMENT
-from events_celery.conf import BusSettings, bus_settings
+from events_celery.bus.broker.topology import RESERVED_SEGMENT
+from events_celery.bus.publish.routes import key_getter
+from events_celery.conf import BusSettings, Route, bus_settings
 from events_celery.event_registry import registry
-from events_celery.wire import key_getter
 
 #: Predicates telling whether another library defines an event type and publishes it itself.
 _other_definitions: list[Callable[[str], bool]] = []
@@ -39,8 +39,27 @@ def define_events_elsewhere(defines: Callable[[str], bool]) -> Callable[[], None
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Check the ``EVENT_BUS_*`` settings against each other and the event definitions."""
     settings = bus_settings()
+    configured = [route for routes in settings.producer_config.values() for route in routes]
+    # A route or topic with a problem still says what the service means to do: the checks
+    # that depend on it are not hidden by that problem.
+    publishes = any(route.enabled for route in configured)
+    consumes = bool(settings.consumer_config)
+    return [
+        *_reading(settings),
+        *_routes(settings, configured),
+        *_subscriptions(settings),
+        *_outbox(settings, publishes=publishes),
+        *_check_task_serialization(settings),
+        *_broker(settings, publishes=publishes, consumes=consumes),
+    ]
+
+
+def _reading(settings: BusSettings) -> list[CheckMessage]:
+    """What reading the settings found, and settings whose names are close to one of ours."""
     messages: list[CheckMessage] = [
-        Error(problem.message, hint=problem.hint, id=f"events_celery.{problem.id}")
+        (Error if problem.is_error else Warning)(
+            problem.message, hint=problem.hint, id=f"events_celery.{problem.id}"
+        )
         for problem in settings.problems
     ]
     for name, declared in sorted(settings.misspelled_settings.items()):
@@ -51,9 +70,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W004",
             )
         )
+    return messages
+
+
+def _routes(settings: BusSettings, configured: list[Route]) -> list[CheckMessage]:
+    """Routes of EVENT_BUS_PRODUCER_CONFIG: defined events, partition key fields."""
+    messages: list[CheckMessage] = []
     # Disabled routes, and routes with a problem, are checked too: one run reports every
     # problem of a route.
-    configured = [route for routes in settings.producer_config.values() for route in routes]
     for route in sorted(configured, key=attrs.astuple):
         event_type = route.event_type
         signal = registry.find(event_type)
@@ -83,6 +107,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="events_celery.E030",
                 )
             )
+    return messages
+
+
+def _subscriptions(settings: BusSettings) -> list[CheckMessage]:
+    """Topics of EVENT_BUS_CONSUMER_CONFIG: their names and the event types they name."""
+    messages: list[CheckMessage] = []
     for subscription in settings.consumer_config:
         if subscription.topic.startswith(f"{RESERVED_SEGMENT}."):
             messages.append(
@@ -104,10 +134,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="events_celery.E032",
                     )
                 )
-    # A route or topic with a problem still says what the service means to do: the checks
-    # below that depend on it are not hidden by that problem.
-    publishes = any(route.enabled for route in configured)
-    consumes = bool(settings.consumer_config)
+    return messages
+
+
+def _outbox(settings: BusSettings, *, publishes: bool) -> list[CheckMessage]:
+    """The outbox's database, when this service publishes through it."""
+    messages: list[CheckMessage] = []
     if publishes and settings.publish_mode == "outbox" and settings.db_engine is None:
         messages.append(
             Error(
@@ -135,7 +167,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="events_celery.W003",
             )
         )
-    messages.extend(_check_task_serialization(settings))
+    return messages
+
+
+def _broker(settings: BusSettings, *, publishes: bool, consumes: bool) -> list[CheckMessage]:
+    """The broker URLs and Celery's default queue."""
+    messages: list[CheckMessage] = []
     # broker_url is EVENT_BUS_BROKER_URL when it is set, else Celery's URL.
     celery_url = settings.celery_broker_url
     if consumes and celery_url and settings.broker_url != celery_url:

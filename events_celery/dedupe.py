@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 from django.core.cache import caches
 
 from events_celery.metadata import EventMetadata
-from events_celery.signals import dotted_name
+from events_celery.receivers import dotted_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,13 @@
-"""Event metadata: the CloudEvents attributes that travel beside every payload."""
+"""Event metadata: the CloudEvents attributes that travel beside every payload.
+
+The headers that carry them are defined here, with the attributes they carry (design section
+4); :mod:`events_celery.wire` builds the rest of the message format on them and names them
+too. The metadata imports nothing of the wire format, so the two never import each other.
+"""
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -15,6 +21,34 @@ import attrs
 from events_celery.exceptions import MetadataError
 
 SPEC_VERSION = "1.0"
+
+AVRO_CONTENT_TYPE = "application/avro"
+
+# Header names of the metadata (design section 4; the rest of the format is in wire.py).
+# ``ce_*`` are CloudEvents attributes.
+HEADER_SPEC_VERSION = "ce_specversion"
+HEADER_ID = "ce_id"
+HEADER_TYPE = "ce_type"
+HEADER_SOURCE = "ce_source"
+HEADER_TIME = "ce_time"
+HEADER_MINOR_VERSION = "ce_minorversion"
+HEADER_DATA_CONTENT_TYPE = "ce_datacontenttype"
+HEADER_SOURCE_HOST = "sourcehost"
+HEADER_SOURCE_LIB = "sourcelib"
+
+#: The headers :meth:`EventMetadata.from_headers` needs, in the order problems are named.
+REQUIRED_HEADERS = (
+    HEADER_SPEC_VERSION,
+    HEADER_ID,
+    HEADER_TYPE,
+    HEADER_SOURCE,
+    HEADER_TIME,
+    HEADER_MINOR_VERSION,
+    HEADER_SOURCE_HOST,
+    HEADER_SOURCE_LIB,
+)
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @cache
@@ -67,6 +101,33 @@ def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
         raise MetadataError(f"EventMetadata.id must be a UUID, got {value!r}") from exc
 
 
+# --- time (RFC 3339, as ce_time carries it) -----------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 text of a UTC datetime, with microseconds and a ``Z`` suffix."""
+    # isoformat pads the year to four digits, where strftime("%Y") does not before year 1000.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    Raises:
+        ValueError: the text is not an RFC 3339 timestamp with a UTC offset.
+    """
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None
+
+
 @attrs.frozen
 class EventMetadata:
     """Who sent an event, when, and which event it is.
@@ -108,25 +169,70 @@ class EventMetadata:
         )
 
     def to_headers(self) -> dict[str, str]:
-        """The message headers that carry this metadata (all values are strings).
-
-        The same as :func:`events_celery.wire.metadata_headers`, where the wire format lives.
-        """
-        from events_celery.wire import metadata_headers  # the wire module builds on this one
-
-        return metadata_headers(self)
+        """The message headers that carry this metadata (all values are strings)."""
+        return {
+            HEADER_SPEC_VERSION: self.spec_version,
+            HEADER_ID: str(self.id),
+            HEADER_TYPE: self.event_type,
+            HEADER_SOURCE: self.source,
+            HEADER_TIME: format_time(self.time),
+            HEADER_MINOR_VERSION: str(self.minor_version),
+            HEADER_DATA_CONTENT_TYPE: AVRO_CONTENT_TYPE,
+            HEADER_SOURCE_HOST: self.source_host,
+            HEADER_SOURCE_LIB: self.source_lib,
+        }
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, Any]) -> EventMetadata:
         """Rebuild metadata from message headers.
 
-        The same as :func:`events_celery.wire.metadata_from_headers`, where the wire format
-        lives.
-
         Raises:
             MetadataError: headers are missing or malformed; the message names every one of
                 them, each with what is wrong.
         """
-        from events_celery.wire import metadata_from_headers  # the wire module builds on this one
-
-        return metadata_from_headers(headers)
+        problems: list[str] = []
+        text: dict[str, str] = {}
+        for name in REQUIRED_HEADERS:
+            value = headers.get(name)
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    problems.append(f"{name!r} is not UTF-8 text")
+                    continue
+            if value is None:
+                problems.append(f"{name!r} is missing")
+            elif not isinstance(value, str):
+                problems.append(f"{name!r} is of type {type(value).__name__}, not text")
+            elif not value:
+                problems.append(f"{name!r} is empty")
+            else:
+                text[name] = value
+        minor = text.get(HEADER_MINOR_VERSION)
+        if minor is not None and not _DIGITS.fullmatch(minor):
+            problems.append(f"{HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
+        time: datetime | None = None
+        if HEADER_TIME in text:
+            try:
+                time = parse_time(text[HEADER_TIME])
+            except ValueError as exc:
+                problems.append(f"{HEADER_TIME!r}: {exc}")
+        if HEADER_ID in text:
+            try:
+                uuid.UUID(text[HEADER_ID])
+            except ValueError:
+                problems.append(f"{HEADER_ID!r} is {text[HEADER_ID]!r}, not a UUID")
+        if problems:
+            raise MetadataError("message headers: " + "; ".join(problems))
+        assert minor is not None
+        assert time is not None
+        return cls(
+            id=text[HEADER_ID],
+            event_type=text[HEADER_TYPE],
+            minor_version=int(minor),
+            source=text[HEADER_SOURCE],
+            source_host=text[HEADER_SOURCE_HOST],
+            time=time,
+            spec_version=text[HEADER_SPEC_VERSION],
+            source_lib=text[HEADER_SOURCE_LIB],
+        )

@@ -2,7 +2,7 @@
 
 :class:`OutboxMessage` is the transactional outbox: ``send_event`` writes one row per topic
 in the caller's transaction, and relays publish the rows once it has committed (see
-:mod:`events_celery.bus.outbox`).
+:mod:`events_celery.bus.publish.outbox`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class DeadLetter(models.Model):
     (``last_failed_at``, ``failures``, status back to pending) instead of adding one. A whole
     event gets a row each time it is dead-lettered (two messages may claim one event id).
     The row keeps the original body and headers, so it can be replayed once the cause is
-    fixed (:mod:`events_celery.bus.replay`).
+    fixed (:mod:`events_celery.bus.dead_letters.replay`).
     """
 
     class Reason(models.TextChoices):

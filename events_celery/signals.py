@@ -21,6 +21,9 @@ from events_celery.exceptions import (
     PayloadValidationError,
 )
 from events_celery.metadata import EventMetadata
+from events_celery.receivers import Receiver as Receiver
+from events_celery.receivers import dotted_name as dotted_name
+from events_celery.receivers import names_of
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +31,14 @@ logger = logging.getLogger(__name__)
 MAX_EVENT_TYPE_LENGTH = 255
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v[1-9][0-9]*$")
 
-Receiver = Callable[..., Any]
 Responses = list[tuple[Receiver, Any]]
-#: Publishes a validated event (signal, metadata, payload); see :func:`attach_publisher`.
+#: Publishes a validated event (signal, metadata, payload); see :func:`attach_publish_hook`.
 PublishHook = Callable[["EventSignal", EventMetadata, Mapping[str, Any]], None]
 
 _publish: PublishHook | None = None
 
 
-def attach_publisher(hook: PublishHook | None) -> None:
+def attach_publish_hook(hook: PublishHook | None) -> None:
     """Set what ``send_event`` calls to publish routed events (``None``: local receivers only).
 
     The bus attaches itself when the Django app is ready; the event core never imports it.
@@ -60,25 +62,6 @@ class SentEvent(list[tuple[Receiver, Any]]):
 
 #: Keyword arguments every receiver gets besides the payload; a payload may not use them.
 RESERVED_KWARGS = frozenset({"signal", "sender", "metadata", "from_event_bus"})
-
-
-def dotted_name(func: Receiver) -> str:
-    """Dotted name of a function (``module.qualname``), stable across processes.
-
-    It is a receiver's name unless the receiver is connected with a ``dispatch_uid``
-    (:meth:`EventSignal.receiver_name`).
-    """
-    module = getattr(func, "__module__", None) or type(func).__module__
-    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}.{qualname}"
-
-
-def _receiver_key(func: Receiver) -> Any:
-    # Bound methods are created anew on each attribute access: key them by instance + function.
-    bound_to = getattr(func, "__self__", None)
-    if bound_to is not None and hasattr(func, "__func__"):
-        return (id(bound_to), id(func.__func__))
-    return id(func)
 
 
 def _defining_module() -> str:
@@ -152,7 +135,6 @@ class EventSignal(Signal):
         self.serializer = PayloadSerializer(event_type, self.data)
         self.defined_in = _defining_module()
         self.enabled = True
-        self._names: dict[Any, str] = {}
         (event_registry if event_registry is not None else registry).register(self)
 
     def __repr__(self) -> str:
@@ -183,19 +165,12 @@ class EventSignal(Signal):
                 f"{self.event_type}: receiver {dotted_name(receiver)} must accept **kwargs "
                 "(it gets signal, sender, metadata, from_event_bus and the payload)"
             )
+        names = names_of(self)
         name = dispatch_uid or dotted_name(receiver)
-        key = _receiver_key(receiver)
-        live = {_receiver_key(r) for r in self.receivers_for_dispatch()}
-        self._names = {k: v for k, v in self._names.items() if k in live}
-        if any(other == name and other_key != key for other_key, other in self._names.items()):
-            raise EventDefinitionError(
-                f"{self.event_type}: another receiver is already connected as {name!r}; a worker "
-                "finds the receiver to retry by this name, so each needs its own: connect this "
-                "one with a distinct dispatch_uid, or make it a module-level function"
-            )
+        names.check_free(self.event_type, receiver, name, self.receivers_for_dispatch())
         super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
-        if any(_receiver_key(r) == key for r in self.receivers_for_dispatch()):
-            self._names[key] = name
+        if receiver in self.receivers_for_dispatch():
+            names.add(receiver, name, weak=weak)
 
     def disconnect(
         self,
@@ -204,15 +179,16 @@ class EventSignal(Signal):
         dispatch_uid: str | None = None,
     ) -> bool:
         """Disconnect a receiver, by itself or by its ``dispatch_uid``."""
-        if receiver is not None:
-            self._names.pop(_receiver_key(receiver), None)
-        if dispatch_uid is not None:
-            self._names = {k: v for k, v in self._names.items() if v != dispatch_uid}
+        names_of(self).forget(receiver, dispatch_uid)
         return bool(super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid))
 
     def receiver_name(self, func: Receiver) -> str:
-        """The name of a receiver in workers, logs and dead letters (see :meth:`connect`)."""
-        return self._names.get(_receiver_key(func)) or dotted_name(func)
+        """The name of a receiver in workers, logs and dead letters (see :meth:`connect`).
+
+        The names are kept by :func:`events_celery.receivers.names_of`, beside the receivers'
+        options, not on the event.
+        """
+        return names_of(self).name_of(func)
 
     def receivers_for_dispatch(self) -> list[Receiver]:
         """The receivers connected now: plain ones in connection order, then ``async`` ones."""
@@ -316,12 +292,11 @@ class EventSignal(Signal):
         payload: Mapping[str, Any],
         *,
         from_event_bus: bool,
-        receivers: list[Receiver] | None = None,
     ) -> Responses:
-        """Call receivers (all connected ones unless given) with an already validated payload."""
+        """Call every connected receiver with an already validated payload."""
         responses: Responses = []
         strict = bus_settings().strict_receivers
-        for func in self.receivers_for_dispatch() if receivers is None else receivers:
+        for func in self.receivers_for_dispatch():
             try:
                 response = self.call_receiver(
                     func, metadata, payload, from_event_bus=from_event_bus

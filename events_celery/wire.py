@@ -9,35 +9,63 @@ that a worker understands, and read the events it publishes.
 
 from __future__ import annotations
 
-import operator
-import re
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from enum import Enum
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from events_celery.event_registry import EventRegistry, registry
 from events_celery.exceptions import DecodeError, EventNotFoundError, MetadataError
-from events_celery.metadata import EventMetadata
+
+# The headers of the CloudEvents attributes are defined with the metadata they carry.
+from events_celery.metadata import (
+    AVRO_CONTENT_TYPE as AVRO_CONTENT_TYPE,
+)
+from events_celery.metadata import (
+    HEADER_DATA_CONTENT_TYPE as HEADER_DATA_CONTENT_TYPE,
+)
+from events_celery.metadata import (
+    HEADER_ID as HEADER_ID,
+)
+from events_celery.metadata import (
+    HEADER_MINOR_VERSION as HEADER_MINOR_VERSION,
+)
+from events_celery.metadata import (
+    HEADER_SOURCE as HEADER_SOURCE,
+)
+from events_celery.metadata import (
+    HEADER_SOURCE_HOST as HEADER_SOURCE_HOST,
+)
+from events_celery.metadata import (
+    HEADER_SOURCE_LIB as HEADER_SOURCE_LIB,
+)
+from events_celery.metadata import (
+    HEADER_SPEC_VERSION as HEADER_SPEC_VERSION,
+)
+from events_celery.metadata import (
+    HEADER_TIME as HEADER_TIME,
+)
+from events_celery.metadata import (
+    HEADER_TYPE as HEADER_TYPE,
+)
+from events_celery.metadata import (
+    REQUIRED_HEADERS as REQUIRED_HEADERS,
+)
+from events_celery.metadata import (
+    EventMetadata as EventMetadata,
+)
+from events_celery.metadata import (
+    format_time as format_time,
+)
+from events_celery.metadata import (
+    parse_time as parse_time,
+)
 
 if TYPE_CHECKING:
     from events_celery.signals import EventSignal
 
-AVRO_CONTENT_TYPE = "application/avro"
 
-# Header names of an event (design section 4). ``ce_*`` are CloudEvents attributes.
-HEADER_SPEC_VERSION = "ce_specversion"
-HEADER_ID = "ce_id"
-HEADER_TYPE = "ce_type"
-HEADER_SOURCE = "ce_source"
-HEADER_TIME = "ce_time"
-HEADER_MINOR_VERSION = "ce_minorversion"
-HEADER_DATA_CONTENT_TYPE = "ce_datacontenttype"
-HEADER_SOURCE_HOST = "sourcehost"
-HEADER_SOURCE_LIB = "sourcelib"
 #: Header carrying the writer schema's fingerprint (CRC-64-AVRO, 16 hex digits).
 HEADER_FINGERPRINT = "schemafingerprint"
 #: Header carrying the value at the topic's ``event_key_field`` (CloudEvents partitioning).
@@ -46,18 +74,6 @@ HEADER_PARTITION_KEY = "ce_partitionkey"
 #: when it sent the event inside a traced span.
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
-
-#: The headers :func:`metadata_from_headers` needs, in the order problems are named.
-REQUIRED_HEADERS = (
-    HEADER_SPEC_VERSION,
-    HEADER_ID,
-    HEADER_TYPE,
-    HEADER_SOURCE,
-    HEADER_TIME,
-    HEADER_MINOR_VERSION,
-    HEADER_SOURCE_HOST,
-    HEADER_SOURCE_LIB,
-)
 
 #: Every header of the wire format (design section 4).
 WIRE_HEADERS = frozenset(
@@ -70,7 +86,14 @@ HEADER_REASON = "x-events-celery-reason"
 HEADER_RECEIVER = "x-events-celery-receiver"
 HEADER_ERROR = "x-events-celery-error"
 HEADER_TRACEBACK = "x-events-celery-traceback"
+#: How many times the receiver ran before its event was dead-lettered.
 HEADER_ATTEMPTS = "x-events-celery-attempts"
+#: Which attempt of the receivers a message put back on a retry queue is (2, 3, ...): the Open
+#: edX consumer's retries (:mod:`events_celery.contrib.openedx`). Not a dead letter's header.
+HEADER_ATTEMPT_NUMBER = "x-events-celery-attempt"
+#: How many times a message came back unfinished to the Open edX consumer (its consumer died
+#: while running it): its redeliveries.
+HEADER_REDELIVERIES = "x-events-celery-returns"
 HEADER_ORIGIN = "x-events-celery-origin"
 HEADER_DEAD_LETTERED_AT = "x-events-celery-dead-lettered-at"
 
@@ -82,107 +105,23 @@ MAX_TRACEBACK = 16_000
 #: Longest error message kept (its start is kept).
 MAX_ERROR = 2_000
 
-_DIGITS = re.compile(r"[0-9]+")
-
-
-# --- time -------------------------------------------------------------------------------------
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 text of a UTC datetime, with microseconds and a ``Z`` suffix."""
-    # isoformat pads the year to four digits, where strftime("%Y") does not before year 1000.
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime.
-
-    Raises:
-        ValueError: the text is not an RFC 3339 timestamp with a UTC offset.
-    """
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{text!r} is out of range in UTC") from None
-
 
 # --- headers ⇄ metadata -----------------------------------------------------------------------
 
 
 def metadata_headers(metadata: EventMetadata) -> dict[str, str]:
     """The message headers that carry ``metadata`` (all values are strings)."""
-    return {
-        HEADER_SPEC_VERSION: metadata.spec_version,
-        HEADER_ID: str(metadata.id),
-        HEADER_TYPE: metadata.event_type,
-        HEADER_SOURCE: metadata.source,
-        HEADER_TIME: format_time(metadata.time),
-        HEADER_MINOR_VERSION: str(metadata.minor_version),
-        HEADER_DATA_CONTENT_TYPE: AVRO_CONTENT_TYPE,
-        HEADER_SOURCE_HOST: metadata.source_host,
-        HEADER_SOURCE_LIB: metadata.source_lib,
-    }
+    return metadata.to_headers()
 
 
 def metadata_from_headers(headers: Mapping[str, Any]) -> EventMetadata:
-    """Rebuild metadata from message headers.
+    """Rebuild metadata from message headers (see :meth:`EventMetadata.from_headers`).
 
     Raises:
         MetadataError: headers are missing or malformed; the message names every one of
             them, each with what is wrong.
     """
-    problems: list[str] = []
-    text: dict[str, str] = {}
-    for name in REQUIRED_HEADERS:
-        value = headers.get(name)
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(f"{name!r} is not UTF-8 text")
-                continue
-        if value is None:
-            problems.append(f"{name!r} is missing")
-        elif not isinstance(value, str):
-            problems.append(f"{name!r} is of type {type(value).__name__}, not text")
-        elif not value:
-            problems.append(f"{name!r} is empty")
-        else:
-            text[name] = value
-    minor = text.get(HEADER_MINOR_VERSION)
-    if minor is not None and not _DIGITS.fullmatch(minor):
-        problems.append(f"{HEADER_MINOR_VERSION!r} is {minor!r}, not a number")
-    time: datetime | None = None
-    if HEADER_TIME in text:
-        try:
-            time = parse_time(text[HEADER_TIME])
-        except ValueError as exc:
-            problems.append(f"{HEADER_TIME!r}: {exc}")
-    if HEADER_ID in text:
-        try:
-            uuid.UUID(text[HEADER_ID])
-        except ValueError:
-            problems.append(f"{HEADER_ID!r} is {text[HEADER_ID]!r}, not a UUID")
-    if problems:
-        raise MetadataError("message headers: " + "; ".join(problems))
-    assert minor is not None
-    assert time is not None
-    return EventMetadata(
-        id=text[HEADER_ID],
-        event_type=text[HEADER_TYPE],
-        minor_version=int(minor),
-        source=text[HEADER_SOURCE],
-        source_host=text[HEADER_SOURCE_HOST],
-        time=time,
-        spec_version=text[HEADER_SPEC_VERSION],
-        source_lib=text[HEADER_SOURCE_LIB],
-    )
+    return EventMetadata.from_headers(headers)
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -268,48 +207,6 @@ def message_properties(
     }
 
 
-def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], str]:
-    """Compile ``event_key_field`` (``"order.customer.id"``) into a payload → str function.
-
-    Raises:
-        AttributeError: the path names no field of the payload (``manage.py check`` reports it).
-    """
-    first, _, rest = path.partition(".")
-    if first not in signal.data:
-        raise AttributeError(
-            f"{signal.event_type} has no payload argument {first!r} "
-            f"(payload arguments: {', '.join(sorted(signal.data))})"
-        )
-    current: Any = signal.data[first]
-    for part in rest.split(".") if rest else ():
-        fields = attrs.fields_dict(current) if attrs.has(current) else {}
-        if part not in fields:
-            known = (
-                ", ".join(fields)
-                or f"none: {getattr(current, '__name__', current)} is no attrs class"
-            )
-            raise AttributeError(
-                f"{signal.event_type}: {path!r} has no field {part!r} (fields there: {known})"
-            )
-        current = fields[part].type
-    if attrs.has(current):
-        raise AttributeError(
-            f"{signal.event_type}: {path!r} names a whole record "
-            f"({getattr(current, '__name__', current)}); name one of its fields, e.g. "
-            f"'{path}.{next(iter(attrs.fields_dict(current)))}'"
-        )
-    attr = operator.attrgetter(rest) if rest else None
-
-    def get(payload: Mapping[str, Any]) -> str:
-        value = payload[first]
-        if attr is not None:
-            value = attr(value)
-        # An enum travels as its symbol (member name), so the key does too.
-        return value.name if isinstance(value, Enum) else str(value)
-
-    return get
-
-
 # --- decoding ---------------------------------------------------------------------------------
 
 #: Finds a writer schema by its fingerprint among an event's stored schemas (``None``: unknown).
@@ -331,6 +228,61 @@ class PoisonMessageError(DecodeError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+@attrs.frozen
+class CheckedMessage:
+    """A message whose envelope is an event's: what its Avro body is to be read with."""
+
+    signal: EventSignal
+    metadata: EventMetadata
+    #: The schema the body was written with, when it is not the local definition's.
+    writer_schema: dict[str, Any] | None
+
+
+def check_message(
+    headers: Mapping[str, Any],
+    body: bytes,
+    *,
+    content_type: str | None,
+    max_size: int,
+    writer_schemas: WriterSchemas,
+    routing_key: str | None = None,
+    subscribed: Callable[[str], bool] | None = None,
+    event_registry: EventRegistry = registry,
+) -> CheckedMessage:
+    """Check everything of a received message but its Avro body, which it does not read.
+
+    A worker's consumer checks each message so before handing it to a task, which decodes
+    the body (:func:`decode_event`): each event is decoded once per delivery. The arguments
+    are those of :func:`decode_event`.
+
+    Raises:
+        PoisonMessageError: the message can never become an event (the reason says why).
+    """
+    metadata = read_metadata(
+        headers,
+        body,
+        content_type=content_type,
+        max_size=max_size,
+        routing_key=routing_key,
+        subscribed=subscribed,
+    )
+    try:
+        signal = event_registry.get(metadata.event_type)
+    except EventNotFoundError as exc:
+        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
+    fingerprint = read_fingerprint(headers)
+    writer_schema = None
+    if fingerprint != signal.serializer.fingerprint:
+        writer_schema = writer_schemas(signal, fingerprint)
+        if writer_schema is None:
+            raise PoisonMessageError(
+                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
+                "replay it after upgrading this service to a version that knows the schema "
+                "(manage.py event_dead_letters replay)"
+            )
+    return CheckedMessage(signal, metadata, writer_schema)
 
 
 def decode_event(
@@ -365,33 +317,21 @@ def decode_event(
     Raises:
         PoisonMessageError: the message is not a decodable event (the reason says why).
     """
-    metadata = read_metadata(
+    checked = check_message(
         headers,
         body,
         content_type=content_type,
         max_size=max_size,
+        writer_schemas=writer_schemas,
         routing_key=routing_key,
         subscribed=subscribed,
+        event_registry=event_registry,
     )
     try:
-        signal = event_registry.get(metadata.event_type)
-    except EventNotFoundError as exc:
-        raise PoisonMessageError(f"unknown event type {metadata.event_type!r}") from exc
-    fingerprint = read_fingerprint(headers)
-    writer_schema = None
-    if fingerprint != signal.serializer.fingerprint:
-        writer_schema = writer_schemas(signal, fingerprint)
-        if writer_schema is None:
-            raise PoisonMessageError(
-                f"{metadata.event_type}: unknown writer schema fingerprint {fingerprint}; "
-                "replay it after upgrading this service to a version that knows the schema "
-                "(manage.py event_dead_letters replay)"
-            )
-    try:
-        payload = signal.serializer.decode(body, writer_schema)
+        payload = checked.signal.serializer.decode(body, checked.writer_schema)
     except DecodeError as exc:
         raise PoisonMessageError(f"undecodable Avro body: {exc}") from exc
-    return ReceivedEvent(signal, metadata, payload)
+    return ReceivedEvent(checked.signal, checked.metadata, payload)
 
 
 def read_metadata(
@@ -420,7 +360,7 @@ def read_metadata(
             f"body is {len(body)} bytes, above EVENT_BUS_MAX_MESSAGE_SIZE ({max_size})"
         )
     declared = headers.get(HEADER_DATA_CONTENT_TYPE)
-    if declared is not None and _text(declared) != AVRO_CONTENT_TYPE:
+    if declared is not None and header_text(declared) != AVRO_CONTENT_TYPE:
         raise PoisonMessageError(f"header {HEADER_DATA_CONTENT_TYPE!r} is {declared!r}")
     try:
         metadata = metadata_from_headers(headers)
@@ -448,10 +388,11 @@ def read_fingerprint(headers: Mapping[str, Any]) -> str:
     fingerprint = headers.get(HEADER_FINGERPRINT)
     if fingerprint is None:
         raise PoisonMessageError(f"message header {HEADER_FINGERPRINT!r} is missing")
-    return _text(fingerprint)
+    return header_text(fingerprint)
 
 
-def _text(value: object) -> str:
+def header_text(value: object) -> str:
+    """A header value as text (bytes are read as UTF-8, what is not UTF-8 replaced)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -483,13 +424,13 @@ def dead_letter_message(
     attempts: int | None = None,
     properties: Mapping[str, Any] | None = None,
 ) -> OutgoingMessage:
-    """A message as it is parked: its body and plain headers, and headers saying why.
+    """A message as it is dead-lettered: its body and plain headers, and headers saying why.
 
     Args:
         body: the original body, unchanged.
         headers: the original headers; only plain ones are kept (:func:`plain_headers`), and
             none an earlier dead-lettering added.
-        reason: why it is parked.
+        reason: why it is dead-lettered.
         content_type: the original content type (``application/octet-stream`` when unknown).
         time: when it was dead-lettered.
         origin: ``<exchange>/<routing key>`` it arrived by.

@@ -10,7 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from events_celery import EventMetadata
-from events_celery.bus.dead_letters import Failure, Reason, record
+from events_celery.bus.dead_letters.store import Failure, Reason, record
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
 from events_celery.wire import encode_event

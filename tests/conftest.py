@@ -41,11 +41,30 @@ def ensure_rabbitmq() -> str | None:
     return "rabbitmq-server -detached did not bring RabbitMQ up on 127.0.0.1:5672"
 
 
+#: What a test needs beyond Python, by the fixture that provides it, and the marker that names
+#: its tier: tox selects tiers by these markers.
+TIER_MARKERS = {"rabbitmq_url": "rabbitmq", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that uses the real broker or a browser without its tier's marker."""
+    unmarked = [
+        f"{item.nodeid} (uses {fixture}, not marked {marker})"
+        for item in items
+        for fixture, marker in TIER_MARKERS.items()
+        if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests without the marker of the tier they need:\n" + "\n".join(unmarked)
+        )
+
+
 @pytest.fixture(autouse=True)
 def _no_publisher_outlives_its_test() -> Iterator[None]:
     """Stop the background outbox publisher a test started, so it cannot touch the next one."""
     yield
-    from events_celery.bus.background import stop_background_publisher
+    from events_celery.bus.publish.background import stop_background_publisher
 
     stop_background_publisher(timeout=10)
 

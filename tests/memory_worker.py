@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from celery.worker import WorkController
+from celery.worker import WorkController, state
 from django.test import override_settings
+from kombu import Connection
 
 
 @contextmanager
@@ -34,3 +35,30 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30) -> 
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(0.01)
     return value
+
+
+def in_flight(queues: tuple[str, ...]) -> int:
+    """Messages waiting in ``queues``, plus the tasks the worker holds (running or scheduled)."""
+    with Connection("memory://") as connection:
+        channel: Any = connection.default_channel
+        queued: int = sum(
+            channel.queue_declare(name, passive=True).message_count for name in queues
+        )
+    return queued + len(state.requests)
+
+
+def idle(queues: tuple[str, ...], hand_off: float = 0.05) -> bool:
+    """Whether nothing is in flight, twice over more than ``hand_off`` apart.
+
+    ``hand_off``: longer than the consumer's flush interval, so an event the consumer held for
+    its next hand-off is a task by the second look.
+    """
+    if in_flight(queues):
+        return False
+    time.sleep(hand_off)
+    return in_flight(queues) == 0
+
+
+def wait_until_idle(queues: tuple[str, ...]) -> None:
+    """Wait until the in-process worker has nothing left to do in ``queues``."""
+    wait_until(lambda: idle(queues), "the worker to finish its events and retries")

@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Connection
 
-from events_celery.bus import topology
+from events_celery.bus.broker import topology
 
 
 def take_tasks(service: str) -> list[tuple[str, list[Any]]]:

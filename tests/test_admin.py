@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from events_celery.admin import DeadLetterAdmin
-from events_celery.bus.tasks import RUN_RECEIVER
+from events_celery.bus.consume.tasks import RUN_RECEIVER
 from events_celery.models import DeadLetter
 from tests.admin_rows import ERROR, RECEIVER, TOPIC, order_dead_letter, poison_dead_letter
 from tests.task_queue import take_tasks

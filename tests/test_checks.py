@@ -238,7 +238,7 @@ def test_a_bad_event_key_field_names_the_fields_where_the_path_went_wrong(settin
 
 
 def test_a_worker_refuses_to_start_with_what_check_reports(settings):
-    from events_celery.bus.consumer import refuse_misconfiguration
+    from events_celery.bus.consume.step import refuse_misconfiguration
     from events_celery.exceptions import ConfigurationError
 
     settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": {"event_types": ["org.example.typo.v1"]}}

@@ -1,4 +1,4 @@
-"""Receivers connected with their own retry options, and the attempt number."""
+"""Receivers: their bus names, their own retry options, and the attempt number."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from events_celery import EventSignal, current_attempt, receiver
 from events_celery.conf import RetryPolicy
 from events_celery.exceptions import EventDefinitionError
-from events_celery.receivers import ReceiverOptions, attempt, options_for
+from events_celery.receivers import ReceiverOptions, attempt, names_of, options_for
 from events_celery.testing import isolated_registry
 
 
@@ -65,3 +65,29 @@ def test_the_attempt_number_is_one_outside_a_workers_retries(ping):
 
     assert seen == [1, 3]
     assert current_attempt() == 1
+
+
+def test_a_connected_receiver_is_found_by_its_bus_name(ping):
+    def handle(**kwargs):
+        pass
+
+    def other(**kwargs):
+        pass
+
+    ping.connect(handle, weak=False)
+    ping.connect(other, weak=False, dispatch_uid="the-other")
+    names = names_of(ping)
+
+    assert names.find(ping.receiver_name(handle)) is handle
+    assert names.find("the-other") is other
+    assert names.find("nobody") is None
+
+
+def test_a_disconnected_receiver_is_not_found_by_its_name(ping):
+    def handle(**kwargs):
+        pass
+
+    ping.connect(handle, weak=False, dispatch_uid="leaving")
+    ping.disconnect(dispatch_uid="leaving")
+
+    assert names_of(ping).find("leaving") is None

@@ -21,7 +21,8 @@ from events_celery.exceptions import (
     InvalidEventTypeError,
     UnsupportedTypeError,
 )
-from events_celery.signals import RESERVED_KWARGS, dotted_name
+from events_celery.receivers import dotted_name
+from events_celery.signals import RESERVED_KWARGS
 from events_celery.testing import isolated_registry
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from events_celery.bus import hooks
 from events_celery.conf import BusSettings, bus_settings
 
 if TYPE_CHECKING:
-    from events_celery.bus.confirms import Outcome, Outgoing
     from events_celery.wire import ReceivedEvent
 
 try:
@@ -32,7 +32,7 @@ except ImportError:  # the "metrics" extra is not installed: nothing is counted
     prometheus_client = None  # type: ignore[assignment]
 
 #: Receiver-run outcomes, the values of the ``outcome`` label.
-SUCCESS, RETRY, DEAD_LETTERED = "success", "retry", "dead-lettered"
+SUCCESS, RETRY, DEAD_LETTERED = "success", hooks.RETRY, hooks.DEAD_LETTERED
 
 
 class _Metrics:
@@ -60,12 +60,12 @@ class _Metrics:
         )
         self.consumed = counter(
             "events_celery_consumed_messages",
-            "Event messages a worker's consumer decoded and took from a service queue",
+            "Event messages a worker's consumer checked and took from a service queue",
             message,
         )
         self.poison = counter(
             "events_celery_poison_messages",
-            "Messages a worker's consumer dead-lettered because they cannot become an event",
+            "Messages a worker dead-lettered because they cannot become an event",
             ["service", "topic"],
         )
         run = ["service", "event_type", "receiver"]
@@ -105,18 +105,21 @@ def _service(settings: BusSettings) -> str:
     return settings.service_name or ""
 
 
-def published(items: Iterable[Outgoing], outcome: Outcome) -> None:
+def published(messages: Sequence[hooks.Published]) -> None:
     """Count a batch handed to the broker: every message, the confirmed, the failed."""
     metrics = _get()
     if metrics is None:
         return
     settings = bus_settings()
     service, prefix = _service(settings), settings.topic_prefix
-    labels = {
-        item.key: (service, item.exchange.removeprefix(prefix), item.routing_key) for item in items
-    }
-    confirmed = Tally(labels[key] for key in outcome.confirmed if key in labels)
-    for key, count in Tally(labels.values()).items():
+    sent: Tally[tuple[str, str, str]] = Tally()
+    confirmed: Tally[tuple[str, str, str]] = Tally()
+    for message in messages:
+        key = (service, message.exchange.removeprefix(prefix), message.routing_key)
+        sent[key] += 1
+        if message.confirmed:
+            confirmed[key] += 1
+    for key, count in sent.items():
         metrics.child(metrics.published, *key).inc(count)
         ok = confirmed.get(key, 0)
         if ok:
@@ -173,3 +176,40 @@ def receiver_failed(
 def enabled() -> bool:
     """Whether metrics are counted (``prometheus_client`` is installed)."""
     return prometheus_client is not None
+
+
+class MetricsObserver(hooks.Observer):
+    """Counts at the bus's hook points (attached by the Django app when it is ready)."""
+
+    def published(self, messages: Sequence[hooks.Published]) -> None:
+        """Count a batch handed to the broker."""
+        published(messages)
+
+    def consumed(self, settings: BusSettings, topic: str, event_type: str) -> None:
+        """Count an event message the consumer took."""
+        consumed(settings, topic, event_type)
+
+    def poisoned(self, settings: BusSettings, exchange: str) -> None:
+        """Count a message the consumer dead-lettered as poison."""
+        poisoned(settings, exchange)
+
+    def receiver_run(
+        self,
+        settings: BusSettings,
+        event: ReceivedEvent,
+        receiver: str,
+        item: Mapping[str, Any],
+        attempt: int,
+    ) -> AbstractContextManager[None]:
+        """Time a receiver's run; count it a success when it returns."""
+        return receiver_run(settings, event, receiver)
+
+    def receiver_failed(
+        self, settings: BusSettings, event: ReceivedEvent, receiver: str, outcome: str
+    ) -> None:
+        """Count a failed receiver run by what follows it."""
+        receiver_failed(settings, event, receiver, outcome)
+
+
+#: The observer the Django app attaches.
+observer = MetricsObserver()

@@ -12,12 +12,15 @@ nothing is added and nothing is traced.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from events_celery.bus import hooks
+from events_celery.metadata import library_version
 from events_celery.wire import HEADER_TRACEPARENT, HEADER_TRACESTATE
 
 if TYPE_CHECKING:
+    from events_celery.conf import BusSettings
     from events_celery.wire import ReceivedEvent
 
 try:
@@ -59,9 +62,7 @@ def receiver_span(
         return
     global _tracer
     if _tracer is None:
-        from events_celery import __version__
-
-        _tracer = trace.get_tracer("events_celery", __version__)
+        _tracer = trace.get_tracer("events_celery", library_version())
     headers: Mapping[str, Any] = item.get("headers") or {}
     carrier = {k: str(headers[k]) for k in (HEADER_TRACEPARENT, HEADER_TRACESTATE) if k in headers}
     metadata = event.metadata
@@ -82,3 +83,26 @@ def receiver_span(
         },
     ):
         yield
+
+
+class TracingObserver(hooks.Observer):
+    """Traces at the bus's hook points (attached by the Django app when it is ready)."""
+
+    def message_headers(self) -> Mapping[str, str]:
+        """The sender's trace context."""
+        return context()
+
+    def receiver_run(
+        self,
+        settings: BusSettings,
+        event: ReceivedEvent,
+        receiver: str,
+        item: Mapping[str, Any],
+        attempt: int,
+    ) -> AbstractContextManager[None]:
+        """A ``CONSUMER`` span around the receiver's run."""
+        return receiver_span(event, receiver, item, attempt=attempt)
+
+
+#: The observer the Django app attaches.
+observer = TracingObserver()

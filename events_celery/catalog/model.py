@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from events_celery.bus import topology
+from events_celery.bus.broker import topology
 from events_celery.conf import BusSettings, Problems, Route, Subscription
 from events_celery.conf.routing import parse_routes, parse_subscriptions
 from events_celery.exceptions import ConfigurationError

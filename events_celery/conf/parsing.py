@@ -111,8 +111,9 @@ class BusSettings:
 
     def raise_for_problems(self) -> None:
         """Raise :class:`ConfigurationError` listing every problem, if there is any."""
-        if self.problems:
-            lines = "\n".join(f"- {p.id}: {p.message} ({p.hint})" for p in self.problems)
+        errors = [p for p in self.problems if p.is_error]
+        if errors:
+            lines = "\n".join(f"- {p.id}: {p.message} ({p.hint})" for p in errors)
             raise ConfigurationError(f"events_celery settings are invalid:\n{lines}")
 
     def subscribes_to(self, event_type: str, topic: str | None = None) -> bool:

@@ -13,9 +13,13 @@ from events_celery.conf.problems import Problems
 
 @attrs.frozen
 class PublishRetryPolicy:
-    """Pauses between publish attempts (see ``EVENT_BUS_PUBLISH_RETRY_POLICY``)."""
+    """Attempts of a publish and the pauses between them (``EVENT_BUS_PUBLISH_RETRY_POLICY``).
 
-    max_retries: int = 3
+    ``max_attempts`` counts every attempt, the first one included, as the receivers'
+    :class:`RetryPolicy` does.
+    """
+
+    max_attempts: int = 4
     interval_start: float = 0.0
     interval_step: float = 0.5
     interval_max: float = 2.0
@@ -69,6 +73,42 @@ def _keys(problems: Problems, setting: str, config: Any, cls: type, check_id: st
     return True
 
 
+#: The key ``max_attempts`` replaces (kombu's name; it counted the attempts after the first).
+DEPRECATED_MAX_RETRIES = "max_retries"
+
+
+def _from_max_retries(
+    problems: Problems, setting: str, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The policy with ``max_retries`` read as ``max_attempts`` (plus one); warns W005."""
+    config = dict(config)
+    retries = config.pop(DEPRECATED_MAX_RETRIES)
+    if "max_attempts" in config:
+        problems.add(
+            "W005",
+            f"{setting} has both 'max_attempts' and the deprecated 'max_retries'; "
+            "'max_retries' is ignored",
+            f"remove 'max_retries' from {setting}",
+        )
+        return config
+    retries = read_number(
+        problems,
+        f"{setting}['max_retries']",
+        retries,
+        PublishRetryPolicy().max_attempts - 1,
+        minimum=0,
+        check_id="E021",
+    )
+    config["max_attempts"] = int(retries) + 1
+    problems.add(
+        "W005",
+        f"{setting}['max_retries'] is deprecated",
+        f"use 'max_attempts': {int(retries) + 1} (every attempt, the first included: "
+        "max_retries + 1), as EVENT_BUS_RETRY_POLICY counts them",
+    )
+    return config
+
+
 def parse_publish_retry_policy(
     problems: Problems, config: Any, *, setting: str = "EVENT_BUS_PUBLISH_RETRY_POLICY"
 ) -> PublishRetryPolicy:
@@ -77,6 +117,8 @@ def parse_publish_retry_policy(
     Keys left out, and keys whose value is wrong, keep their defaults.
     """
     default = PublishRetryPolicy()
+    if isinstance(config, Mapping) and DEPRECATED_MAX_RETRIES in config:
+        config = _from_max_retries(problems, setting, config)
     if not _keys(problems, setting, config, PublishRetryPolicy, "E021"):
         return default
     values = {
@@ -85,13 +127,13 @@ def parse_publish_retry_policy(
             f"{setting}[{field.name!r}]",
             config.get(field.name, getattr(default, field.name)),
             getattr(default, field.name),
-            minimum=0,
+            minimum=1 if field.name == "max_attempts" else 0,
             check_id="E021",
         )
         for field in attrs.fields(PublishRetryPolicy)
     }
     return PublishRetryPolicy(
-        max_retries=int(values["max_retries"]),
+        max_attempts=int(values["max_attempts"]),
         interval_start=values["interval_start"],
         interval_step=values["interval_step"],
         interval_max=values["interval_max"],

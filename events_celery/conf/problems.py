@@ -13,6 +13,11 @@ class Problem:
     message: str
     hint: str
 
+    @property
+    def is_error(self) -> bool:
+        """Whether the settings cannot be used with it (``E...``); a ``W...`` only warns."""
+        return not self.id.startswith("W")
+
 
 @attrs.define
 class Problems:
@@ -30,3 +35,7 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.found)
+
+    def errors(self) -> list[Problem]:
+        """The problems that are errors (not warnings)."""
+        return [p for p in self.found if p.is_error]

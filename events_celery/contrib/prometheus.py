@@ -25,10 +25,8 @@ from celery import Celery
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
-from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-from django.utils import timezone
 
 try:
     import prometheus_client
@@ -68,15 +66,14 @@ class OutboxCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Yield the backlog and oldest-age gauges (none when this service has no outbox)."""
-        from events_celery.models import OutboxMessage  # the Celery app module imports this one
+        # The Celery app module imports this one: the bus's outbox needs the apps loaded.
+        from events_celery.bus.publish import outbox
 
         settings = bus_settings()
         if settings.publish_mode != "outbox" or not any(settings.routes.values()):
             return
         try:
-            found = OutboxMessage.objects.using(settings.db_alias).aggregate(
-                count=Count("id"), oldest=Min("created_at")
-            )
+            waiting = outbox.backlog(settings)
         except DatabaseError as exc:
             logger.warning("the outbox gauges could not be read: %s: %s", type(exc).__name__, exc)
             return
@@ -84,14 +81,13 @@ class OutboxCollector:
             if self.close_connection:
                 connections[settings.db_alias].close()
         service = settings.service_name or ""
-        oldest = found["oldest"]
-        age = max((timezone.now() - oldest).total_seconds(), 0.0) if oldest else 0.0
+        age = waiting.oldest_age() or 0.0
         backlog = GaugeMetricFamily(
             "events_celery_outbox_messages",
             "Outbox rows waiting to be published (one per event and topic)",
             labels=["service"],
         )
-        backlog.add_metric([service], found["count"])
+        backlog.add_metric([service], waiting.count)
         oldest_age = GaugeMetricFamily(
             "events_celery_outbox_oldest_age_seconds",
             "Age of the oldest outbox row's event (0 when none waits)",

@@ -14,6 +14,8 @@ from tests.admin_rows import RECEIVER, TOPIC, order_dead_letter
 from tests.memory_worker import run_memory_worker, wait_until
 from tests.testapp.events import ORDER_PLACED
 
+pytestmark = pytest.mark.browser
+
 SERVICE = "admin-browser"
 WORKER_SETTINGS: dict[str, Any] = {
     "CELERY_BROKER_URL": "memory://",

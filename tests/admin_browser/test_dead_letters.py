@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.admin_browser.conftest import AdminPages
 from tests.admin_rows import order_dead_letter, poison_dead_letter
+
+pytestmark = pytest.mark.browser
 
 
 def test_an_operator_filters_searches_and_opens_a_dead_letter(pages: AdminPages) -> None:

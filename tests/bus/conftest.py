@@ -13,9 +13,9 @@ from django.db import connection
 from kombu import Connection
 from kombu.message import Message
 
-from events_celery.bus import connection as bus_connection_module
-from events_celery.bus import topology
-from events_celery.bus.publisher import publisher
+from events_celery.bus.broker import connection as bus_connection_module
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
 from tests.testapp.events import PING
@@ -57,7 +57,8 @@ def _store(settings: Any, broker_url: str, prefix: str) -> Iterator[DeadLetterSt
     try:
         yield store
     finally:
-        publisher(bus_settings()).close()  # the connection this test's dead letters went by
+        # the connection this test's dead letters went by
+        retrying_publisher(bus_settings()).close()
         store.delete()
 
 
@@ -96,7 +97,7 @@ UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
 def unreachable_broker(settings: Any) -> None:
     settings.EVENT_BUS_BROKER_URL = UNREACHABLE
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_step": 0.01}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 2, "interval_step": 0.01}
     settings.EVENT_BUS_PRODUCER_CONFIG = {
         PING.event_type: {"pings": {"enabled": True}, "audit": {"enabled": True}}
     }
@@ -113,7 +114,7 @@ def broker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real_connect(connection, timeout=timeout)
 
     monkeypatch.setattr(bus_connection_module, "connect", connect)
-    monkeypatch.setattr("events_celery.bus.confirms.connect", connect)
+    monkeypatch.setattr("events_celery.bus.broker.confirms.connect", connect)
     return calls
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events_celery.bus import background
+from events_celery.bus.publish import background
 from events_celery.models import OutboxMessage
 from tests.faults.cluster import RabbitMQCluster
 from tests.faults.report import report

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
 def direct(settings: Any) -> Any:
     settings.EVENT_BUS_PUBLISH_MODE = "direct"
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 1.0
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_step": 0.1}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 3, "interval_step": 0.1}
     settings.EVENT_BUS_TOPIC_PREFIX = f"bound-{time.monotonic_ns()}."
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": True}}}
     return settings

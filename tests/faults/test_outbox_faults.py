@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events_celery.bus import background, confirms
+from events_celery.bus.broker import confirms
+from events_celery.bus.publish import background
 from events_celery.models import OutboxMessage
 from tests.faults.node import RabbitMQNode
 from tests.faults.report import report

@@ -9,18 +9,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import amqp
 import pytest
+from celery import Celery
 from django.db import connection as db_connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,13 +48,16 @@ class Worker:
     def __init__(self, env: dict[str, str], node: str, log: Path, *, wait: bool = True) -> None:
         self.log = log
         self.node = node
+        self.service = env.get("TEST_SERVICE", "")
+        #: The Celery node name, as remote control (inspect) addresses the worker.
+        self.name = f"{node}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         # The node name is unique per start: Celery's control queue is named after it and is
         # exclusive, so two runs on one shared broker must not share a name.
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
-                    "-c", "2", "-l", "info", "-n", f"{node}-{uuid.uuid4().hex[:6]}@%h",
+                    "-c", "2", "-l", "info", "-n", self.name,
                     "--without-heartbeat", "--without-gossip", "--without-mingle",
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -199,6 +205,37 @@ class Bus:
         _, count, _ = self.channel.queue_declare(queue, passive=True)
         return int(count)
 
+    def idle(self, service: str) -> bool:
+        """Whether ``service``'s queues are empty and its workers hold no task, twice over.
+
+        A worker's tasks (running, prefetched, or waiting for a retry's countdown) are asked of
+        the workers themselves (Celery's remote control); the second look comes after more
+        than a consumer flush interval, so an event a consumer held for its next hand-off is a
+        task by then.
+        """
+        queues = [f"{service}.{t}" for t in self.topics] + [f"{service}.events_celery.tasks"]
+        nodes = [w.name for w in self.workers if w.service == service and w.process.poll() is None]
+        for look in range(2):
+            if look:
+                time.sleep(0.2)
+            if any(self.depth(queue) for queue in queues):
+                return False
+            inspect = self.control.control.inspect(destination=nodes, timeout=2.0)
+            for held in (inspect.active, inspect.reserved, inspect.scheduled):
+                replies = held() or {}
+                if set(replies) != set(nodes) or any(replies.values()):
+                    return False
+        return True
+
+    def wait_idle(self, service: str) -> None:
+        """Wait until ``service``'s workers have nothing left to do (:meth:`idle`)."""
+        wait_for(lambda: self.idle(service), f"the workers of {service} to be idle")
+
+    @cached_property
+    def control(self) -> Celery:
+        """A Celery app that only talks to the workers (remote control), on this bus's broker."""
+        return Celery("tests-control", broker=self.url)
+
     def dead_letters(self, service: str, **match: Any) -> list[Any]:
         """The dead-letter rows ``service`` wrote (the test must use the database), oldest first.
 
@@ -218,6 +255,8 @@ class Bus:
             worker.terminate()
         for worker in self.workers:
             worker.stop()
+        if "control" in self.__dict__:
+            self.control.close()
         self.amqp.collect()
         if not delete:
             return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,7 +11,7 @@ import amqp
 import pytest
 from django.db import transaction
 
-from events_celery.bus.dead_letters import MAX_HEADER_VALUE
+from events_celery.bus.dead_letters.store import MAX_HEADER_VALUE
 from events_celery.exceptions import PublishError
 from events_celery.metadata import EventMetadata
 from events_celery.wire import encode_event
@@ -111,7 +110,7 @@ def test_a_failing_receiver_is_retried_alone(bus: Bus, settings: Any) -> None:
     wait_for(lambda: bus.records(service=billing, receiver="flaky", outcome="ok"), "flaky ok")
     flaky = bus.records(service=billing, receiver="flaky")
     assert [r["outcome"] for r in flaky] == ["failed", "failed", "ok"]
-    time.sleep(0.5)  # a wrong re-run of the steady receiver would show up by now
+    bus.wait_idle(billing)  # a wrong re-run of the steady receiver has run by then
     assert len(bus.records(service=billing, receiver="steady")) == 1
 
 
@@ -337,7 +336,7 @@ def test_events_received_from_the_bus_are_not_published_again(bus: Bus, settings
         PING.send_event(n=n)
 
     wait_for(lambda: len(bus.records(service=billing)) >= 3, "three pings")
-    time.sleep(1.0)  # a republished event would have come round by now
+    bus.wait_idle(billing)  # a republished event has come round by then
     assert len(bus.records(service=billing)) == 3
     assert bus.depth(f"{billing}.{TOPIC}") == 0
 
@@ -407,7 +406,7 @@ def test_an_unreachable_broker_raises_publish_error_naming_event_and_topic(
 ) -> None:
     settings.EVENT_BUS_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 0.5
-    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.0}
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 2, "interval_start": 0.0}
     settings.EVENT_BUS_PRODUCER_CONFIG = route(PING)
 
     with pytest.raises(PublishError) as raised:

@@ -14,7 +14,7 @@ from django.db import connection as db_connection
 from fastavro import parse_schema, schemaless_writer
 
 from events_celery.avro import fingerprint
-from events_celery.bus.replay import replay_dead_letters
+from events_celery.bus.dead_letters.replay import replay_dead_letters
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
 from events_celery.wire import HEADER_FINGERPRINT, encode_event

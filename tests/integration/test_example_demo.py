@@ -13,7 +13,11 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.rabbitmq
 
 
 def tables(database) -> set[str]:

@@ -15,7 +15,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from events_celery.bus import background
+from events_celery.bus.publish import background
 from events_celery.models import OutboxMessage
 from tests.integration.conftest import ROOT, Bus, wait_for
 from tests.testapp.events import PING

@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus import topology
+from events_celery.bus.broker import topology
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter, OutboxMessage
 from tests.testapp.events import PING

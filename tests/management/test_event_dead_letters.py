@@ -12,9 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from kombu import Connection
 
-from events_celery.bus import topology
-from events_celery.bus.dead_letters import Failure, Reason, dead_letter
-from events_celery.bus.tasks import envelope
+from events_celery.bus.broker import topology
+from events_celery.bus.consume.handoff import envelope
+from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter

@@ -33,28 +33,31 @@ from kombu.mixins import ConsumerMixin
 from openedx_events.event_bus import EventBusConsumer
 from openedx_events.tooling import prepare_for_new_work_cycle
 
-from events_celery.bus import metrics, topology
-from events_celery.bus.connection import bus_connection
-from events_celery.bus.consumer import raw_body
-from events_celery.bus.dead_letters import Failure, Reason, dead_letter
-from events_celery.bus.publisher import publisher
-from events_celery.bus.tasks import retry_delay
+from events_celery.bus import hooks
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.backoff import retry_delay
+from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.retrying import retrying_publisher
+from events_celery.bus.consume.step import raw_body
+from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
 from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.signals import dotted_name
-from events_celery.wire import KEPT_PROPERTIES, OutgoingMessage, PoisonMessageError, plain_headers
+from events_celery.receivers import dotted_name
+from events_celery.wire import (
+    HEADER_ATTEMPT_NUMBER,
+    HEADER_ORIGIN,
+    HEADER_REDELIVERIES,
+    KEPT_PROPERTIES,
+    OutgoingMessage,
+    PoisonMessageError,
+    header_text,
+    plain_headers,
+)
 
 logger = logging.getLogger(__name__)
-
-#: ``<exchange>/<routing key>`` an event first arrived by, on a message this consumer put back.
-HEADER_ORIGIN = "x-events-celery-origin"
-#: Which attempt of the receivers a message from a retry queue is (2, 3, ...).
-HEADER_ATTEMPT = "x-events-celery-attempt"
-#: How many times a message came back unfinished (its consumer died while running it).
-HEADER_RETURNS = "x-events-celery-returns"
 
 
 def retry_queue(group: str, topic: str, delay: float, queue_type: str = "classic") -> Queue:
@@ -216,10 +219,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         if not exchange:  # put back on the queue by this consumer: where did it come from?
-            exchange, _, routing_key = _text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
+            exchange, _, routing_key = header_text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
         if exchange != self.exchange:
-            metrics.poisoned(self.settings, exchange)
+            hooks.poisoned(self.settings, exchange)
             self._dead_letter(
                 message,
                 Failure(
@@ -241,11 +244,11 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 routing_key=routing_key,
             )
         except PoisonMessageError as exc:
-            metrics.poisoned(self.settings, exchange)
+            hooks.poisoned(self.settings, exchange)
             self._dead_letter(message, Failure(Reason.POISON, exc.reason, origin=origin))
             return
-        metrics.consumed(self.settings, self.topic, event.metadata.event_type)
-        attempt = _number(headers.get(HEADER_ATTEMPT), default=1)
+        hooks.consumed(self.settings, self.topic, event.metadata.event_type)
+        attempt = _number(headers.get(HEADER_ATTEMPT_NUMBER), default=1)
         prepare_for_new_work_cycle()
         failures: list[tuple[str, BaseException]] = []
         try:
@@ -269,7 +272,9 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if attempt < policy.max_attempts:
             delay = retry_delay(attrs.evolve(policy, jitter=False), attempt + 1)
             queue = retry_queue(self.group_id, self.topic, delay, self.queue_type)
-            if self._put_back(message, headers, origin, queue, {HEADER_ATTEMPT: str(attempt + 1)}):
+            if self._put_back(
+                message, headers, origin, queue, {HEADER_ATTEMPT_NUMBER: str(attempt + 1)}
+            ):
                 logger.warning(
                     "%s: receiver(s) %s failed on attempt %d/%d (%s); all run again in %.1fs "
                     "(event %s)",
@@ -297,7 +302,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
     def _count_return(self, message: Message, headers: dict[str, Any], origin: str) -> None:
         # A message that comes back unfinished goes to the back of the queue with a count, so
         # one whose receivers kill the consumer every time is dead-lettered, not run forever.
-        returns = _number(headers.get(HEADER_RETURNS), default=0) + 1
+        returns = _number(headers.get(HEADER_REDELIVERIES), default=0) + 1
         if returns > self.settings.max_redeliveries:
             self._dead_letter(
                 message,
@@ -310,7 +315,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 ),
             )
             return
-        self._put_back(message, headers, origin, self.queue, {HEADER_RETURNS: str(returns)})
+        self._put_back(message, headers, origin, self.queue, {HEADER_REDELIVERIES: str(returns)})
         logger.warning("event %s came back unfinished (%d time(s))", headers.get("ce_id"), returns)
 
     def _put_back(
@@ -323,9 +328,9 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
     ) -> bool:
         """Publish a copy of ``message`` to one of the group's queues, then ack the original."""
         kept = {k: v for k, v in plain_headers(headers).items() if not k.startswith("x-")}
-        attempt = headers.get(HEADER_ATTEMPT)
-        if attempt is not None and HEADER_ATTEMPT not in extra:
-            kept[HEADER_ATTEMPT] = _text(attempt)
+        attempt = headers.get(HEADER_ATTEMPT_NUMBER)
+        if attempt is not None and HEADER_ATTEMPT_NUMBER not in extra:
+            kept[HEADER_ATTEMPT_NUMBER] = header_text(attempt)
         copy = OutgoingMessage(
             body=raw_body(message),
             headers={**kept, HEADER_ORIGIN: origin, **extra},
@@ -337,7 +342,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             },
         )
         try:
-            publisher(self.settings).publish(
+            retrying_publisher(self.settings).publish(
                 copy,
                 exchange="",
                 routing_key=queue.name,
@@ -361,7 +366,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 properties=message.properties,
             )
         except PublishError:
-            # The queue's dead-letter exchange parks it all the same, without the reason.
+            # The queue's dead-letter exchange keeps it all the same, without the reason.
             logger.exception("could not record why a message is dead-lettered")
             message.reject(requeue=False)
             return
@@ -369,10 +374,6 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         message.ack()
 
 
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _number(value: object, *, default: int) -> int:
-    text = _text(value) if value is not None else ""
+    text = header_text(value) if value is not None else ""
     return int(text) if text.isdigit() else default

@@ -16,7 +16,7 @@ from openedx_events.data import EventsMetadata
 from openedx_events.event_bus import EventBusProducer
 from openedx_events.tooling import OpenEdxPublicSignal
 
-from events_celery.bus.producer import check_size, publish_messages
+from events_celery.bus.publish.producer import check_size, publish_messages
 from events_celery.conf import bus_settings
 from events_celery.contrib.openedx import wire
 

@@ -23,7 +23,7 @@ from openedx_events.tooling import OpenEdxPublicSignal
 
 from events_celery.avro.bounds import DEFAULT_MAX_ITEMS, ItemBound, compile_item_bound
 from events_celery.avro.schema import fingerprint
-from events_celery.bus import tracing
+from events_celery.bus import hooks
 from events_celery.metadata import EventMetadata
 from events_celery.wire import (
     OutgoingMessage,
@@ -167,7 +167,7 @@ def encode(
         codec.encode(event_data),
         fingerprint=codec.fingerprint,
         partition_key=event_key(event_data, event_key_field) if event_key_field else None,
-        trace_context=tracing.context(),
+        trace_context=hooks.message_headers(),
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from celery import current_app
 from django.core.management.base import BaseCommand
 
-from events_celery.bus import topology
-from events_celery.bus.connection import bus_connection
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import bus_connection
 from events_celery.conf import bus_settings
 
 

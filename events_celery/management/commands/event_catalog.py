@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events_celery.bus.connection import broker_url
+from events_celery.bus.broker.connection import broker_url
 from events_celery.catalog import (
     ServiceRouting,
     asyncapi_document,

@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
-from events_celery.bus.dead_letter_import import import_dead_letters
-from events_celery.bus.replay import (
+from events_celery.bus.dead_letters.broker_import import import_dead_letters
+from events_celery.bus.dead_letters.replay import (
     STALE_REPLAY,
     decode_dead_letter,
     discard_dead_letters,

@@ -12,8 +12,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
 
-from events_celery.bus import outbox
-from events_celery.bus.relay import RelayPass, relay_pass, warn_overdue
+from events_celery.bus.publish import outbox
+from events_celery.bus.publish.relay import RelayPass, relay_pass, warn_overdue
 from events_celery.conf import bus_settings
 
 logger = logging.getLogger(__name__)

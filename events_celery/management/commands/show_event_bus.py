@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
-from events_celery.bus import outbox, topology
-from events_celery.bus.connection import bus_connection
-from events_celery.bus.topology import reply_code
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.publish import outbox
 from events_celery.conf import bus_settings
 from events_celery.event_registry import registry
 from events_celery.models import DeadLetter
@@ -99,15 +99,11 @@ class Command(BaseCommand):
 
         def depth(name: str) -> str:
             try:
-                channel: Any = connection.channel()
-                try:
-                    _, count, _ = channel.queue_declare(name, passive=True)
-                finally:
-                    channel.close()
-                return str(count)
-            except Exception as exc:  # missing queue or broker down: say so, never fail
-                if reply_code(exc) == 404:
-                    return "not declared yet: start a worker or run declare_event_topology"
+                count = topology.queue_depth(connection, name)
+            except Exception as exc:  # broker down: say so, never fail
                 return f"n/a ({type(exc).__name__}: {exc})"
+            if count is None:
+                return "not declared yet: start a worker or run declare_event_topology"
+            return str(count)
 
         return depth

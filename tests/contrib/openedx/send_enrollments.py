@@ -22,7 +22,7 @@ django.setup()
 
 from django.db import transaction  # noqa: E402
 
-from events_celery.bus.background import background_publisher  # noqa: E402
+from events_celery.bus.publish.background import background_publisher  # noqa: E402
 from events_celery.models import OutboxMessage  # noqa: E402
 from tests.contrib.openedx.enrollments import COURSE_ENROLLMENT_CREATED, enrollment  # noqa: E402
 

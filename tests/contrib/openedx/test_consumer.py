@@ -17,8 +17,8 @@ require_openedx_events()
 from openedx_events.data import EventsMetadata  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
-from events_celery.bus import topology  # noqa: E402
-from events_celery.bus.publisher import publisher  # noqa: E402
+from events_celery.bus.broker import topology  # noqa: E402
+from events_celery.bus.broker.retrying import retrying_publisher  # noqa: E402
 from events_celery.conf import bus_settings  # noqa: E402
 from events_celery.contrib.openedx import EventsCeleryConsumer, wire  # noqa: E402
 from events_celery.wire import HEADER_FINGERPRINT  # noqa: E402
@@ -67,7 +67,7 @@ def consumer_of(bus: Bus) -> EventsCeleryConsumer:
 
 def publish(message: wire.OutgoingMessage) -> None:
     settings = bus_settings()
-    publisher(settings).publish(
+    retrying_publisher(settings).publish(
         message,
         exchange=topology.exchange_name(settings.topic_prefix, TOPIC),
         routing_key=COURSE_ENROLLMENT_CREATED.event_type,

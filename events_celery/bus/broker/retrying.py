@@ -1,0 +1,139 @@
+"""The bus's own confirmed publishes: receiver tasks and dead letters, from workers.
+
+:class:`RetryingPublisher` keeps one broker connection per process and thread and runs each publish
+under ``EVENT_BUS_PUBLISH_RETRY_POLICY``: a publish that fails is tried again on a fresh
+connection, which declares what the publish needs again. Events themselves are published by
+the outbox relays (:mod:`events_celery.bus.publish.relay`) or in ``"direct"`` mode
+(:mod:`events_celery.bus.publish.direct`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kombu import Connection, Producer
+
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.backoff import publish_pause
+from events_celery.bus.broker.connection import bus_connection, connect, drop
+from events_celery.bus.broker.resources import PerThread
+from events_celery.conf import BusSettings, bus_settings
+from events_celery.exceptions import PublishError
+from events_celery.wire import OutgoingMessage
+
+logger = logging.getLogger(__name__)
+
+
+class RetryingPublisher:
+    """Publishes messages over one connection; one instance per process and thread."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._connection: Connection | None = None
+        self._producer: Producer | None = None
+        self._declarations = topology.Declarations()
+
+    def _ensure(self) -> Producer:
+        if self._producer is None:
+            self._connection = bus_connection(self.settings)
+            connect(self._connection, timeout=self.settings.publish_timeout)
+            self._producer = Producer(self._connection.channel())
+            self._declarations.forget()
+        return self._producer
+
+    def close(self) -> None:
+        """Drop the connection (without the close handshake); the next publish opens a new one."""
+        connection, self._connection, self._producer = self._connection, None, None
+        drop(connection)
+
+    def publish(
+        self,
+        message: OutgoingMessage,
+        *,
+        exchange: str,
+        routing_key: str,
+        declare: topology.Topology,
+    ) -> None:
+        """Publish one message and wait for the broker's confirm.
+
+        Args:
+            message: body, headers and properties.
+            exchange: exchange name.
+            routing_key: routing key.
+            declare: what must exist on the broker first (declared once per connection).
+
+        Raises:
+            PublishError: not confirmed within the retry policy.
+        """
+
+        def publish_once(producer: Producer) -> None:
+            producer.publish(
+                message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=message.headers,
+                mandatory=True,
+                retry=False,
+                timeout=self.settings.publish_timeout,
+                confirm_timeout=self.settings.publish_timeout,
+                **message.properties,
+            )
+
+        self.run(
+            publish_once,
+            declare,
+            describe=lambda: f"event {message.properties.get('message_id')} to {exchange!r}",
+            event_id=message.properties.get("message_id"),
+        )
+
+    def run(
+        self,
+        operation: Callable[[Producer], object],
+        declare: topology.Topology,
+        *,
+        describe: Callable[[], str],
+        event_id: object = None,
+    ) -> None:
+        """Run a confirmed publishing ``operation``, retrying it on a fresh connection.
+
+        Raises:
+            PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``.
+        """
+        policy = self.settings.publish_retry_policy
+        attempts = policy.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                producer = self._ensure()
+                assert self._connection is not None
+                self._declarations.ensure(self._connection, declare)
+                operation(producer)
+                return
+            except Exception as exc:
+                self.close()
+                if attempt == attempts:
+                    raise PublishError(
+                        f"publishing {describe()} was not confirmed by the broker after "
+                        f"{attempts} attempt(s): {type(exc).__name__}: {exc}",
+                        event_id=event_id,
+                    ) from exc
+                interval = publish_pause(policy, attempt - 1, jitter=False, at_least=0.0)
+                logger.warning(
+                    "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
+                    describe(),
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    attempts - 1,
+                    interval,
+                )
+                time.sleep(interval)
+
+
+_publishers: PerThread[RetryingPublisher] = PerThread(RetryingPublisher, RetryingPublisher.close)
+
+
+def retrying_publisher(settings: BusSettings | None = None) -> RetryingPublisher:
+    """The :class:`RetryingPublisher` of this process and thread (made on first use)."""
+    return _publishers.get(settings or bus_settings())

@@ -1,0 +1,373 @@
+"""The transactional outbox table: writing rows, claiming them, and deleting published ones.
+
+``send_event`` writes one row per topic in the caller's database transaction, so the event
+and the data it describes commit or roll back together. Each row carries a lease: the
+process that wrote it owns it first and publishes it right after the commit (see
+:mod:`events_celery.bus.publish.background`). Once a lease has run out, because its owner died
+or cannot reach the broker, any relay may claim the row. Claims are conditional updates, so two
+relays never both own a row; where the database has ``SELECT ... FOR UPDATE SKIP LOCKED``
+(PostgreSQL, MySQL, Oracle) concurrent relays also skip each other's rows without waiting.
+Confirmed rows are deleted in batches, which keeps the table small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+from django.db import connections, transaction
+from django.db.models import Count, F, Min, Subquery
+from django.utils import timezone
+
+from events_celery.bus.broker.resources import PerProcess
+from events_celery.conf import BusSettings
+from events_celery.metadata import EventMetadata
+from events_celery.models import OutboxMessage
+from events_celery.wire import HEADER_SOURCE, OutgoingMessage, message_properties
+
+#: Rows a relay leaves alone once the broker has refused them this many times (see
+#: :func:`claim`); ``manage.py relay_events --retry-refused`` offers them again.
+MAX_REFUSALS = 10
+
+#: Largest number of ids in one ``DELETE`` or ``UPDATE`` statement.
+CHUNK = 500
+
+
+@attrs.frozen
+class Row:
+    """An outbox row in memory: what to publish, and where.
+
+    Attributes:
+        id: primary key, in write order.
+        topic: the topic it goes to.
+        message: body, headers and properties.
+        leased_at: ``time.monotonic()`` when its current lease began.
+        owner: who holds the lease (``locked_by``): the writing process, or a relay's claim.
+    """
+
+    id: int
+    topic: str
+    message: OutgoingMessage
+    leased_at: float
+    owner: str
+
+    @property
+    def event_id(self) -> str:
+        """The event id (the message id)."""
+        return str(self.message.properties["message_id"])
+
+    @property
+    def event_type(self) -> str:
+        """The event type (the routing key)."""
+        return str(self.message.properties["type"])
+
+
+@attrs.frozen
+class Backlog:
+    """How many rows wait, and since when."""
+
+    count: int
+    oldest: datetime | None
+    refused: int
+
+    def oldest_age(self, now: datetime | None = None) -> float | None:
+        """Seconds the oldest row has waited, or ``None`` when none waits."""
+        if self.oldest is None:
+            return None
+        return max(((now or timezone.now()) - self.oldest).total_seconds(), 0.0)
+
+
+_owner: PerProcess[str] = PerProcess(
+    lambda: f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+)
+
+
+def process_owner() -> str:
+    """The lease owner name of this process: host, pid and a random part."""
+    return _owner.get()
+
+
+#: One event's messages, by topic.
+Messages = Sequence[tuple[str, OutgoingMessage]]
+
+#: Rows in one ``INSERT`` at most (SQLite allows 32,766 parameters, PostgreSQL 65,535).
+INSERT_ROWS = 500
+
+
+def write(settings: BusSettings, events: Sequence[tuple[EventMetadata, Messages]]) -> list[Row]:
+    """Write one row per event and topic on ``EVENT_BUS_DB_ALIAS``, leased to this process.
+
+    All the rows go in one ``INSERT`` (up to :data:`INSERT_ROWS`; one per row where the
+    database returns no ids from a multi-row insert, as MySQL), inside the caller's
+    transaction when one is open, else in its own autocommit write.
+
+    Returns:
+        the rows, in the order of ``events`` and their topics.
+
+    Raises:
+        django.db.DatabaseError: the rows could not be written (nothing is published then).
+    """
+    connection = connections[settings.db_alias]
+    until = timezone.now() + timedelta(seconds=settings.outbox_lease)
+    owner = process_owner()
+    prepared = _prepare(connection)
+    locked_until = prepared.time(until)
+    values: list[tuple[Any, ...]] = []
+    written: list[tuple[str, OutgoingMessage]] = []
+    for metadata, messages in events:
+        event_id = prepared.uuid(metadata.id)
+        created_at = prepared.time(metadata.time)
+        for topic, message in messages:
+            headers = json.dumps(message.headers, separators=(",", ":"))
+            values.append(
+                (
+                    *(event_id, metadata.event_type, topic, headers, message.body),
+                    *(created_at, locked_until, owner, 0, ""),
+                )
+            )
+            written.append((topic, message))
+    # Plain SQL, no ORM: this runs inside the caller's transaction, on the request path.
+    with connection.cursor() as cursor:
+        ids = prepared.insert(cursor, values)
+    leased_at = time.monotonic()
+    return [
+        Row(pk, topic, message, leased_at, owner)
+        for pk, (topic, message) in zip(ids, written, strict=True)
+    ]
+
+
+_COLUMNS = (
+    "event_id",
+    "event_type",
+    "topic",
+    "headers",
+    "body",
+    "created_at",
+    "locked_until",
+    "locked_by",
+    "attempts",
+    "last_error",
+)
+
+
+@attrs.frozen
+class _Prepared:
+    """The outbox insert for one database connection's vendor."""
+
+    table: str
+    columns: str
+    returning: bool
+    uuid_field: Any
+    time_field: Any
+    connection: Any
+
+    def insert(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """Insert ``rows`` (values in :data:`_COLUMNS` order); their ids, in order."""
+        if not self.returning:
+            ids = []
+            for row in rows:
+                cursor.execute(self._values(1), row)
+                ids.append(cursor.lastrowid)
+            return ids
+        ids = []
+        for start in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[start : start + INSERT_ROWS]
+            cursor.execute(
+                self._values(len(chunk)) + " RETURNING id", [v for r in chunk for v in r]
+            )
+            ids += [row[0] for row in cursor.fetchall()]
+        return ids
+
+    def _values(self, rows: int) -> str:
+        values = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * rows)
+        return f"INSERT INTO {self.table} ({self.columns}) VALUES {values}"
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        return self.uuid_field.get_db_prep_save(value, self.connection)
+
+    def time(self, value: datetime) -> Any:
+        return self.time_field.get_db_prep_save(value, self.connection)
+
+
+def _prepare(connection: Any) -> _Prepared:
+    cached: _Prepared | None = getattr(connection, "_events_celery_outbox", None)
+    if cached is None:
+        meta = OutboxMessage._meta
+        quote = connection.ops.quote_name
+        cached = _Prepared(
+            table=quote(meta.db_table),
+            columns=", ".join(quote(meta.get_field(name).column) for name in _COLUMNS),  # type: ignore[union-attr]
+            returning=bool(connection.features.can_return_columns_from_insert),
+            uuid_field=meta.get_field("event_id"),
+            time_field=meta.get_field("created_at"),
+            connection=connection,
+        )
+        connection._events_celery_outbox = cached
+    return cached
+
+
+def claim(settings: BusSettings, *, limit: int, include_refused: bool = False) -> list[Row]:
+    """Take up to ``limit`` rows whose lease has run out, oldest first, under a new lease.
+
+    Where the database has ``SKIP LOCKED``, concurrent claims pass over each other's rows;
+    elsewhere the claim is one ``UPDATE``, which the database serializes.
+
+    Returns:
+        the rows now owned by this claim, in write order.
+    """
+    alias = settings.db_alias
+    now = timezone.now()
+    owner = f"{process_owner()}:{uuid.uuid4().hex[:8]}"
+    if connections[alias].vendor == "postgresql":
+        return _claim_returning(settings, now, owner, limit, include_refused)
+    due = OutboxMessage.objects.using(alias).filter(locked_until__lte=now)
+    if not include_refused:
+        due = due.filter(attempts__lt=MAX_REFUSALS)
+    lease = {"locked_by": owner, "locked_until": now + timedelta(seconds=settings.outbox_lease)}
+    if connections[alias].features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=alias):
+            ids = list(
+                due.select_for_update(skip_locked=True)
+                .order_by("id")
+                .values_list("id", flat=True)[:limit]
+            )
+            if not ids:
+                return []
+            OutboxMessage.objects.using(alias).filter(id__in=ids).update(**lease)
+    else:
+        # One statement: the database takes its write lock before reading, so two relays
+        # (SQLite allows one writer) wait for each other instead of both reading the same rows.
+        claimed = OutboxMessage.objects.using(alias).filter(
+            id__in=Subquery(due.order_by("id").values("id")[:limit])
+        )
+        if not claimed.update(**lease):
+            return []
+    leased_at = time.monotonic()
+    fields = ("id", "event_id", "event_type", "topic", "headers", "body", "created_at")
+    found = (
+        OutboxMessage.objects.using(alias)
+        .filter(locked_by=owner)
+        .order_by("id")
+        .values_list(*fields)
+    )
+    return [_row(values, leased_at, owner) for values in found]
+
+
+def _claim_returning(
+    settings: BusSettings, now: datetime, owner: str, limit: int, include_refused: bool
+) -> list[Row]:
+    # PostgreSQL: claim and read in one statement, whatever the size of the backlog.
+    connection = connections[settings.db_alias]
+    table = _prepare(connection).table
+    refused = "" if include_refused else f" AND attempts < {MAX_REFUSALS:d}"
+    sql = (
+        f"UPDATE {table} SET locked_by = %s, locked_until = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE locked_until <= %s{refused} "
+        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, event_id, event_type, topic, headers, body, created_at"
+    )
+    until = now + timedelta(seconds=settings.outbox_lease)
+    with transaction.atomic(using=settings.db_alias), connection.cursor() as cursor:
+        cursor.execute(sql, [owner, until, now, limit])
+        found = sorted(cursor.fetchall())  # RETURNING follows no particular order
+    leased_at = time.monotonic()
+    return [_row(values, leased_at, owner) for values in found]
+
+
+def _row(values: tuple[Any, ...], leased_at: float, owner: str) -> Row:
+    pk, event_id, event_type, topic, headers, body, created_at = values
+    headers = json.loads(headers)
+    properties = message_properties(
+        str(event_id), event_type, created_at, str(headers.get(HEADER_SOURCE, ""))
+    )
+    return Row(pk, topic, OutgoingMessage(bytes(body), headers, properties), leased_at, owner)
+
+
+def delete(settings: BusSettings, ids: Iterable[int]) -> None:
+    """Delete published rows (in statements of at most :data:`CHUNK` ids).
+
+    On PostgreSQL the delete commits without waiting for its WAL flush
+    (``synchronous_commit = off``): should the database crash before the flush, the rows come
+    back and are published again, which at-least-once delivery allows; in exchange, deleting
+    does not compete with the callers' commits for the disk.
+    """
+    pending = sorted(ids)
+    connection = connections[settings.db_alias]
+    table = _prepare(connection).table
+    with transaction.atomic(using=settings.db_alias), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks})", chunk)
+
+
+def renew(settings: BusSettings, rows: Sequence[Row]) -> list[Row]:
+    """Extend the lease on ``rows`` of whoever holds them; returns the rows still held."""
+    if not rows:
+        return []
+    until = timezone.now() + timedelta(seconds=settings.outbox_lease)
+    objects = OutboxMessage.objects.using(settings.db_alias)
+    owned: set[int] = set()
+    for owner in {row.owner for row in rows}:
+        ids = [row.id for row in rows if row.owner == owner]
+        for start in range(0, len(ids), CHUNK):
+            held = objects.filter(id__in=ids[start : start + CHUNK], locked_by=owner)
+            held.update(locked_until=until)
+            owned.update(held.values_list("id", flat=True))
+    leased_at = time.monotonic()
+    return [attrs.evolve(row, leased_at=leased_at) for row in rows if row.id in owned]
+
+
+def release(
+    settings: BusSettings, ids: Iterable[int], *, retry_in: float, refused: dict[int, str]
+) -> None:
+    """Give rows back so any relay may try them again in ``retry_in`` seconds.
+
+    Rows in ``refused`` (id → reason) count one more refusal by the broker.
+    """
+    objects = OutboxMessage.objects.using(settings.db_alias)
+    until = timezone.now() + timedelta(seconds=retry_in)
+    plain = sorted(set(ids) - set(refused))
+    for start in range(0, len(plain), CHUNK):
+        objects.filter(id__in=plain[start : start + CHUNK]).update(locked_until=until)
+    for pk, reason in refused.items():
+        objects.filter(id=pk).update(
+            locked_until=until, attempts=F("attempts") + 1, last_error=reason[:2000]
+        )
+
+
+def backlog(settings: BusSettings) -> Backlog:
+    """How many rows wait to be published, the time of the oldest, and how many were refused.
+
+    The one reading of the backlog: ``show_event_bus``, ``event_bus_health`` and the
+    Prometheus gauges (:mod:`events_celery.contrib.prometheus`) all use it.
+    """
+    objects = OutboxMessage.objects.using(settings.db_alias)
+    found = objects.aggregate(count=Count("id"), oldest=Min("created_at"))
+    return Backlog(
+        count=found["count"],
+        oldest=found["oldest"],
+        refused=objects.filter(attempts__gte=MAX_REFUSALS).count(),
+    )
+
+
+def overdue(settings: BusSettings, *, limit: int = 20) -> tuple[list[str], int]:
+    """Event ids waiting longer than ``EVENT_BUS_OUTBOX_WARN_AFTER``, oldest first.
+
+    Returns:
+        up to ``limit`` event ids, and how many rows are overdue in all.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.outbox_warn_after)
+    late = OutboxMessage.objects.using(settings.db_alias).filter(created_at__lt=cutoff)
+    ids = [str(i) for i in late.order_by("id").values_list("event_id", flat=True)[:limit]]
+    total = len(ids) if len(ids) < limit else late.count()
+    return ids, total

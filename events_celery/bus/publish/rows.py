@@ -1,0 +1,95 @@
+"""Publishing outbox rows: what the background publisher and the relay both do with them.
+
+:class:`RowPublisher` publishes rows over one connection with a window of outstanding
+confirms, and keeps their leases while a broker that blocks publishers holds them. Deleting
+the confirmed rows is its caller's: the relay (:mod:`.relay`) deletes them at once, the
+writer's background publisher (:mod:`.background`) in batches a little later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from django.db import DatabaseError
+
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
+from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.publish import outbox
+from events_celery.bus.publish.outbox import Row
+from events_celery.conf import BusSettings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a publisher of rows waits for a broker that blocks publishers before it gives up on
+#: the batch (renewing its rows' leases meanwhile).
+BLOCKED_PATIENCE = 600.0
+
+
+class RowPublisher:
+    """Publishes outbox rows over one connection, with a window of outstanding confirms."""
+
+    def __init__(
+        self, settings: BusSettings, *, holding: Callable[[], list[Row]] | None = None
+    ) -> None:
+        """Publish over a new connection (opened on first use).
+
+        Args:
+            settings: the settings.
+            holding: the rows its owner holds besides those it is publishing (published,
+                not deleted yet); their leases are renewed with the others while it waits.
+        """
+        self.settings = settings
+        self._holding = holding
+        self._publishing: Sequence[Row] = ()
+        # A broker that blocks publishers holds what it was sent and confirms it once it lets
+        # go: sending the rows again on a new connection would deliver them twice. So it
+        # waits (up to BLOCKED_PATIENCE), renewing its rows' leases meanwhile, so that no
+        # sweeper takes them.
+        self.publisher = ConfirmingPublisher(
+            bus_connection(settings, confirm_publish=False),
+            window=settings.publish_window,
+            blocked_patience=BLOCKED_PATIENCE,
+            on_wait=self._renew,
+            wait_interval=settings.outbox_lease / 4,
+        )
+
+    def _renew(self) -> None:
+        rows = [*self._publishing, *(self._holding() if self._holding else ())]
+        try:
+            outbox.renew(self.settings, rows)
+        except DatabaseError:
+            logger.exception("could not renew the lease of %d outbox row(s)", len(rows))
+
+    def close(self) -> None:
+        """Drop the broker connection."""
+        self.publisher.close()
+
+    def publish(self, rows: Sequence[Row]) -> Outcome:
+        """Publish ``rows`` in order and say what became of each; deleting is the caller's.
+
+        The relay deletes the confirmed rows at once; the background publisher a little later,
+        in batches.
+        """
+        settings = self.settings
+        prefix = settings.topic_prefix
+        self._publishing = rows
+        outcome = self.publisher.publish(
+            (
+                Outgoing(
+                    key=row.id,
+                    exchange=topology.exchange_name(prefix, row.topic),
+                    routing_key=row.event_type,
+                    message=row.message,
+                    declare=topology.topic_topology(settings, row.topic),
+                )
+                for row in rows
+            ),
+            timeout=settings.publish_timeout + 0.002 * len(rows),
+        )
+        self._publishing = ()
+        if outcome.refused:
+            for pk, reason in outcome.refused.items():
+                logger.error("the broker refused outbox row %s: %s", pk, reason)
+        return outcome

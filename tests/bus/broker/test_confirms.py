@@ -1,0 +1,132 @@
+"""Publishing a batch with a window of outstanding confirms, on the real RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import amqp
+import pytest
+from kombu import Connection
+
+from events_celery.bus.broker import topology
+from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
+from events_celery.wire import OutgoingMessage
+
+
+@pytest.fixture
+def names(rabbitmq_url: str) -> Iterator[dict[str, str]]:
+    """A topic exchange with a probe queue bound to it, and a name that exists nowhere."""
+    run = uuid.uuid4().hex[:8]
+    found = {"exchange": f"confirms-{run}", "queue": f"confirms-{run}.probe"}
+    client = amqp.Connection("127.0.0.1:5672")
+    client.connect()
+    channel = client.channel()
+    channel.exchange_declare(found["exchange"], "topic", durable=False, auto_delete=False)
+    channel.queue_declare(found["queue"], auto_delete=False)
+    channel.queue_bind(found["queue"], found["exchange"], routing_key="routed.#")
+    try:
+        yield found
+    finally:
+        channel.queue_delete(found["queue"])
+        channel.exchange_delete(found["exchange"])
+        client.close()
+
+
+def outgoing(key: int, exchange: str, routing_key: str = "routed.event") -> Outgoing:
+    message = OutgoingMessage(
+        body=f"body {key}".encode(),
+        headers={"ce_id": str(key)},
+        properties={"message_id": f"id-{key}", "delivery_mode": 2, "content_type": "x/y"},
+    )
+    return Outgoing(key, exchange, routing_key, message, topology.Topology((), ()))
+
+
+def probe_bodies(rabbitmq_url: str, queue: str) -> list[bytes]:
+    with Connection(rabbitmq_url) as connection:
+        channel: Any = connection.default_channel
+        bodies = []
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            bodies.append(bytes(message.body))
+        return bodies
+
+
+@pytest.mark.rabbitmq
+def test_a_batch_larger_than_the_window_is_confirmed_in_order(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=16)
+    try:
+        outcome = publisher.publish(
+            [outgoing(n, names["exchange"]) for n in range(200)], timeout=10
+        )
+    finally:
+        publisher.close()
+
+    assert outcome.error is None
+    assert sorted(outcome.confirmed) == list(range(200))
+    assert probe_bodies(rabbitmq_url, names["queue"]) == [f"body {n}".encode() for n in range(200)]
+
+
+@pytest.mark.rabbitmq
+def test_an_unroutable_message_is_refused_not_confirmed(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=8)
+    batch = [
+        outgoing(1, names["exchange"]),
+        outgoing(2, names["exchange"], routing_key="nobody.listens"),
+        outgoing(3, names["exchange"]),
+    ]
+    try:
+        outcome = publisher.publish(batch, timeout=10)
+    finally:
+        publisher.close()
+
+    assert sorted(outcome.confirmed) == [1, 3]
+    assert list(outcome.refused) == [2]
+    assert "unroutable" in outcome.refused[2]
+
+
+@pytest.mark.rabbitmq
+def test_a_missing_exchange_stops_the_batch_and_says_what_was_not_sent(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=4)
+    batch = [outgoing(n, f"{names['exchange']}-missing") for n in range(10)]
+    try:
+        outcome = publisher.publish(batch, timeout=10)
+        again = publisher.publish([outgoing(99, names["exchange"])], timeout=10)
+    finally:
+        publisher.close()
+
+    assert outcome.error is not None
+    assert outcome.confirmed == []
+    assert sorted(outcome.unknown + outcome.unsent) == list(range(10))
+    assert again.confirmed == [99]  # a new connection after the failure
+
+
+def test_an_unreachable_broker_fails_the_batch_without_raising() -> None:
+    publisher = ConfirmingPublisher(Connection("amqp://guest:guest@127.0.0.1:1//"), window=4)
+
+    outcome = publisher.publish([outgoing(1, "anything")], timeout=0.5)
+
+    assert "Connection refused" in str(outcome.error)
+    assert outcome.unsent == [1]
+    assert outcome.unknown == []
+
+
+def test_a_virtual_transport_publishes_without_confirms() -> None:
+    connection = Connection("memory://")
+    queue_name = f"confirms-{uuid.uuid4().hex[:8]}"
+    channel: Any = connection.default_channel
+    channel.exchange_declare(queue_name, "direct")
+    channel.queue_declare(queue_name)
+    channel.queue_bind(queue_name, queue_name, "routed.event")
+    publisher = ConfirmingPublisher(connection, window=4)
+
+    outcome = publisher.publish([outgoing(1, queue_name), outgoing(2, queue_name)], timeout=1)
+
+    assert outcome.confirmed == [1, 2]
+    assert channel.basic_get(queue_name, no_ack=True).body == b"body 1"
