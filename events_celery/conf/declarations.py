@@ -286,7 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
         "``dict``",
         attrs.asdict(PublishRetryPolicy()),
         "Retries of a publish the broker did not confirm.",
-        ("E021", "W005"),
+        ("E021", "W006"),
         _publish_retry,
     ),
     Setting(

@@ -80,12 +80,12 @@ DEPRECATED_MAX_RETRIES = "max_retries"
 def _from_max_retries(
     problems: Problems, setting: str, config: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The policy with ``max_retries`` read as ``max_attempts`` (plus one); warns W005."""
+    """The policy with ``max_retries`` read as ``max_attempts`` (plus one); warns W006."""
     config = dict(config)
     retries = config.pop(DEPRECATED_MAX_RETRIES)
     if "max_attempts" in config:
         problems.add(
-            "W005",
+            "W006",
             f"{setting} has both 'max_attempts' and the deprecated 'max_retries'; "
             "'max_retries' is ignored",
             f"remove 'max_retries' from {setting}",
@@ -101,7 +101,7 @@ def _from_max_retries(
     )
     config["max_attempts"] = int(retries) + 1
     problems.add(
-        "W005",
+        "W006",
         f"{setting}['max_retries'] is deprecated",
         f"use 'max_attempts': {int(retries) + 1} (every attempt, the first included: "
         "max_retries + 1), as EVENT_BUS_RETRY_POLICY counts them",

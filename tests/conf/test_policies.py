@@ -37,7 +37,7 @@ def test_the_old_max_retries_key_still_counts_and_check_warns_it_is_deprecated(s
     settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_retries": 2}
 
     parsed = bus_settings()
-    [message] = [m for m in check_settings() if m.id == "events_celery.W005"]
+    [message] = [m for m in check_settings() if m.id == "events_celery.W006"]
 
     assert parsed.publish_retry_policy.max_attempts == 3  # two retries after the first
     assert message.level == checks.WARNING
@@ -52,7 +52,7 @@ def test_max_attempts_wins_over_the_old_key(settings):
     parsed = bus_settings()
 
     assert parsed.publish_retry_policy.max_attempts == 2
-    assert [p.id for p in parsed.problems] == ["W005"]
+    assert [p.id for p in parsed.problems] == ["W006"]
 
 
 @pytest.mark.parametrize("config", [{"max_attempts": 0}, {"max_retries": -1}])

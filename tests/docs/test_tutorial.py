@@ -141,7 +141,7 @@ def delete_topology(project: Path, url: str) -> None:
         "-c",
         "import json; from django.conf import settings; "
         "from events_celery.conf import bus_settings; "
-        "from events_celery.bus.topology import service_topology; "
+        "from events_celery.bus.broker.topology import service_topology; "
         "t = service_topology(bus_settings()); "
         "print(json.dumps({'queues': [q.name for q in t.queues] + "
         "[settings.CELERY_TASK_DEFAULT_QUEUE], 'exchanges': [e.name for e in t.exchanges] + "
