@@ -1,6 +1,7 @@
 """The AMQP edge every path shares: what talks to RabbitMQ, and nothing about events' paths.
 
-- :mod:`.connection`: the bus's broker URL, connections and deadlines.
+- :mod:`.connection`: the bus's broker URL, connections and deadlines, and the bytes of a
+  received message.
 - :mod:`.topology`: exchanges, queues and bindings, declared once per connection
   (:class:`~.topology.Declarations`, the one declaration cache), and the queue-depth probe.
 - :mod:`.frames`: AMQP ``basic.publish`` frames built once per message.

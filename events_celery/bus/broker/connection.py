@@ -1,4 +1,5 @@
-"""Broker connections of the bus: which broker, and connecting within a time bound."""
+"""Broker connections of the bus: which broker, connecting within a time bound, and the bytes
+of a received message."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.message import Message
 
 from events_celery.conf import BusSettings
 
@@ -121,3 +123,11 @@ class Deadline:
     def expired(self) -> bool:
         """Whether no time is left."""
         return time.monotonic() >= self.end
+
+
+def raw_body(message: Message) -> bytes:
+    """The undecoded body of a message (events are never passed through kombu serializers)."""
+    body = message.body
+    if isinstance(body, str):  # virtual transports may hand text back
+        return body.encode("utf-8")
+    return body or b""

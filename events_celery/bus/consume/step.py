@@ -22,6 +22,7 @@ from kombu.message import Message
 from events_celery import schema_store
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
+from events_celery.bus.broker.connection import raw_body
 from events_celery.bus.consume.handoff import deliver_later, envelope
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, bus_settings
@@ -210,11 +211,3 @@ def origin(message: Message) -> str:
     """``<exchange>/<routing key>`` a message arrived by."""
     info = message.delivery_info
     return f"{info.get('exchange')}/{info.get('routing_key')}"
-
-
-def raw_body(message: Message) -> bytes:
-    """The undecoded body of a message (events are never passed through kombu serializers)."""
-    body = message.body
-    if isinstance(body, str):  # virtual transports may hand text back
-        return body.encode("utf-8")
-    return body or b""

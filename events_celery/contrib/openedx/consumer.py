@@ -36,9 +36,8 @@ from openedx_events.tooling import prepare_for_new_work_cycle
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import retry_delay
-from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.connection import bus_connection, raw_body
 from events_celery.bus.broker.retrying import retrying_publisher
-from events_celery.bus.consume.step import raw_body
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
