@@ -38,7 +38,6 @@ from events_celery.wire import (
     DEAD_LETTER_PREFIX,
     MAX_ERROR,
     PoisonMessageError,
-    check_message,
     decode_event,
 )
 
@@ -241,8 +240,9 @@ def _replay_one(
         else:
             if row.body_truncated:
                 raise PoisonMessageError("the body was too large to keep whole; it cannot replay")
-            # The envelope is checked here; the task decodes the body, once.
-            check_message(
+            # Decoded here too (an operator's command, not the hot path): a body that still
+            # cannot be read stays pending with its error instead of being handed to a task.
+            decode_event(
                 headers,
                 body,
                 content_type=row.content_type or None,

@@ -200,6 +200,22 @@ def test_a_poison_message_that_still_cannot_be_decoded_stays_pending_with_the_ne
     assert take_tasks(service) == []
 
 
+def test_a_poison_body_under_a_known_schema_that_still_cannot_be_decoded_stays_pending(
+    service: str,
+) -> None:
+    _, headers = ping(3)  # today's fingerprint: the envelope is fine, the body is not
+    row = poison_dead_letter(b"\xff\xff\xff", headers, "first error")
+
+    result = replay_dead_letters([row])
+
+    assert "still cannot become an event: " in result.skipped[row.pk]
+    assert result.started == ()
+    row.refresh_from_db()
+    assert (row.status, row.failures, row.reason) == ("pending", 2, "poison")
+    assert "cannot decode the Avro payload" in row.error
+    assert take_tasks(service) == []
+
+
 def older_ping_schema() -> dict[str, Any]:
     """PING as an older release wrote it: one more field, which today's PING ignores."""
     schema: dict[str, Any] = json.loads(json.dumps(PING.serializer.schema))
