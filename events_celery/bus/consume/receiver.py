@@ -23,7 +23,7 @@ from events_celery.bus.broker.backoff import retry_delay
 from events_celery.bus.consume.handoff import Envelope, retry_later
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings
-from events_celery.exceptions import PublishError
+from events_celery.exceptions import MetadataError, PublishError
 from events_celery.receivers import Receiver, options_for
 from events_celery.receivers import attempt as attempt_number
 from events_celery.wire import (
@@ -33,6 +33,7 @@ from events_celery.wire import (
     ReceivedEvent,
     decode_event,
     event_properties,
+    metadata_from_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,17 @@ def decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
                 origin=item.get("origin"),
                 replay_of=item.get("dead_letter"),
             ),
+            properties=_properties(item["headers"]),
         )
         logger.error("dead-lettered an undecodable event: %s", exc.reason)
+        return None
+
+
+def _properties(headers: dict[str, Any]) -> dict[str, Any] | None:
+    """The AMQP properties of the event whose envelope the consumer checked, if they read."""
+    try:
+        return event_properties(metadata_from_headers(headers))
+    except MetadataError:
         return None
 
 

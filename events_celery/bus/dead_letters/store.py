@@ -175,9 +175,11 @@ def record(
 
     Dead-lettering the same event and receiver again, or a replay of a dead letter, updates
     its row: ``failures`` + 1, the new reason, error, traceback and time, and status back to
-    pending. A whole event (no receiver: a poison message, say) gets a row each time, since
-    two messages may claim one event id. A row whose ``last_failed_at`` is already ``at`` is
-    left as it is (an import of a message that was imported before).
+    pending. A whole event (no receiver: a poison message, say) updates the row of the same
+    event id only when the body is the same too (its task ran twice: a batch came back from
+    the broker, say); two messages that claim one event id with different bodies get a row
+    each. A row whose ``last_failed_at`` is already ``at`` is left as it is (an import of a
+    message that was imported before).
 
     Raises:
         DatabaseError: the row could not be written.
@@ -209,8 +211,9 @@ def record(
             if row is not None:
                 return row
         same = rows.filter(service=service, event_id=event_id, receiver=receiver)
-        if event_id is not None and receiver:
-            row = _update(same, fields, at)
+        kept_body = body[: settings.max_message_size]
+        if event_id is not None:
+            row = _update(same if receiver else same.filter(body=kept_body), fields, at)
             if row is not None:
                 return row
         body_truncated = len(body) > settings.max_message_size
@@ -221,7 +224,7 @@ def record(
             receiver=receiver,
             headers=texts,
             headers_truncated=headers_truncated,
-            body=body[: settings.max_message_size],
+            body=kept_body,
             body_truncated=body_truncated,
             content_type=(content_type or "")[:255],
             first_failed_at=at,

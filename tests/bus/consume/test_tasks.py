@@ -75,3 +75,21 @@ def test_a_retry_of_a_receiver_no_longer_connected_is_dead_lettered_naming_it(
     assert bytes(row.body) == event.body
     assert row.origin == f"pings/{PING.event_type}"
     assert ran == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_undecodable_event_whose_task_runs_twice_is_one_dead_letter(settings: Any) -> None:
+    """A batch that comes back from the broker runs again; its poison event is one row."""
+    from events_celery.bus.consume.tasks import deliver_events
+
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {}}
+    metadata = EventMetadata.create(PING.event_type, source="tasks-tests")
+    event = encode_event(PING, metadata, b"\xff\xff\xff")
+    item = envelope(event.headers, event.body, origin=f"pings/{PING.event_type}")
+    for _ in range(2):
+        deliver_events.apply(args=[[item]], throw=True)
+
+    row = DeadLetter.objects.get()
+    assert (row.reason, row.receiver, row.failures) == ("poison", "", 2)
+    assert row.event_id == uuid.UUID(str(metadata.id))
+    assert "cannot decode the Avro payload" in row.error

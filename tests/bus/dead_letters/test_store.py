@@ -235,6 +235,28 @@ def test_two_poison_messages_claiming_one_event_id_keep_a_row_each() -> None:
 
 
 @DB
+def test_the_same_poison_message_dead_lettered_again_updates_its_row() -> None:
+    """Its task ran twice (a batch came back from the broker): one row, failures 2."""
+    event = ping_message(6)
+    for error in ("first", "again"):
+        dead_letter(
+            bus_settings(),
+            b"\xff same",
+            event.headers,
+            Failure(Reason.POISON, error),
+            content_type=AVRO,
+        )
+
+    row = DeadLetter.objects.get()
+    assert (bytes(row.body), row.failures, row.error, row.status) == (
+        b"\xff same",
+        2,
+        "again",
+        "pending",
+    )
+
+
+@DB
 def test_a_replay_that_fails_again_updates_the_row_it_replayed() -> None:
     event = ping_message(7)
     dead_letter(
