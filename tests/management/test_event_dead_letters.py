@@ -233,6 +233,32 @@ def test_import_unpacks_a_task_message_the_broker_dead_lettered(service: str) ->
     assert PING.serializer.decode(bytes(row.body)) == {"n": 5}
 
 
+def test_import_of_a_rejected_task_whose_event_cannot_be_read_names_it_poison(
+    service: str,
+) -> None:
+    """The task was rejected because its event was undecodable and could not be stored."""
+    metadata = EventMetadata.create(PING.event_type, source="command-tests")
+    message = encode_event(PING, metadata, b"\xff\xff\xff")
+    item = envelope(message.headers, message.body, origin=ORIGIN)
+    with Connection("memory://") as connection:
+        connection.Producer().publish(
+            [[[item]], {}, {}],
+            exchange=topology.dead_letter_exchange(service),
+            routing_key="",
+            serializer="json",
+            headers={"task": "events_celery.deliver_events", "x-death": [{"reason": "rejected"}]},
+            declare=[topology.dead_letter_queue(service)],
+        )
+
+    out, _ = run("import")
+
+    assert "imported 1 message(s)" in out
+    row = DeadLetter.objects.get()
+    assert (row.reason, row.receiver, row.event_id) == ("poison", "", metadata.id)
+    assert "cannot decode the Avro payload" in row.error
+    assert row.origin == ORIGIN
+
+
 def test_import_with_nothing_on_the_broker_imports_nothing(service: str) -> None:
     assert run("import")[0] == f"imported 0 message(s) from {service}.events_celery.dead_letters\n"
 

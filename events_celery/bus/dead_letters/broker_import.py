@@ -20,6 +20,7 @@ import attrs
 from amqp.exceptions import NotFound
 from kombu.message import Message
 
+from events_celery import schema_store
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.consume.handoff import DELIVER_EVENTS, RUN_RECEIVER, task_events
@@ -34,6 +35,8 @@ from events_celery.wire import (
     HEADER_REASON,
     HEADER_RECEIVER,
     HEADER_TRACEBACK,
+    PoisonMessageError,
+    decode_event,
     header_text,
     parse_time,
 )
@@ -190,6 +193,7 @@ def _task_events(
         items, receiver, attempt = carried.items, carried.receiver, carried.attempt
         found = []
         for item in items:
+            event_body = base64.b64decode(item["body"], validate=True)
             failure = Failure(
                 Reason.REDELIVERED
                 if death.get("reason") == "delivery_limit"
@@ -200,7 +204,9 @@ def _task_events(
                 attempts=attempt,
                 origin=item.get("origin"),
             )
-            event_body = base64.b64decode(item["body"], validate=True)
+            if receiver is None and (poison := _undecodable(event_body, item["headers"])):
+                # Its task was rejected because the event could not be read, nor stored.
+                failure = Failure(Reason.POISON, poison, origin=item.get("origin"))
             found.append(
                 BrokerDeadLetter(event_body, item["headers"], failure, AVRO_CONTENT_TYPE, at)
             )
@@ -208,3 +214,18 @@ def _task_events(
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, binascii.Error):
         logger.warning("a %s task message in the dead-letter queue is malformed; kept whole", task)
         return []
+
+
+def _undecodable(body: bytes, headers: Mapping[str, Any]) -> str | None:
+    """Why an event a task carried cannot become an event here, or ``None`` if it can."""
+    try:
+        decode_event(
+            headers,
+            body,
+            content_type=AVRO_CONTENT_TYPE,
+            max_size=max(len(body), 1),
+            writer_schemas=schema_store.find_schema,
+        )
+    except PoisonMessageError as exc:
+        return exc.reason
+    return None
