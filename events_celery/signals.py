@@ -178,9 +178,15 @@ class EventSignal(Signal):
         sender: object = None,
         dispatch_uid: str | None = None,
     ) -> bool:
-        """Disconnect a receiver, by itself or by its ``dispatch_uid``."""
-        names_of(self).forget(receiver, dispatch_uid)
-        return bool(super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid))
+        """Disconnect a receiver, by itself or by its ``dispatch_uid``.
+
+        Its name is forgotten only when Django disconnected it: a receiver connected with a
+        ``dispatch_uid`` stays connected, and keeps its name, when disconnected without it.
+        """
+        disconnected = bool(super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid))
+        if disconnected:
+            names_of(self).forget(receiver, dispatch_uid)
+        return disconnected
 
     def receiver_name(self, func: Receiver) -> str:
         """The name of a receiver in workers, logs and dead letters (see :meth:`connect`).

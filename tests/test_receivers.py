@@ -91,3 +91,17 @@ def test_a_disconnected_receiver_is_not_found_by_its_name(ping):
     ping.disconnect(dispatch_uid="leaving")
 
     assert names_of(ping).find("leaving") is None
+
+
+def test_a_receiver_still_connected_keeps_its_name(ping):
+    """Django keeps a dispatch_uid receiver connected when disconnected without the uid."""
+
+    def handle(**kwargs):
+        pass
+
+    ping.connect(handle, weak=False, dispatch_uid="staying")
+    assert ping.disconnect(handle) is False
+
+    assert handle in ping.receivers_for_dispatch()
+    assert ping.receiver_name(handle) == "staying"
+    assert names_of(ping).find("staying") is handle
