@@ -12,6 +12,7 @@ Four checks, each of which can be skipped:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,8 @@ from events_celery.models import DeadLetter
 
 #: The checks, in the order they run.
 CHECKS = ("broker", "topology", "outbox", "dead-letters")
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -157,7 +160,10 @@ def _waiting_on_broker(connection: Connection, settings: BusSettings) -> int | N
         depth = topology.queue_depth(
             connection, topology.dead_letter_queue(settings.service_name).name
         )
-    except Exception:
+    except Exception as exc:  # the broker answered the connection check; report, don't fail
+        logger.warning(
+            "could not count the broker's dead-letter queue: %s: %s", type(exc).__name__, exc
+        )
         return None
     return 0 if depth is None else depth
 
