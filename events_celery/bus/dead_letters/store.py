@@ -175,9 +175,9 @@ def record(
 
     Dead-lettering the same event and receiver again, or a replay of a dead letter, updates
     its row: ``failures`` + 1, the new reason, error, traceback and time, and status back to
-    pending. A whole event (no receiver: a poison message, say) updates the row of the same
-    event id only when the body is the same too (its task ran twice: a batch came back from
-    the broker, say); two messages that claim one event id with different bodies get a row
+    pending. A whole event (no receiver: a poison message, say) updates a row only when it is
+    the same message again, with the same event id, body and headers (its task ran twice: a
+    batch came back from the broker, say); two messages that claim one event id get a row
     each. A row whose ``last_failed_at`` is already ``at`` is left as it is (an import of a
     message that was imported before).
 
@@ -213,7 +213,9 @@ def record(
         same = rows.filter(service=service, event_id=event_id, receiver=receiver)
         kept_body = body[: settings.max_message_size]
         if event_id is not None:
-            row = _update(same if receiver else same.filter(body=kept_body), fields, at)
+            row = _update(
+                same if receiver else same.filter(body=kept_body, headers=texts), fields, at
+            )
             if row is not None:
                 return row
         body_truncated = len(body) > settings.max_message_size
