@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,9 @@ from kombu import Connection
 
 from events_celery.bus.broker import topology
 from events_celery.bus.publish import background, outbox
+from events_celery.bus.publish.direct import _publishers
 from events_celery.conf import bus_settings
+from events_celery.exceptions import PublishError
 from events_celery.models import OutboxMessage
 from tests.bus.conftest import received
 from tests.conftest import BrokerUser
@@ -33,7 +36,7 @@ PROBE = f"{PREFIX}probe"
 
 
 @pytest.fixture
-def pings(broker_user: BrokerUser, settings: Any) -> BrokerUser:
+def pings(broker_user: BrokerUser, settings: Any) -> Iterator[BrokerUser]:
     """PING and FLAKY go to topic ``pings`` in the user's vhost; a probe queue sees both."""
     settings.EVENT_BUS_BROKER_URL = broker_user.url
     settings.EVENT_BUS_TOPIC_PREFIX = PREFIX
@@ -48,7 +51,10 @@ def pings(broker_user: BrokerUser, settings: Any) -> BrokerUser:
         channel: Any = connection.default_channel
         channel.queue_declare(PROBE, auto_delete=False)
         channel.queue_bind(PROBE, EXCHANGE, routing_key="#")
-    return broker_user
+    yield broker_user
+    direct_publisher = _publishers.peek()
+    if direct_publisher is not None:
+        direct_publisher.close()
 
 
 def only_ping_allowed(user: BrokerUser) -> None:
@@ -163,3 +169,27 @@ def test_the_background_publisher_sets_aside_what_the_broker_refuses_and_publish
     assert str(row.event_id) == ids[1]
     assert row.attempts == outbox.MAX_REFUSALS
     assert "403 ACCESS_REFUSED - access to topic" in row.last_error
+
+
+def test_direct_mode_raises_naming_the_event_and_the_permission_to_grant(
+    pings: BrokerUser, settings: Any
+) -> None:
+    settings.EVENT_BUS_PUBLISH_MODE = "direct"
+    only_ping_allowed(pings)
+
+    with pytest.raises(PublishError) as raised:
+        FLAKY.send_event(n=1)
+    published = PING.send_event(n=2)  # the same connection goes on with what is allowed
+
+    error = raised.value
+    assert error.may_be_delivered is False
+    assert len(error.event_ids) == 1
+    assert str(error) == (
+        f"the broker refused event(s) {error.event_ids[0]} to topic(s) 'pings' for "
+        f"permissions: 403 ACCESS_REFUSED - access to topic '{FLAKY.event_type}' in exchange "
+        f"'{EXCHANGE}' in vhost '{pings.vhost}' refused for user '{pings.name}': grant broker "
+        f"user '{pings.name}' write permission on exchange '{EXCHANGE}' for routing key "
+        f"'{FLAKY.event_type}' (its topic permissions). They will not be delivered; publishing "
+        "them again fails the same way until the broker user's permissions change."
+    )
+    assert first_seen(pings) == [str(published.metadata.id)]
