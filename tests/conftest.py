@@ -6,8 +6,10 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
 # Celery's environment override would win over the test settings (events_celery follows it, as
@@ -78,3 +80,57 @@ def rabbitmq_url() -> str:
             pytest.fail(f"{problem}; CI runs the real-broker tests and cannot skip them")
         pytest.skip(problem)
     return RABBITMQ_URL
+
+
+@attrs.frozen
+class BrokerUser:
+    """A broker user of one test, alone in a vhost of its own, on the shared local RabbitMQ.
+
+    Its permissions are set with ``rabbitmqctl``; only its own user and vhost are touched.
+    """
+
+    name: str
+    password: str
+    vhost: str
+
+    @property
+    def url(self) -> str:
+        """Its broker URL."""
+        return f"amqp://{self.name}:{self.password}@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{self.vhost}"
+
+    def set_permissions(self, configure: str = ".*", write: str = ".*", read: str = ".*") -> None:
+        """Its vhost permissions (regular expressions)."""
+        ctl("set_permissions", "-p", self.vhost, self.name, configure, write, read)
+
+    def set_topic_permissions(self, exchange: str, write: str, read: str = ".*") -> None:
+        """Which routing keys it may publish to (and bind from) topic ``exchange``."""
+        ctl("set_topic_permissions", "-p", self.vhost, self.name, exchange, write, read)
+
+
+def ctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` with ``args``; fail the test naming what it said if it fails."""
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+
+@pytest.fixture
+def broker_user(rabbitmq_url: str) -> Iterator[BrokerUser]:
+    """A broker user with every permission on a vhost of its own; both are deleted after."""
+    if shutil.which("rabbitmqctl") is None:
+        problem = "rabbitmqctl is not installed: the test cannot create a broker user"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{problem}; CI runs the real-broker tests and cannot skip them")
+        pytest.skip(problem)
+    run = uuid.uuid4().hex[:10]
+    user = BrokerUser(f"events-celery-test-{run}", uuid.uuid4().hex, f"events-celery-test-{run}")
+    ctl("add_vhost", user.vhost)
+    try:
+        ctl("add_user", user.name, user.password)
+        try:
+            user.set_permissions()
+            yield user
+        finally:
+            ctl("delete_user", user.name)
+    finally:
+        ctl("delete_vhost", user.vhost)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -12,8 +13,10 @@ from django.utils import timezone
 
 from events_celery import registry
 from events_celery.avro import fingerprint
+from events_celery.bus.publish import outbox
+from events_celery.conf import bus_settings
 from events_celery.exceptions import ConfigurationError
-from events_celery.models import DeadLetter
+from events_celery.models import DeadLetter, OutboxMessage
 from events_celery.testing import isolated_registry
 from tests.testapp.events import ORDER_PLACED, PING
 
@@ -249,3 +252,32 @@ def test_declare_topology_of_a_consuming_service_declares_its_queues(settings):
     assert "declared queue tests.pings" in out
     assert "declared queue tests.events_celery.tasks" in out
     assert "declared queue tests.events_celery.dead_letters" in out
+
+
+@pytest.mark.django_db
+def test_show_event_bus_names_rows_refused_for_permissions_apart_from_other_refusals(routed):
+    now = timezone.now()
+    fields = {"event_type": PING.event_type, "topic": "pings", "headers": "{}", "body": b""}
+    rows = [
+        OutboxMessage.objects.create(
+            event_id=uuid.uuid4(), created_at=now, locked_until=now, locked_by="x", **fields
+        )
+        for _ in range(4)
+    ]
+    settings = bus_settings()
+    topic = "403 ACCESS_REFUSED - access to topic 'k' in exchange 'x' in vhost '/' refused"
+    exchange = "403 ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused"
+    outbox.set_aside(settings, {rows[0].id: topic, rows[1].id: exchange, rows[2].id: topic})
+    OutboxMessage.objects.filter(id=rows[3].id).update(
+        attempts=outbox.MAX_REFUSALS, last_error="the broker refused it (basic.nack)"
+    )
+
+    out, _ = run("show_event_bus", "--offline")
+
+    line = next(x for x in out.splitlines() if x.startswith("outbox:"))
+    assert line.startswith("outbox: 4 unpublished, oldest ")
+    assert line.endswith(
+        f"s old, 1 refused by the broker; 3 row(s) set aside: the broker refused them for "
+        f"permissions: {topic} (2 row(s)); {exchange} (1 row(s)). Once the permissions are "
+        "fixed, manage.py relay_events --retry-refused publishes them"
+    )

@@ -17,6 +17,7 @@ from django.utils import timezone
 from kombu import Connection
 
 from events_celery.bus.broker import topology
+from events_celery.bus.publish import outbox
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter, OutboxMessage
 from tests.testapp.events import PING
@@ -273,3 +274,22 @@ def test_invalid_settings_give_the_one_line_from_the_command_line_too(
 def test_a_bad_option_value_is_refused_naming_it(option: str, value: str, kind: str) -> None:
     with pytest.raises(CommandError, match=f"argument {option}: invalid {kind} value: '{value}'"):
         call_command("event_bus_health", option, value)
+
+
+def test_rows_refused_for_permissions_fail_naming_their_reason(service: str) -> None:
+    add_outbox_row(age=1)
+    add_outbox_row(age=1)
+    add_outbox_row(age=1)
+    first, second, third = OutboxMessage.objects.order_by("id").values_list("id", flat=True)
+    reason = "403 ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused for user 'u'"
+    outbox.set_aside(bus_settings(), {first: reason, second: reason})
+    outbox.release(bus_settings(), [third], retry_in=0, refused={third: "basic.nack"})
+
+    status, out = health("--skip", "broker", "--skip", "topology", "--skip", "dead-letters")
+
+    assert status == 1
+    assert out.splitlines()[0] == (
+        f"FAIL: outbox: 2 row(s) set aside: the broker refused them for permissions: {reason} "
+        "(2 row(s)). Once the permissions are fixed, manage.py relay_events --retry-refused "
+        "publishes them"
+    )

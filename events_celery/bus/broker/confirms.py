@@ -8,6 +8,9 @@ Every message is published ``mandatory``: a message the broker cannot route (its
 has no alternate exchange, or that one routes nowhere either) comes back and counts as
 refused, never as confirmed. A virtual transport (kombu's ``memory://``) has no confirms; a
 publish that returns is taken as done there.
+
+A publish the broker refuses for permissions (see :mod:`.refusals`) closes the channel: that
+message is set aside as ``forbidden``, and the batch goes on with the others on a new channel.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import attrs
 from kombu import Connection, Producer
 
 from events_celery.bus import hooks
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import refusals, topology
 from events_celery.bus.broker.connection import Deadline, connect, drop, is_amqp
 from events_celery.bus.broker.frames import publish_frames
 from events_celery.wire import OutgoingMessage
@@ -45,6 +48,9 @@ class Outcome:
     Attributes:
         confirmed: the broker confirmed these; they will be delivered.
         refused: the broker refused these (nack, or returned unroutable): key → reason.
+        forbidden: the broker refused these for permissions (403, or 406 for a ``user_id``):
+            key → its reply code and text, and what to do. They fail the same way until an
+            administrator changes the permissions.
         unknown: no answer came (connection lost, timed out); the broker may still deliver
             them.
         unsent: never handed to the broker.
@@ -53,6 +59,7 @@ class Outcome:
 
     confirmed: list[int] = attrs.field(factory=list)
     refused: dict[int, str] = attrs.field(factory=dict)
+    forbidden: dict[int, str] = attrs.field(factory=dict)
     unknown: list[int] = attrs.field(factory=list)
     unsent: list[int] = attrs.field(factory=list)
     error: BaseException | None = None
@@ -80,6 +87,7 @@ class ConfirmingPublisher:
         blocked_patience: float = 0.0,
         on_wait: Callable[[], object] | None = None,
         wait_interval: float = 5.0,
+        resend_unknown: bool = True,
     ) -> None:
         """Publish over ``connection`` (opened on first use).
 
@@ -95,12 +103,17 @@ class ConfirmingPublisher:
             on_wait: called every ``wait_interval`` seconds while waiting for the broker (a
                 relay renews the lease of the rows it is publishing).
             wait_interval: see ``on_wait``.
+            resend_unknown: after a publish refused for permissions, publish again, on the new
+                channel, the messages before it that the broker took but had not confirmed yet
+                (the closed channel never confirms them): at least once, as the outbox
+                promises. Else they are reported ``unknown``.
         """
         self.connection = connection
         self.window = max(window, 1)
         self.blocked_patience = blocked_patience
         self.on_wait = on_wait
         self.wait_interval = wait_interval
+        self.resend_unknown = resend_unknown
         self._blocked_at = 0.0
         self._unblocked = False
         self._channel: Any = None
@@ -112,6 +125,7 @@ class ConfirmingPublisher:
         self._confirmed: list[int] = []
         self._refused: dict[int, str] = {}
         self._next_tag = 1
+        self._sent = 0  # messages of the current round handed to the connection
         self._written: list[bytes] = []  # frames not yet sent (see _publish_amqp)
         self._written_tags: list[int] = []  # their delivery tags
         self._parked_checked: dict[str, float] = {}  # parking queue -> when last counted
@@ -126,43 +140,46 @@ class ConfirmingPublisher:
         """Publish ``batch`` in order and wait for the broker's answers, within ``timeout``.
 
         Never raises for broker trouble: what happened to each message is in the outcome.
-        After an outcome with an ``error`` the connection is dropped; the next call opens a
-        new one.
+        A message refused for permissions is ``forbidden``, and the others go on over a new
+        channel. After an outcome with an ``error`` the connection is dropped; the next call
+        opens a new one.
         """
         items = list(batch)
         deadline = Deadline(timeout)
         outcome = Outcome()
-        sent = 0
+        todo = items
+        self._sent = 0
         try:
             self._open(deadline)
             if self._producer is not None:  # a virtual transport: no confirms to wait for
                 for item in items:
                     self._declare(item.declare)
                     self._publish_virtual(item)
-                    sent += 1
+                    self._sent += 1
                     outcome.confirmed.append(item.key)
                 return outcome
-            for item in items:
-                self._declare(item.declare)
-                if len(self._outstanding) >= self.window:
-                    # Let half the window drain before sending on: one read then takes many
-                    # (often ``multiple``) acks, instead of one read per message.
-                    while len(self._outstanding) > self.window // 2:
-                        self._wait(deadline)
-                self._publish_amqp(item, deadline)
-                sent += 1
-            self._send_written()
-            while self._outstanding:
-                self._wait(deadline)
+            # Each refusal sets one message aside, so there are at most len(items) + 1 rounds.
+            for _ in range(len(items) + 1):
+                try:
+                    self._publish_all(todo, deadline)
+                    break
+                except Exception as exc:
+                    refusal = refusals.publish_refusal(exc)
+                    if refusal is None:
+                        raise
+                    todo = self._set_aside(refusal, todo, outcome, exc)
+                    self._new_channel(deadline)
+            else:  # pragma: no cover - each round has one message fewer
+                raise RuntimeError(f"{len(todo)} message(s) left after every round")
             self._watch_parked({id(item.declare): item.declare for item in items}.values())
         except Exception as exc:
             outcome.error = exc
             never_sent = set(self._written_tags)  # frames still in the buffer
-            outcome.unknown = [
+            outcome.unknown += [
                 k for tag, (k, _) in self._outstanding.items() if tag not in never_sent
             ]
             outcome.unsent = [k for tag, (k, _) in self._outstanding.items() if tag in never_sent]
-            outcome.unsent += [item.key for item in items[sent:]]
+            outcome.unsent += [item.key for item in todo[self._sent :]]
             self.close()
         finally:
             outcome.confirmed.extend(self._confirmed)
@@ -176,6 +193,75 @@ class ConfirmingPublisher:
                 ]
             )
         return outcome
+
+    def _publish_all(self, items: list[Outgoing], deadline: Deadline) -> None:
+        # Publish ``items`` in order and wait for every confirm; counts them in ``_sent``.
+        self._sent = 0
+        for item in items:
+            self._declare(item.declare)
+            if len(self._outstanding) >= self.window:
+                # Let half the window drain before sending on: one read then takes many
+                # (often ``multiple``) acks, instead of one read per message.
+                while len(self._outstanding) > self.window // 2:
+                    self._wait(deadline)
+            self._publish_amqp(item, deadline)
+            self._sent += 1
+        self._send_written()
+        while self._outstanding:
+            self._wait(deadline)
+
+    def _set_aside(
+        self,
+        refusal: refusals.Refusal,
+        todo: list[Outgoing],
+        outcome: Outcome,
+        exc: Exception,
+    ) -> list[Outgoing]:
+        """Record the message ``refusal`` is about; what is left to publish.
+
+        The broker handles a channel's publishes in order and discards everything after the
+        one it refused: the refused message is the first unconfirmed one it concerns. Those
+        before it were taken (never to be confirmed on the closed channel), those after it
+        were not.
+
+        Raises:
+            Exception: ``exc`` again, when no message awaiting its confirm is the refused one.
+        """
+        never_sent = set(self._written_tags)
+        waiting = [key for tag, (key, _) in self._outstanding.items() if tag not in never_sent]
+        by_key = {item.key: item for item in todo}
+        refused = next(
+            (
+                key
+                for key in waiting
+                if refusal.concerns(
+                    by_key[key].exchange, by_key[key].routing_key, by_key[key].message.properties
+                )
+            ),
+            None,
+        )
+        if refused is None:
+            raise exc
+        outcome.forbidden[refused] = refusal.reason
+        taken = [by_key[key] for key in waiting[: waiting.index(refused)]]
+        after = todo[[item.key for item in todo].index(refused) + 1 :]
+        if not self.resend_unknown:
+            outcome.unknown += [item.key for item in taken]
+            taken = []
+        self._written, self._written_tags = [], []
+        self._outstanding.clear()
+        self._returned.clear()
+        self._sent = 0
+        return [*taken, *after]
+
+    def _new_channel(self, deadline: Deadline) -> None:
+        # py-amqp has opened the closed channel again (same number, without confirms).
+        if self._channel.is_open:
+            self._channel.confirm_select()
+            self._next_tag = 1
+        else:
+            self._channel = None
+            self._open(deadline)
 
     def _reset_batch(self) -> None:
         self._written = []

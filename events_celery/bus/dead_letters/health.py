@@ -142,6 +142,9 @@ def _outbox(settings: BusSettings, max_age: float | None) -> Result:
     age = waiting.oldest_age()
     if age is None:
         return Result("outbox", True, "empty")
+    if waiting.forbidden:
+        # No retry helps these: an administrator must change the permissions first.
+        return Result("outbox", False, outbox.describe_forbidden(waiting))
     if age > limit:
         return Result(
             "outbox",

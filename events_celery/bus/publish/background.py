@@ -134,7 +134,9 @@ class BackgroundPublisher:
                 # The thread keeps its database connection (it is closed after an error): one
                 # connection per batch would cost more than the batch.
                 batch = self._keep_leased(settings, batch)
-                outcome = self._publisher_for(settings).publish(batch)
+                publisher = self._publisher_for(settings)
+                outcome = publisher.publish(batch)
+                publisher.set_aside(outcome)
             except Exception as exc:
                 # Renewing the leases failed (the database is away), or a bug: the rows stay in
                 # the table under this process's lease, and are tried again after a pause.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
@@ -51,6 +52,9 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
     broker that blocks publishers (``connection.blocked``) fails the publish at once. Only
     messages the broker never took are tried again: one that it may hold is not sent twice.
 
+    A message the broker refuses for permissions (403, or 406 for a ``user_id``) is not tried
+    again: the error says so, with the broker's reason and what to grant.
+
     Raises:
         PublishError: naming every event id not confirmed, and whether the broker may still
             deliver it.
@@ -75,6 +79,9 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
         )
         for index in outcome.confirmed:
             pending.pop(index, None)
+        if outcome.forbidden:
+            may_be_delivered.update(outcome.unknown)
+            _raise_forbidden(messages, outcome.forbidden, may_be_delivered)
         if not pending:
             return
         may_be_delivered.update(outcome.unknown)
@@ -117,9 +124,34 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
     )
 
 
+def _raise_forbidden(
+    messages: Sequence[tuple[str, OutgoingMessage]],
+    forbidden: dict[int, str],
+    may_be_delivered: set[int],
+) -> NoReturn:
+    refused = [messages[index] for index in sorted(forbidden)]
+    event_ids = tuple(dict.fromkeys(m.properties["message_id"] for _, m in refused))
+    topics = sorted({topic for topic, _ in refused})
+    reasons = "; ".join(dict.fromkeys(forbidden[index] for index in sorted(forbidden)))
+    others = may_be_delivered - set(forbidden)
+    raise PublishError(
+        f"the broker refused event(s) {', '.join(event_ids)} to topic(s) "
+        f"{', '.join(map(repr, topics))} for permissions: {reasons}. They will not be "
+        "delivered; publishing them again fails the same way until the broker user's "
+        "permissions change."
+        + (" Other messages of this send may still be delivered." if others else ""),
+        event_ids=event_ids,
+        topic=topics[0],
+        may_be_delivered=False,
+    )
+
+
 def _windowed_publisher(settings: BusSettings) -> ConfirmingPublisher:
+    # Direct mode never sends twice what the broker may hold (see publish_direct).
     return ConfirmingPublisher(
-        bus_connection(settings, confirm_publish=False), window=settings.publish_window
+        bus_connection(settings, confirm_publish=False),
+        window=settings.publish_window,
+        resend_unknown=False,
     )
 
 

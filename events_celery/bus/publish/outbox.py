@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 from django.db import connections, transaction
 from django.db.models import Count, F, Min, Subquery
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from events_celery.bus.broker.resources import PerProcess
@@ -35,6 +36,10 @@ from events_celery.wire import HEADER_SOURCE, OutgoingMessage, message_propertie
 #: Rows a relay leaves alone once the broker has refused them this many times (see
 #: :func:`claim`); ``manage.py relay_events --retry-refused`` offers them again.
 MAX_REFUSALS = 10
+
+#: How the reason of a row set aside at once begins: the broker refused it for permissions
+#: (see :func:`set_aside`), which no retry changes until an administrator does.
+FORBIDDEN = "refused for permissions: "
 
 #: Largest number of ids in one ``DELETE`` or ``UPDATE`` statement.
 CHUNK = 500
@@ -71,11 +76,22 @@ class Row:
 
 @attrs.frozen
 class Backlog:
-    """How many rows wait, and since when."""
+    """How many rows wait, and since when.
+
+    Attributes:
+        count: rows not published yet, set aside ones included.
+        oldest: the time of the oldest.
+        refused: rows set aside after :data:`MAX_REFUSALS` refusals (nack, unroutable).
+        forbidden: rows set aside because the broker refused them for permissions.
+        forbidden_reasons: the reasons of those, each with its number of rows, the most
+            frequent first (at most five).
+    """
 
     count: int
     oldest: datetime | None
     refused: int
+    forbidden: int = 0
+    forbidden_reasons: tuple[tuple[str, int], ...] = ()
 
     def oldest_age(self, now: datetime | None = None) -> float | None:
         """Seconds the oldest row has waited, or ``None`` when none waits."""
@@ -345,6 +361,35 @@ def release(
         )
 
 
+def describe_forbidden(waiting: Backlog) -> str:
+    """The rows set aside for permissions, with their reasons, in one sentence ("" for none)."""
+    if not waiting.forbidden:
+        return ""
+    reasons = "; ".join(f"{reason} ({rows} row(s))" for reason, rows in waiting.forbidden_reasons)
+    return (
+        f"{waiting.forbidden} row(s) set aside: the broker refused them for permissions: "
+        f"{reasons}. Once the permissions are fixed, manage.py relay_events --retry-refused "
+        "publishes them"
+    )
+
+
+def set_aside(settings: BusSettings, forbidden: dict[int, str]) -> None:
+    """Set aside rows the broker refused for permissions (id → reason), at once.
+
+    No relay claims them again (they count :data:`MAX_REFUSALS` refusals) until
+    ``manage.py relay_events --retry-refused``, once an administrator has fixed the
+    permissions. Their reason begins with :data:`FORBIDDEN`.
+    """
+    objects = OutboxMessage.objects.using(settings.db_alias)
+    now = timezone.now()
+    for pk, reason in forbidden.items():
+        objects.filter(id=pk).update(
+            locked_until=now,
+            attempts=Greatest(F("attempts"), MAX_REFUSALS),
+            last_error=(FORBIDDEN + reason)[:2000],
+        )
+
+
 def backlog(settings: BusSettings) -> Backlog:
     """How many rows wait to be published, the time of the oldest, and how many were refused.
 
@@ -353,10 +398,21 @@ def backlog(settings: BusSettings) -> Backlog:
     """
     objects = OutboxMessage.objects.using(settings.db_alias)
     found = objects.aggregate(count=Count("id"), oldest=Min("created_at"))
+    set_aside = objects.filter(attempts__gte=MAX_REFUSALS)
+    forbidden = (
+        set_aside.filter(last_error__startswith=FORBIDDEN)
+        .values("last_error")
+        .annotate(rows=Count("id"))
+        .order_by("-rows", "last_error")
+    )
+    reasons = [(row["last_error"][len(FORBIDDEN) :], row["rows"]) for row in forbidden]
+    total = sum(rows for _, rows in reasons)
     return Backlog(
         count=found["count"],
         oldest=found["oldest"],
-        refused=objects.filter(attempts__gte=MAX_REFUSALS).count(),
+        refused=set_aside.count() - total,
+        forbidden=total,
+        forbidden_reasons=tuple(reasons[:5]),
     )
 
 

@@ -50,6 +50,7 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
             if not rows:
                 return RelayPass(published)
             outcome = relay.publish(rows)
+            relay.set_aside(outcome)
             if outcome.confirmed:
                 # Deleting fails with DatabaseError: they will be published again (at least
                 # once).

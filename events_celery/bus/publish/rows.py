@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
@@ -92,4 +92,29 @@ class RowPublisher:
         if outcome.refused:
             for pk, reason in outcome.refused.items():
                 logger.error("the broker refused outbox row %s: %s", pk, reason)
+        if outcome.forbidden:
+            by_id = {row.id: row for row in rows}
+            for pk, reason in outcome.forbidden.items():
+                logger.error(
+                    "the broker refused event %s (%s, outbox row %s) for permissions; the row "
+                    "is set aside until manage.py relay_events --retry-refused: %s",
+                    by_id[pk].event_id,
+                    by_id[pk].event_type,
+                    pk,
+                    reason,
+                )
         return outcome
+
+    def set_aside(self, outcome: Outcome) -> None:
+        """Set aside the rows of ``outcome`` the broker refused for permissions."""
+        if not outcome.forbidden:
+            return
+        try:
+            outbox.set_aside(self.settings, outcome.forbidden)
+        except DatabaseError:
+            # They keep their lease, and are tried (and set aside) again once it runs out.
+            connections[self.settings.db_alias].close()
+            logger.exception(
+                "could not set aside outbox rows %s, which the broker refused for permissions",
+                sorted(outcome.forbidden),
+            )

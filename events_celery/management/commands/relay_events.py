@@ -35,7 +35,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--retry-refused",
             action="store_true",
-            help=f"also offer rows the broker refused {outbox.MAX_REFUSALS} times again",
+            help=(
+                f"also offer rows the broker refused {outbox.MAX_REFUSALS} times, or refused "
+                "for permissions (after fixing them), again"
+            ),
         )
 
     def handle(self, *args: Any, loop: bool, retry_refused: bool, **options: Any) -> None:
@@ -90,3 +93,5 @@ class Command(BaseCommand):
             f"relayed {total} event message(s); {waiting.count} wait in the outbox"
             + (f" ({waiting.refused} refused by the broker)" if waiting.refused else "")
         )
+        if waiting.forbidden:
+            self.stderr.write(outbox.describe_forbidden(waiting))

@@ -85,6 +85,8 @@ class Command(BaseCommand):
             return "0 unpublished"
         age = waiting.oldest_age() or 0.0
         refused = f", {waiting.refused} refused by the broker" if waiting.refused else ""
+        if waiting.forbidden:
+            refused += f"; {outbox.describe_forbidden(waiting)}"
         late = ""
         if age > settings.outbox_warn_after:
             ids, total = outbox.overdue(settings)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import amqp
+import attrs
 import pytest
 from kombu import Connection
 
@@ -130,3 +131,55 @@ def test_a_virtual_transport_publishes_without_confirms() -> None:
 
     assert outcome.confirmed == [1, 2]
     assert channel.basic_get(queue_name, no_ack=True).body == b"body 1"
+
+
+def foreign(key: int, exchange: str) -> Outgoing:
+    """A message whose ``user_id`` is not the connected user (``guest``)."""
+    item = outgoing(key, exchange)
+    properties = {**item.message.properties, "user_id": "not-guest"}
+    return attrs.evolve(item, message=attrs.evolve(item.message, properties=properties))
+
+
+@pytest.mark.rabbitmq
+def test_a_message_with_a_foreign_user_id_is_forbidden_and_the_batch_goes_on_in_order(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=16)
+    batch = [outgoing(n, names["exchange"]) for n in range(60)]
+    batch[20] = foreign(20, names["exchange"])
+    batch[45] = foreign(45, names["exchange"])
+    try:
+        outcome = publisher.publish(batch, timeout=10)
+    finally:
+        publisher.close()
+
+    assert outcome.error is None
+    assert sorted(outcome.confirmed) == [n for n in range(60) if n not in (20, 45)]
+    reason = (
+        "406 PRECONDITION_FAILED - user_id property set to 'not-guest' but authenticated user "
+        "was 'guest': a message's user_id must be the connected broker user: publish as broker "
+        "user 'not-guest', or set user_id to 'guest'"
+    )
+    assert outcome.forbidden == {20: reason, 45: reason}
+    # Those the broker took before a refusal but never confirmed are sent again: at least once.
+    bodies = list(dict.fromkeys(probe_bodies(rabbitmq_url, names["queue"])))
+    assert bodies == [f"body {n}".encode() for n in range(60) if n not in (20, 45)]
+
+
+@pytest.mark.rabbitmq
+def test_without_resending_what_the_broker_took_before_a_refusal_is_unknown(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=64, resend_unknown=False)
+    batch = [outgoing(n, names["exchange"]) for n in range(40)]
+    batch[30] = foreign(30, names["exchange"])
+    try:
+        outcome = publisher.publish(batch, timeout=10)
+    finally:
+        publisher.close()
+
+    assert list(outcome.forbidden) == [30]
+    assert sorted(outcome.confirmed + outcome.unknown) == [n for n in range(40) if n != 30]
+    assert max(outcome.unknown, default=0) < 30  # after the refusal, all are confirmed
+    bodies = probe_bodies(rabbitmq_url, names["queue"])
+    assert bodies == [f"body {n}".encode() for n in range(40) if n != 30]  # none twice
