@@ -266,10 +266,12 @@ class Bus:
         for service in self.services:
             queues += [f"{service}.{t}" for t in self.topics]
             queues += [f"{service}.events_celery.tasks", f"{service}.events_celery.dead_letters"]
+            queues.append(f"{service}.celery")  # Celery's default queue (service_settings)
         exchanges = [f"{self.prefix}{t}" for t in self.topics]
         exchanges += [f"{self.prefix}{t}.unrouted" for t in self.topics]
         exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
         exchanges += [f"{s}.events_celery.tasks" for s in self.services]
+        exchanges += [f"{s}.celery" for s in self.services]
         for queue in [*queues, *self.probes]:
             channel.queue_delete(queue)
         for exchange in exchanges:

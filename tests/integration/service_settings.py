@@ -28,5 +28,7 @@ EVENT_BUS_CONSUMER_BATCH_SIZE = int(os.environ.get("TEST_BATCH_SIZE", "32"))
 CELERY_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 EVENT_BUS_SCHEMA_DIR = os.environ.get("TEST_SCHEMA_DIR") or None
-# Celery's own default queue; "quorum" on a cluster, where a classic queue lives on one node.
+# Celery's own default queue, the service's (deleted after the test with the others);
+# "quorum" on a cluster, where a classic queue lives on one node.
+CELERY_TASK_DEFAULT_QUEUE = f"{EVENT_BUS_SERVICE_NAME}.celery"
 CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("TEST_CELERY_QUEUE_TYPE", "classic")
