@@ -209,6 +209,7 @@ def delete_service_topology() -> None:
     queues = [queue.name for queue in wanted.queues] + [settings.CELERY_TASK_DEFAULT_QUEUE]
     exchanges = [exchange.name for exchange in wanted.exchanges]
     exchanges += [q.exchange.name for q in wanted.queues if q.exchange is not None]
+    exchanges.append(settings.CELERY_TASK_DEFAULT_QUEUE)  # Celery names its exchange alike
     with bus_connection(bus, confirm_publish=False) as connection:
         channel = connection.default_channel
         for name in dict.fromkeys(queues):
