@@ -14,6 +14,24 @@ from celery.worker import WorkController, state
 from django.test import override_settings
 from kombu import Connection
 
+from tests.testapp.events import PING
+
+
+def ping_worker_settings(service: str, topic: str) -> dict[str, Any]:
+    """Settings of a ``service`` that sends PING to ``topic`` (direct) and consumes it there.
+
+    Receivers get two quick attempts, and the consumer flushes its hand-offs every 10 ms.
+    """
+    return {
+        "CELERY_BROKER_URL": "memory://",
+        "EVENT_BUS_SERVICE_NAME": service,
+        "EVENT_BUS_PUBLISH_MODE": "direct",
+        "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
+        "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
+        "EVENT_BUS_CONSUMER_CONFIG": {topic: {}},
+        "EVENT_BUS_PRODUCER_CONFIG": {PING.event_type: {topic: {"enabled": True}}},
+    }
+
 
 @contextmanager
 def run_memory_worker(service: str, settings: Mapping[str, Any]) -> Iterator[WorkController]:

@@ -16,7 +16,7 @@ from kombu import Connection, Exchange, Producer
 from prometheus_client import REGISTRY
 
 from events_celery.bus import metrics
-from tests.memory_worker import run_memory_worker, wait_until
+from tests.memory_worker import ping_worker_settings, run_memory_worker, wait_until
 from tests.testapp.events import PING
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +24,7 @@ TOPIC = "metered"
 SERVICE = "metrics-tests"
 EVENT = PING.event_type
 
-WORKER_SETTINGS: dict[str, Any] = {
-    "CELERY_BROKER_URL": "memory://",
-    "EVENT_BUS_SERVICE_NAME": SERVICE,
-    "EVENT_BUS_PUBLISH_MODE": "direct",
-    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
-    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
-    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
-    "EVENT_BUS_PRODUCER_CONFIG": {EVENT: {TOPIC: {"enabled": True}}},
-}
+WORKER_SETTINGS = ping_worker_settings(SERVICE, TOPIC)
 
 
 @pytest.fixture(scope="module")

@@ -20,21 +20,13 @@ from events_celery.bus import tracing
 from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
 from events_celery.wire import encode_event
-from tests.memory_worker import run_memory_worker, wait_until
+from tests.memory_worker import ping_worker_settings, run_memory_worker, wait_until
 from tests.testapp.events import PING
 
 TOPIC = "traced"
 SERVICE = "tracing-tests"
 
-WORKER_SETTINGS: dict[str, Any] = {
-    "CELERY_BROKER_URL": "memory://",
-    "EVENT_BUS_SERVICE_NAME": SERVICE,
-    "EVENT_BUS_PUBLISH_MODE": "direct",
-    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
-    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
-    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
-    "EVENT_BUS_PRODUCER_CONFIG": {PING.event_type: {TOPIC: {"enabled": True}}},
-}
+WORKER_SETTINGS = ping_worker_settings(SERVICE, TOPIC)
 
 _exporter = InMemorySpanExporter()
 _installed = False

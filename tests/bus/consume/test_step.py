@@ -11,22 +11,14 @@ from celery import Celery
 from celery.worker import WorkController
 
 from events_celery.bus.consume.step import EventConsumerStep
-from tests.memory_worker import run_memory_worker, wait_until, wait_until_idle
+from tests.memory_worker import ping_worker_settings, run_memory_worker, wait_until, wait_until_idle
 from tests.testapp.events import PING
 
 TOPIC = "memory"
 SERVICE = "memory-tests"
 
 #: Settings of the module's worker; a test that needs others gets a worker (and module) of its own.
-WORKER_SETTINGS: dict[str, Any] = {
-    "CELERY_BROKER_URL": "memory://",
-    "EVENT_BUS_SERVICE_NAME": SERVICE,
-    "EVENT_BUS_PUBLISH_MODE": "direct",
-    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
-    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
-    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
-    "EVENT_BUS_PRODUCER_CONFIG": {PING.event_type: {TOPIC: {"enabled": True}}},
-}
+WORKER_SETTINGS = ping_worker_settings(SERVICE, TOPIC)
 #: The queues the worker reads: the service's event queue and its task queue.
 WORKER_QUEUES = (f"{SERVICE}.{TOPIC}", f"{SERVICE}.events_celery.tasks")
 

@@ -28,7 +28,7 @@ from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
 from events_celery.wire import HEADER_FINGERPRINT, encode_event
-from tests.memory_worker import run_memory_worker, wait_until
+from tests.memory_worker import ping_worker_settings, run_memory_worker, wait_until
 from tests.task_queue import take_tasks
 from tests.testapp.events import ORDER_PLACED, PING, CustomerData, OrderData
 
@@ -312,15 +312,7 @@ def test_a_dead_letter_that_is_no_event_decodes_to_the_reason(service: str) -> N
 # --- a real worker on memory:// ------------------------------------------------------------
 
 WORKER_SERVICE = "replay-memory"
-WORKER_SETTINGS: dict[str, Any] = {
-    "CELERY_BROKER_URL": "memory://",
-    "EVENT_BUS_SERVICE_NAME": WORKER_SERVICE,
-    "EVENT_BUS_PUBLISH_MODE": "direct",
-    "EVENT_BUS_CONSUMER_FLUSH_INTERVAL": 0.01,
-    "EVENT_BUS_RETRY_POLICY": {"max_attempts": 2, "backoff": 0.01, "backoff_max": 0.01},
-    "EVENT_BUS_CONSUMER_CONFIG": {TOPIC: {}},
-    "EVENT_BUS_PRODUCER_CONFIG": {PING.event_type: {TOPIC: {"enabled": True}}},
-}
+WORKER_SETTINGS = ping_worker_settings(WORKER_SERVICE, TOPIC)
 
 
 @pytest.fixture(scope="module")
