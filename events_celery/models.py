@@ -33,6 +33,12 @@ class OutboxMessage(models.Model):
         default=0, help_text="publishes the broker refused (nack or return)"
     )
     last_error = models.TextField(blank=True, default="")
+    user_id = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="the broker user that publishes it (the message's user_id); blank: none",
+    )
 
     class Meta:
         db_table = "events_celery_outbox"

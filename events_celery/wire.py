@@ -63,6 +63,7 @@ from events_celery.metadata import (
 )
 
 if TYPE_CHECKING:
+    from events_celery.authenticity import Authenticity
     from events_celery.signals import EventSignal
 
 
@@ -75,10 +76,39 @@ HEADER_PARTITION_KEY = "ce_partitionkey"
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
 
+#: Header carrying the publisher's Ed25519 signatures: ``<key id>:<base64 signature>``, two
+#: separated by a space during a key rotation (see :func:`signed_bytes`).
+HEADER_SIGNATURE = "ce_signature"
+
 #: Every header of the wire format (design section 4).
 WIRE_HEADERS = frozenset(
-    {*REQUIRED_HEADERS, HEADER_DATA_CONTENT_TYPE, HEADER_FINGERPRINT, HEADER_PARTITION_KEY}
+    {
+        *REQUIRED_HEADERS,
+        HEADER_DATA_CONTENT_TYPE,
+        HEADER_FINGERPRINT,
+        HEADER_PARTITION_KEY,
+        HEADER_SIGNATURE,
+    }
 )
+
+#: The headers a signature covers, in the order :func:`signed_bytes` writes them.
+SIGNED_HEADERS = (
+    HEADER_SPEC_VERSION,
+    HEADER_ID,
+    HEADER_SOURCE,
+    HEADER_TYPE,
+    HEADER_TIME,
+    HEADER_MINOR_VERSION,
+    HEADER_DATA_CONTENT_TYPE,
+    HEADER_SOURCE_HOST,
+    HEADER_SOURCE_LIB,
+    HEADER_FINGERPRINT,
+    HEADER_PARTITION_KEY,
+)
+#: What the signed bytes begin with: the format and its version.
+SIGNATURE_CONTEXT = b"events-celery-signature/1\n"
+#: The length written for a signed header the message does not have.
+ABSENT = 0xFFFFFFFF
 
 #: Every header a dead letter adds starts with this.
 DEAD_LETTER_PREFIX = "x-events-celery-"
@@ -86,6 +116,10 @@ HEADER_REASON = "x-events-celery-reason"
 HEADER_RECEIVER = "x-events-celery-receiver"
 HEADER_ERROR = "x-events-celery-error"
 HEADER_TRACEBACK = "x-events-celery-traceback"
+#: The broker user that published the event (its ``user_id``, which the broker checked), as
+#: this service received it: a dead letter keeps it, so that a replay is checked against
+#: ``EVENT_BUS_TRUSTED_PUBLISHERS`` as the event was at first.
+HEADER_USER_ID = "x-events-celery-user-id"
 #: How many times the receiver ran before its event was dead-lettered.
 HEADER_ATTEMPTS = "x-events-celery-attempts"
 #: Which attempt of the receivers a message put back on a retry queue is (2, 3, ...): the Open
@@ -122,6 +156,29 @@ def metadata_from_headers(headers: Mapping[str, Any]) -> EventMetadata:
             them, each with what is wrong.
     """
     return EventMetadata.from_headers(headers)
+
+
+# --- signatures -------------------------------------------------------------------------------
+
+
+def signed_bytes(headers: Mapping[str, Any], body: bytes) -> bytes:
+    """The bytes an event's Ed25519 signature is made over: its CloudEvents headers and body.
+
+    :data:`SIGNATURE_CONTEXT`, then for each header of :data:`SIGNED_HEADERS` in that order
+    its UTF-8 value preceded by the value's length (4 bytes, big-endian), or only the length
+    :data:`ABSENT` when the message does not have it, then the body preceded by its length
+    (4 bytes, big-endian). Any client can build the same bytes (docs/reference/wire-format).
+    """
+    parts = [SIGNATURE_CONTEXT]
+    for name in SIGNED_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            parts.append(ABSENT.to_bytes(4, "big"))
+            continue
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+        parts += (len(data).to_bytes(4, "big"), data)
+    parts += (len(body).to_bytes(4, "big"), body)
+    return b"".join(parts)
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -250,6 +307,8 @@ def check_message(
     routing_key: str | None = None,
     subscribed: Callable[[str], bool] | None = None,
     event_registry: EventRegistry = registry,
+    authenticity: Authenticity | None = None,
+    user_id: str | None = None,
 ) -> CheckedMessage:
     """Check everything of a received message but its Avro body, which it does not read.
 
@@ -267,6 +326,8 @@ def check_message(
         max_size=max_size,
         routing_key=routing_key,
         subscribed=subscribed,
+        authenticity=authenticity,
+        user_id=user_id,
     )
     try:
         signal = event_registry.get(metadata.event_type)
@@ -295,6 +356,8 @@ def decode_event(
     routing_key: str | None = None,
     subscribed: Callable[[str], bool] | None = None,
     event_registry: EventRegistry = registry,
+    authenticity: Authenticity | None = None,
+    user_id: str | None = None,
 ) -> ReceivedEvent:
     """Turn a received message into an event.
 
@@ -313,6 +376,9 @@ def decode_event(
         subscribed: whether the receiving service consumes an event type; one it does not
             is refused, whatever the headers claim.
         event_registry: where event types are looked up.
+        authenticity: what the service requires of an event's publisher
+            (:class:`~events_celery.authenticity.Authenticity`); ``None``: nothing.
+        user_id: the message's ``user_id`` property, which the broker checked.
 
     Raises:
         PoisonMessageError: the message is not a decodable event (the reason says why).
@@ -326,6 +392,8 @@ def decode_event(
         routing_key=routing_key,
         subscribed=subscribed,
         event_registry=event_registry,
+        authenticity=authenticity,
+        user_id=user_id,
     )
     try:
         payload = checked.signal.serializer.decode(body, checked.writer_schema)
@@ -342,11 +410,14 @@ def read_metadata(
     max_size: int,
     routing_key: str | None = None,
     subscribed: Callable[[str], bool] | None = None,
+    authenticity: Authenticity | None = None,
+    user_id: str | None = None,
 ) -> EventMetadata:
     """Check a received message's envelope and read its metadata, whoever defines the event.
 
     The checks of :func:`decode_event` before the payload: content type, size, headers,
-    routing key and subscription.
+    routing key, subscription, and last the publisher's authenticity (``user_id`` and
+    signature, as ``authenticity`` requires).
 
     Raises:
         PoisonMessageError: the message is not an event of this wire format.
@@ -376,6 +447,8 @@ def read_metadata(
             f"{metadata.event_type!r} is not an event type this service subscribes to "
             "(EVENT_BUS_CONSUMER_CONFIG)"
         )
+    if authenticity is not None:
+        authenticity.check(metadata, headers, body, user_id=user_id)
     return metadata
 
 
@@ -438,7 +511,8 @@ def dead_letter_message(
         error: the error, ``"<type>: <message>"`` (its first :data:`MAX_ERROR` characters).
         traceback: the error's traceback (its last :data:`MAX_TRACEBACK` characters).
         attempts: how many times the receiver ran.
-        properties: the original AMQP properties; the ones in :data:`KEPT_PROPERTIES` are kept.
+        properties: the original AMQP properties; the ones in :data:`KEPT_PROPERTIES` are kept,
+            and ``user_id`` as the header :data:`HEADER_USER_ID`.
     """
     extra: dict[str, Any] = {HEADER_REASON: reason, HEADER_DEAD_LETTERED_AT: format_time(time)}
     if origin is not None:
@@ -451,6 +525,8 @@ def dead_letter_message(
         extra[HEADER_TRACEBACK] = traceback[-MAX_TRACEBACK:]
     if attempts is not None:
         extra[HEADER_ATTEMPTS] = str(attempts)  # every header events_celery adds is text
+    if properties and properties.get("user_id"):
+        extra[HEADER_USER_ID] = header_text(properties["user_id"])
     return OutgoingMessage(
         body=body,
         # What an earlier dead-lettering said (a replayed event that failed again) is dropped:

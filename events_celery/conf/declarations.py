@@ -21,6 +21,11 @@ from typing import Any
 import attrs
 from django.conf import settings as django_settings
 
+from events_celery.conf.authenticity import (
+    parse_signing_keys,
+    parse_trusted_keys,
+    parse_trusted_publishers,
+)
 from events_celery.conf.policies import (
     PublishRetryPolicy,
     RetryPolicy,
@@ -379,6 +384,42 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Whether a receiver's error propagates to the sender.",
         (),
+        lambda setting, value, problems: bool(value),
+    ),
+    # Authenticity
+    Setting(
+        "EVENT_BUS_TRUSTED_PUBLISHERS",
+        "``dict``",
+        {},
+        "The broker user allowed to publish each event type, or each source.",
+        ("E046",),
+        lambda setting, value, problems: parse_trusted_publishers(
+            problems, value, setting=setting.name
+        ),
+    ),
+    Setting(
+        "EVENT_BUS_SIGNING_KEYS",
+        "``list`` of ``dict``",
+        (),
+        "This service's Ed25519 private key (two during a rotation): its events are signed.",
+        ("E047",),
+        lambda setting, value, problems: parse_signing_keys(problems, value, setting=setting.name),
+        default_doc="``[]`` (events are not signed)",
+    ),
+    Setting(
+        "EVENT_BUS_TRUSTED_KEYS",
+        "``dict``",
+        {},
+        "The publishers' Ed25519 public keys, each with the sources and event types it signs.",
+        ("E048",),
+        lambda setting, value, problems: parse_trusted_keys(problems, value, setting=setting.name),
+    ),
+    Setting(
+        "EVENT_BUS_REQUIRE_SIGNATURES",
+        "``bool``",
+        False,
+        "Whether every consumed event must carry a valid signature of a trusted key.",
+        ("E048",),
         lambda setting, value, problems: bool(value),
     ),
     # Schemas

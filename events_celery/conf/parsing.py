@@ -10,6 +10,7 @@ import attrs
 from django.conf import settings as django_settings
 from django.db import connections
 
+from events_celery.authenticity import Authenticity, SigningKey, TrustedKey
 from events_celery.conf.declarations import (
     NAME_PATTERN,
     OTHER_LIBRARIES_PREFIXES,
@@ -41,6 +42,15 @@ def _enabled_routes(settings: BusSettings) -> Mapping[str, tuple[Route, ...]]:
         event_type: tuple(route for route in routes if route.enabled and route.valid)
         for event_type, routes in settings.producer_config.items()
     }
+
+
+def _authenticity(settings: BusSettings) -> Authenticity | None:
+    checks = Authenticity(
+        publishers=settings.trusted_publishers,
+        trusted_keys=settings.trusted_keys,
+        require_signatures=settings.require_signatures,
+    )
+    return checks if checks.active else None
 
 
 def _enabled_subscriptions(settings: BusSettings) -> tuple[Subscription, ...]:
@@ -80,6 +90,10 @@ class BusSettings:
     consumer_flush_interval: float
     max_redeliveries: int
     strict_receivers: bool
+    trusted_publishers: Mapping[str, frozenset[str]]
+    signing_keys: tuple[SigningKey, ...]
+    trusted_keys: Mapping[str, TrustedKey]
+    require_signatures: bool
     schema_dir: str | None
 
     # Celery's and Django's own settings that the checks compare with the ones above.
@@ -107,6 +121,11 @@ class BusSettings:
     #: The topics consumed: the valid entries of ``consumer_config``.
     subscriptions: tuple[Subscription, ...] = attrs.field(
         init=False, default=attrs.Factory(_enabled_subscriptions, takes_self=True)
+    )
+    #: What a consumer checks of an event's publisher (``EVENT_BUS_TRUSTED_PUBLISHERS``,
+    #: ``EVENT_BUS_REQUIRE_SIGNATURES``); ``None`` when nothing.
+    authenticity: Authenticity | None = attrs.field(
+        init=False, default=attrs.Factory(_authenticity, takes_self=True)
     )
 
     def raise_for_problems(self) -> None:
@@ -148,6 +167,13 @@ def parse() -> BusSettings:
             f"EVENT_BUS_PUBLISH_TIMEOUT ({values['publish_timeout']:g}s)",
             "a lease must outlast one publish, or a sweeper takes rows still being "
             "published: make the lease several times the timeout",
+        )
+    if values["require_signatures"] and not values["trusted_keys"]:
+        problems.add(
+            "E048",
+            "EVENT_BUS_REQUIRE_SIGNATURES is on but EVENT_BUS_TRUSTED_KEYS lists no usable key",
+            "list the publishers' public keys in EVENT_BUS_TRUSTED_KEYS: without them every "
+            "event would be dead-lettered",
         )
     database = connections.settings.get(values["db_alias"])
     return BusSettings(

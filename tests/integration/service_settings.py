@@ -32,3 +32,7 @@ EVENT_BUS_SCHEMA_DIR = os.environ.get("TEST_SCHEMA_DIR") or None
 # "quorum" on a cluster, where a classic queue lives on one node.
 CELERY_TASK_DEFAULT_QUEUE = f"{EVENT_BUS_SERVICE_NAME}.celery"
 CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("TEST_CELERY_QUEUE_TYPE", "classic")
+# Authenticity: what the service requires of an event's publisher (JSON, as the settings).
+EVENT_BUS_TRUSTED_PUBLISHERS = json.loads(os.environ.get("TEST_TRUSTED_PUBLISHERS", "{}"))
+EVENT_BUS_TRUSTED_KEYS = json.loads(os.environ.get("TEST_TRUSTED_KEYS", "{}"))
+EVENT_BUS_REQUIRE_SIGNATURES = os.environ.get("TEST_REQUIRE_SIGNATURES") == "1"

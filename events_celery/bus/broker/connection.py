@@ -3,6 +3,7 @@ of a received message."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -29,6 +30,27 @@ def broker_url(settings: BusSettings) -> str:
     if isinstance(url, (list, tuple)):  # Celery also takes a list of failover URLs
         return ";".join(str(u) for u in url)
     return str(url)
+
+
+@functools.lru_cache(maxsize=8)
+def _login(url: str) -> str | None:
+    connection = Connection(url)
+    if (connection.login_method or "").upper() == "EXTERNAL":
+        return None  # the broker takes the user from the client's certificate
+    if connection.userid:
+        return str(connection.userid)
+    default = connection.transport.default_connection_params.get("userid")
+    return str(default) if default else None
+
+
+def publisher_user(settings: BusSettings) -> str | None:
+    """The broker user events are published as: the ``user_id`` their messages carry.
+
+    The user of the broker URL (of its first node), or the transport's default user
+    (``guest``) when the URL names none; ``None`` for a transport without users
+    (``memory://``) or a login the broker takes from a TLS certificate (``EXTERNAL``).
+    """
+    return _login(broker_url(settings))
 
 
 def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Connection:

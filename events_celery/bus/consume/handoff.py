@@ -35,6 +35,7 @@ def envelope(
     *,
     origin: str | None = None,
     dead_letter_id: int | None = None,
+    user_id: str | None = None,
 ) -> Envelope:
     """Pack a message into a task argument.
 
@@ -44,6 +45,8 @@ def envelope(
         origin: ``<exchange>/<routing key>`` the event came by.
         dead_letter_id: the dead letter this is a replay of; its row is marked replayed once
             the receiver (or, for a whole event, every receiver) has run.
+        user_id: the broker user that published the event, as the consumer received it
+            (checked there); a dead letter of the event keeps it.
     """
     item: Envelope = {
         "headers": headers,
@@ -52,6 +55,8 @@ def envelope(
     }
     if dead_letter_id is not None:
         item["dead_letter"] = dead_letter_id
+    if user_id is not None:
+        item["user_id"] = str(user_id)
     return item
 
 

@@ -73,18 +73,25 @@ def decode(settings: BusSettings, item: Envelope) -> ReceivedEvent | None:
                 origin=item.get("origin"),
                 replay_of=item.get("dead_letter"),
             ),
-            properties=_properties(item["headers"]),
+            properties=_properties(item),
         )
         logger.error("dead-lettered an undecodable event: %s", exc.reason)
         return None
 
 
-def _properties(headers: dict[str, Any]) -> dict[str, Any] | None:
+def _properties(item: Envelope) -> dict[str, Any] | None:
     """The AMQP properties of the event whose envelope the consumer checked, if they read."""
     try:
-        return event_properties(metadata_from_headers(headers))
+        return with_user_id(event_properties(metadata_from_headers(item["headers"])), item)
     except MetadataError:
         return None
+
+
+def with_user_id(properties: dict[str, Any], item: Envelope) -> dict[str, Any]:
+    """``properties`` with the ``user_id`` the event arrived with (a dead letter keeps it)."""
+    if item.get("user_id"):
+        return {**properties, "user_id": item["user_id"]}
+    return properties
 
 
 def run(
@@ -173,7 +180,7 @@ def dead_letter_event(
         item["headers"],
         str(event.metadata.id),
         attrs.evolve(failure, replay_of=item.get("dead_letter")),
-        properties=event_properties(event.metadata),
+        properties=with_user_id(event_properties(event.metadata), item),
     )
 
 

@@ -27,7 +27,7 @@ from events_celery.bus.consume.handoff import deliver_later, envelope
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.wire import PoisonMessageError, check_message, plain_headers
+from events_celery.wire import CheckedMessage, PoisonMessageError, check_message, plain_headers
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +112,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         topic = exchange.removeprefix(settings.topic_prefix)
         try:
-            check_message(
-                message.headers or {},
-                body,
-                content_type=message.content_type,
-                max_size=settings.max_message_size,
-                writer_schemas=schema_store.find_schema,
-                routing_key=routing_key,
-                subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
-            )
+            check_delivery(settings, message, body)
         except PoisonMessageError as exc:
             self._dead_letter(message, exc.reason)
             return
@@ -129,7 +121,12 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
             return
         hooks.consumed(settings, topic, str(routing_key))
-        item = envelope(plain_headers(message.headers), body, origin=origin(message))
+        item = envelope(
+            plain_headers(message.headers),
+            body,
+            origin=origin(message),
+            user_id=message.properties.get("user_id"),
+        )
         with self._lock:
             self._pending.append((message, item))
             # The first event after a quiet spell goes at once (no wait at light load); under
@@ -191,6 +188,35 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             return
         logger.error("dead-lettered a message: %s", reason)
         message.ack()
+
+
+def check_delivery(settings: BusSettings, message: Message, body: bytes) -> CheckedMessage:
+    """Check everything of an event message a consumer received but its Avro body.
+
+    The one check of every path that consumes this service's event queues: content type,
+    size, headers, schema fingerprint, that ``ce_type`` is the routing key and subscribed on
+    the topic of the exchange it came by (so a copy routed by a ``CC``/``BCC`` header to a key
+    the publisher may not use is refused), and the publisher's authenticity
+    (``EVENT_BUS_TRUSTED_PUBLISHERS``, ``EVENT_BUS_REQUIRE_SIGNATURES``) with the broker-checked
+    ``user_id`` property.
+
+    Raises:
+        PoisonMessageError: the message can never become an event here (the reason says why).
+    """
+    info = message.delivery_info
+    topic = str(info.get("exchange") or "").removeprefix(settings.topic_prefix)
+    user_id = message.properties.get("user_id")
+    return check_message(
+        message.headers or {},
+        body,
+        content_type=message.content_type,
+        max_size=settings.max_message_size,
+        writer_schemas=schema_store.find_schema,
+        routing_key=info.get("routing_key"),
+        subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
+        authenticity=settings.authenticity,
+        user_id=None if user_id is None else str(user_id),
+    )
 
 
 def refuse_misconfiguration() -> None:

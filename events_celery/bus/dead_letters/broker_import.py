@@ -35,6 +35,7 @@ from events_celery.wire import (
     HEADER_REASON,
     HEADER_RECEIVER,
     HEADER_TRACEBACK,
+    HEADER_USER_ID,
     PoisonMessageError,
     decode_event,
     header_text,
@@ -167,7 +168,11 @@ def _ours(body: bytes, headers: dict[str, Any], content_type: str | None) -> Bro
         attempts=int(attempts) if attempts.isdigit() else None,
         origin=header_text(headers[HEADER_ORIGIN]) if HEADER_ORIGIN in headers else None,
     )
-    kept = {k: v for k, v in headers.items() if not k.startswith("x-events-celery-")}
+    kept = {
+        k: v
+        for k, v in headers.items()
+        if not k.startswith("x-events-celery-") or k == HEADER_USER_ID
+    }
     return BrokerDeadLetter(body, kept, failure, content_type, at)
 
 
@@ -207,9 +212,10 @@ def _task_events(
             if receiver is None and (poison := _undecodable(event_body, item["headers"])):
                 # Its task was rejected because the event could not be read, nor stored.
                 failure = Failure(Reason.POISON, poison, origin=item.get("origin"))
-            found.append(
-                BrokerDeadLetter(event_body, item["headers"], failure, AVRO_CONTENT_TYPE, at)
-            )
+            headers = {k: v for k, v in item["headers"].items() if k != HEADER_USER_ID}
+            if item.get("user_id"):
+                headers[HEADER_USER_ID] = str(item["user_id"])
+            found.append(BrokerDeadLetter(event_body, headers, failure, AVRO_CONTENT_TYPE, at))
         return found
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, binascii.Error):
         logger.warning("a %s task message in the dead-letter queue is malformed; kept whole", task)

@@ -7,6 +7,10 @@ schemas the service knows now, and hands it to ``deliver_events``, which runs ev
 this service once. A replay that fails again is dead-lettered again: the same row, back to
 pending, ``failures`` + 1. Once the replay ran, the task marks the row replayed.
 
+A replay is checked for authenticity again (``EVENT_BUS_TRUSTED_PUBLISHERS`` with the
+``user_id`` the event arrived with, kept in its row, and ``EVENT_BUS_REQUIRE_SIGNATURES`` with
+its signature header); one that fails stays pending with the reason.
+
 A row is claimed before its replay starts, with a conditional update from pending to replaying,
 so two replays of one dead letter never run its receiver twice at the same time: the second is
 skipped, and says so.
@@ -36,9 +40,11 @@ from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
 from events_celery.wire import (
     DEAD_LETTER_PREFIX,
+    HEADER_USER_ID,
     MAX_ERROR,
     PoisonMessageError,
     decode_event,
+    read_metadata,
 )
 
 logger = logging.getLogger(__name__)
@@ -233,9 +239,22 @@ def _replay_one(
         return _not_claimed(rows, pk, force_stale_after)
     headers = replay_headers(row)
     body = bytes(row.body)
-    item = envelope(headers, body, origin=row.origin or None, dead_letter_id=pk)
+    # The broker user the event arrived from, as its row keeps it: a replay is published by
+    # this service, so the authenticity of the event is checked again with what it had then
+    # (and its signature, which travels in the headers).
+    user_id = (row.headers or {}).get(HEADER_USER_ID) or None
+    item = envelope(headers, body, origin=row.origin or None, dead_letter_id=pk, user_id=user_id)
     try:
         if row.receiver:
+            if settings.authenticity is not None:
+                read_metadata(
+                    headers,
+                    body,
+                    content_type=row.content_type or None,
+                    max_size=settings.max_message_size,
+                    authenticity=settings.authenticity,
+                    user_id=user_id,
+                )
             retry_later(app, settings, item, row.receiver, 1)
         else:
             if row.body_truncated:
@@ -250,6 +269,8 @@ def _replay_one(
                 writer_schemas=schema_store.find_schema,
                 routing_key=routing_key or None,
                 subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
+                authenticity=settings.authenticity,
+                user_id=user_id,
             )
             deliver_later(app, settings, [item])
     except PoisonMessageError as exc:

@@ -35,6 +35,7 @@ from events_celery.models import DeadLetter
 from events_celery.wire import (
     HEADER_ID,
     HEADER_TYPE,
+    HEADER_USER_ID,
     MAX_ERROR,
     MAX_TRACEBACK,
     WIRE_HEADERS,
@@ -118,6 +119,9 @@ def dead_letter(
 ) -> Where:
     """Dead-letter a message in this service's dead-letter store; returns where it went.
 
+    The ``user_id`` of ``properties`` (the broker user that published the event) is kept, as
+    the header :data:`~events_celery.wire.HEADER_USER_ID`.
+
     The row is written and committed before this returns. When the database cannot take it
     (after :data:`DATABASE_TRIES` tries; any error counts, so that nothing is lost to a bug),
     the dead letter is published to the broker queue ``<service>.events_celery.dead_letters``
@@ -130,6 +134,11 @@ def dead_letter(
     """
     service = settings.require_service_name()
     now = datetime.now(UTC)
+    # The row keeps the user_id the message came with (never a header claiming one), so that
+    # a replay is checked against EVENT_BUS_TRUSTED_PUBLISHERS as the event was at first.
+    headers = {k: v for k, v in (headers or {}).items() if k != HEADER_USER_ID}
+    if (properties or {}).get("user_id"):
+        headers[HEADER_USER_ID] = str((properties or {})["user_id"])
     for attempt in range(1, DATABASE_TRIES + 1):
         try:
             record(settings, service, body, headers, failure, content_type=content_type, at=now)

@@ -146,6 +146,7 @@ def write(settings: BusSettings, events: Sequence[tuple[EventMetadata, Messages]
                 (
                     *(event_id, metadata.event_type, topic, headers, message.body),
                     *(created_at, locked_until, owner, 0, ""),
+                    str(message.properties.get("user_id") or ""),
                 )
             )
             written.append((topic, message))
@@ -170,6 +171,7 @@ _COLUMNS = (
     "locked_by",
     "attempts",
     "last_error",
+    "user_id",
 )
 
 
@@ -266,7 +268,7 @@ def claim(settings: BusSettings, *, limit: int, include_refused: bool = False) -
         if not claimed.update(**lease):
             return []
     leased_at = time.monotonic()
-    fields = ("id", "event_id", "event_type", "topic", "headers", "body", "created_at")
+    fields = ("id", "event_id", "event_type", "topic", "headers", "body", "created_at", "user_id")
     found = (
         OutboxMessage.objects.using(alias)
         .filter(locked_by=owner)
@@ -287,7 +289,7 @@ def _claim_returning(
         f"UPDATE {table} SET locked_by = %s, locked_until = %s WHERE id IN ("
         f"SELECT id FROM {table} WHERE locked_until <= %s{refused} "
         "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, event_id, event_type, topic, headers, body, created_at"
+        "RETURNING id, event_id, event_type, topic, headers, body, created_at, user_id"
     )
     until = now + timedelta(seconds=settings.outbox_lease)
     with transaction.atomic(using=settings.db_alias), connection.cursor() as cursor:
@@ -298,11 +300,16 @@ def _claim_returning(
 
 
 def _row(values: tuple[Any, ...], leased_at: float, owner: str) -> Row:
-    pk, event_id, event_type, topic, headers, body, created_at = values
+    pk, event_id, event_type, topic, headers, body, created_at, user_id = values
     headers = json.loads(headers)
     properties = message_properties(
         str(event_id), event_type, created_at, str(headers.get(HEADER_SOURCE, ""))
     )
+    if user_id:
+        # The writer's broker user: a relay connected as another user is refused (406), and
+        # the row is set aside, rather than publishing the event under a user it was not
+        # written by.
+        properties["user_id"] = user_id
     return Row(pk, topic, OutgoingMessage(bytes(body), headers, properties), leased_at, owner)
 
 

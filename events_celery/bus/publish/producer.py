@@ -22,7 +22,9 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
+from events_celery.authenticity import sign
 from events_celery.bus import hooks
+from events_celery.bus.broker.connection import publisher_user
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.background import background_publisher
 from events_celery.bus.publish.direct import publish_after_commit, publish_direct
@@ -31,9 +33,9 @@ from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PayloadValidationError
 from events_celery.metadata import EventMetadata
 from events_celery.signals import EventSignal
-from events_celery.wire import OutgoingMessage, encode_event
+from events_celery.wire import HEADER_SIGNATURE, OutgoingMessage, encode_event
 
-__all__ = ["batch_events", "check_size", "publish_event", "publish_messages"]
+__all__ = ["authenticate", "batch_events", "check_size", "publish_event", "publish_messages"]
 
 _local = threading.local()
 
@@ -98,7 +100,7 @@ def publish_messages(
         django.db.DatabaseError: ``"outbox"`` mode could not write the outbox rows.
         PublishError: ``"direct"`` mode only: the broker did not confirm every message.
     """
-    messages = list(messages)
+    messages = authenticate(settings, messages)
     in_transaction = _in_transaction(settings.db_alias)
     if settings.publish_mode == "outbox":
         batch: _Batch | None = getattr(_local, "batch", None)
@@ -118,6 +120,32 @@ def publish_messages(
         )
     else:
         publish_direct(settings, messages)
+
+
+def authenticate(
+    settings: BusSettings, messages: Sequence[tuple[str, OutgoingMessage]]
+) -> list[tuple[str, OutgoingMessage]]:
+    """Add what proves who publishes: ``user_id`` and, with signing keys, the signature.
+
+    ``user_id`` is the user of the broker URL (:func:`.publisher_user`): the broker refuses
+    the message (``406``) when the connection that publishes it is another user's, so an
+    outbox row written here and relayed by a process connected as another user is set aside
+    as refused for permissions instead of being published under that user. Each message is
+    signed by every key of ``EVENT_BUS_SIGNING_KEYS`` (two during a rotation).
+    """
+    user = publisher_user(settings)
+    keys = settings.signing_keys
+    if user is None and not keys:
+        return list(messages)
+    done = []
+    for topic, message in messages:
+        headers, properties = message.headers, message.properties
+        if keys:
+            headers = {**headers, HEADER_SIGNATURE: sign(headers, message.body, keys)}
+        if user is not None:
+            properties = {**properties, "user_id": user}
+        done.append((topic, OutgoingMessage(message.body, headers, properties)))
+    return done
 
 
 class _Held:

@@ -36,7 +36,7 @@ from openedx_events.tooling import prepare_for_new_work_cycle
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import retry_delay
-from events_celery.bus.broker.connection import bus_connection, raw_body
+from events_celery.bus.broker.connection import bus_connection, publisher_user, raw_body
 from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
@@ -49,6 +49,7 @@ from events_celery.wire import (
     HEADER_ATTEMPT_NUMBER,
     HEADER_ORIGIN,
     HEADER_REDELIVERIES,
+    HEADER_USER_ID,
     KEPT_PROPERTIES,
     OutgoingMessage,
     PoisonMessageError,
@@ -220,6 +221,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if not exchange:  # put back on the queue by this consumer: where did it come from?
             exchange, _, routing_key = header_text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
+        user_id = self._publisher(message, headers)
         if exchange != self.exchange:
             hooks.poisoned(self.settings, exchange)
             self._dead_letter(
@@ -241,6 +243,8 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 content_type=message.content_type,
                 max_size=self.settings.max_message_size,
                 routing_key=routing_key,
+                authenticity=self.settings.authenticity,
+                user_id=user_id,
             )
         except PoisonMessageError as exc:
             hooks.poisoned(self.settings, exchange)
@@ -298,6 +302,19 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             ),
         )
 
+    def _publisher(self, message: Message, headers: dict[str, Any]) -> str | None:
+        """The broker user that published the event (``user_id``, which the broker checked).
+
+        A message this consumer put back (a retry, a return) is published by the group's own
+        user; only then does the header that carries the original ``user_id`` count.
+        """
+        user_id = message.properties.get("user_id")
+        put_back = not message.delivery_info.get("exchange")
+        if put_back and user_id == publisher_user(self.settings):
+            kept = headers.get(HEADER_USER_ID)
+            return header_text(kept) if kept is not None else None
+        return None if user_id is None else str(user_id)
+
     def _count_return(self, message: Message, headers: dict[str, Any], origin: str) -> None:
         # A message that comes back unfinished goes to the back of the queue with a count, so
         # one whose receivers kill the consumer every time is dead-lettered, not run forever.
@@ -330,6 +347,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         attempt = headers.get(HEADER_ATTEMPT_NUMBER)
         if attempt is not None and HEADER_ATTEMPT_NUMBER not in extra:
             kept[HEADER_ATTEMPT_NUMBER] = header_text(attempt)
+        own = publisher_user(self.settings)
+        user_id = self._publisher(message, headers)
+        if user_id is not None:
+            kept[HEADER_USER_ID] = user_id
         copy = OutgoingMessage(
             body=raw_body(message),
             headers={**kept, HEADER_ORIGIN: origin, **extra},
@@ -338,6 +359,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 "content_type": message.content_type,
                 "content_encoding": "binary",
                 "delivery_mode": 2,
+                **({"user_id": own} if own else {}),
             },
         )
         try:
@@ -355,6 +377,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         return True
 
     def _dead_letter(self, message: Message, failure: Failure) -> None:
+        user_id = self._publisher(message, dict(message.headers or {}))
         try:
             dead_letter(
                 self.settings,
@@ -362,7 +385,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 message.headers,
                 failure,
                 content_type=message.content_type,
-                properties=message.properties,
+                properties={
+                    **{k: v for k, v in message.properties.items() if k != "user_id"},
+                    **({"user_id": user_id} if user_id else {}),
+                },
             )
         except PublishError:
             # The queue's dead-letter exchange keeps it all the same, without the reason.

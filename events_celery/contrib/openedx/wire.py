@@ -21,6 +21,7 @@ from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 from openedx_events.tooling import OpenEdxPublicSignal
 
+from events_celery.authenticity import Authenticity
 from events_celery.avro.bounds import DEFAULT_MAX_ITEMS, ItemBound, compile_item_bound
 from events_celery.avro.schema import fingerprint
 from events_celery.bus import hooks
@@ -187,10 +188,13 @@ def decode(
     content_type: str | None,
     max_size: int,
     routing_key: str | None,
+    authenticity: Authenticity | None = None,
+    user_id: str | None = None,
 ) -> ReceivedOpenedxEvent:
     """Read an Open edX event from a message of events_celery's wire format.
 
-    The envelope is checked as for any event (content type, size, headers, routing key); the
+    The envelope is checked as for any event (content type, size, headers, routing key, and
+    the publisher's authenticity with ``authenticity`` and ``user_id``); the
     body must have been written with the schema this service's openedx-events derives for the
     signal (same fingerprint): a message written with another schema is not guessed at.
 
@@ -198,7 +202,13 @@ def decode(
         PoisonMessageError: the message is not an Open edX event this service can read.
     """
     metadata = read_metadata(
-        headers, body, content_type=content_type, max_size=max_size, routing_key=routing_key
+        headers,
+        body,
+        content_type=content_type,
+        max_size=max_size,
+        routing_key=routing_key,
+        authenticity=authenticity,
+        user_id=user_id,
     )
     try:
         signal = OpenEdxPublicSignal.get_signal_by_type(metadata.event_type)

@@ -25,7 +25,7 @@ from events_celery.conf import bus_settings
 from events_celery.exceptions import PublishError
 from events_celery.models import OutboxMessage
 from tests.bus.conftest import received
-from tests.conftest import BrokerUser
+from tests.conftest import BrokerUser, ctl
 from tests.testapp.events import FLAKY, PING
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
@@ -193,3 +193,40 @@ def test_direct_mode_raises_naming_the_event_and_the_permission_to_grant(
         "them again fails the same way until the broker user's permissions change."
     )
     assert first_seen(pings) == [str(published.metadata.id)]
+
+
+def test_rows_relayed_by_another_broker_user_are_refused_for_their_user_id_and_set_aside(
+    pings: BrokerUser, no_background: None, settings: Any
+) -> None:
+    """A row keeps its writer's broker user: a relay connected as another is refused (406)."""
+    ids = write_unleased(*[(PING, n) for n in range(3)])
+    assert set(OutboxMessage.objects.values_list("user_id", flat=True)) == {pings.name}
+    relay_user = f"{pings.name}-relay"
+    ctl("add_user", relay_user, pings.password)
+    try:
+        ctl("set_permissions", "-p", pings.vhost, relay_user, ".*", ".*", ".*")
+        settings.EVENT_BUS_BROKER_URL = pings.url.replace(pings.name, relay_user, 1)
+
+        output = relay()
+    finally:
+        ctl("delete_user", relay_user)
+
+    assert first_seen(pings) == []
+    rows = list(OutboxMessage.objects.order_by("id"))
+    assert [str(row.event_id) for row in rows] == ids
+    assert {row.last_error for row in rows} == {
+        f"{outbox.FORBIDDEN}406 PRECONDITION_FAILED - user_id property set to '{pings.name}' but "
+        f"authenticated user was '{relay_user}': a message's user_id must be the connected "
+        f"broker user: publish as broker user {pings.name!r}, or set user_id to {relay_user!r}"
+    }
+    assert "3 row(s) set aside: the broker refused them for permissions" in output
+
+    # Relayed as the user that wrote them, they go out, each with that user_id.
+    settings.EVENT_BUS_BROKER_URL = pings.url
+    relay("--retry-refused")
+    with Connection(pings.url) as connection:
+        channel: Any = connection.default_channel
+        users = []
+        while (message := channel.basic_get(PROBE, no_ack=True)) is not None:
+            users.append((message.headers["ce_id"], message.properties.get("user_id")))
+    assert users == [(i, pings.name) for i in ids]
