@@ -11,7 +11,8 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.message import Message
 
-from events_celery.conf import BusSettings
+from events_celery.bus.broker.tls import tls_failure
+from events_celery.conf import BusSettings, bus_settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +32,37 @@ def broker_url(settings: BusSettings) -> str:
     return str(url)
 
 
+class BusConnection(Connection):
+    """kombu's connection, checking a TLS broker's certificate against the host of its URL.
+
+    kombu checks the broker's name only when the TLS options name ``server_hostname``, and
+    fills an empty one with the host it connects to after turning ``localhost`` into
+    ``127.0.0.1`` (which a certificate for ``localhost`` never matches), once for every URL of
+    a failover list. Here each URL's certificate is checked against that URL's host, as
+    written, unless the options name another.
+    """
+
+    # kombu calls it with keyword arguments only (on creation, and on each failover switch).
+    def _init_params(self, **params: Any) -> None:  # type: ignore[override]
+        options = params.get("ssl")
+        if isinstance(options, dict) and options.get("server_hostname") is None:
+            params["ssl"] = {**options, "server_hostname": params.get("hostname")}
+        super()._init_params(**params)
+
+
 def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Connection:
-    """A new (lazy) broker connection; with publisher confirms on each publish by default."""
+    """A new (lazy) broker connection; with publisher confirms on each publish by default.
+
+    Its TLS options and login method come from the settings (``EVENT_BUS_BROKER_USE_SSL``,
+    ``EVENT_BUS_BROKER_LOGIN_METHOD``, else Celery's when the bus uses Celery's broker).
+    """
     options = {"confirm_publish": True} if confirm_publish else {}
-    return Connection(
+    return BusConnection(
         broker_url(settings),
         transport_options=options,
         connect_timeout=settings.publish_timeout,
+        ssl=settings.broker_ssl(),
+        login_method=settings.broker_login(),
     )
 
 
@@ -56,6 +81,8 @@ def connect(connection: Connection, *, timeout: float) -> Any:
         the transport's connection object (``amqp.Connection`` on RabbitMQ).
 
     Raises:
+        BrokerTLSError: the TLS handshake or the certificate login was refused (at once:
+            trying again cannot help until a certificate or a setting changes).
         whatever the transport raises when no broker URL can be reached in time (the error
         of the last one tried).
     """
@@ -74,9 +101,16 @@ def connect(connection: Connection, *, timeout: float) -> Any:
                 "read_timeout": timeout,
                 "write_timeout": timeout,
             }
+        tls = connection.ssl if isinstance(connection.ssl, dict) else {}
+        host = tls.get("server_hostname") or connection.hostname
         try:
             connection.ensure_connection(max_retries=0)
-        except unreachable as exc:
+        except Exception as exc:
+            refused = tls_failure(exc, bus_settings(), str(host))
+            if refused is not None:
+                raise refused from exc
+            if not isinstance(exc, unreachable):
+                raise
             if tried + 1 == urls or deadline.expired():
                 raise
             logger.warning(
