@@ -20,7 +20,7 @@ from events_celery.bus.broker.backoff import publish_pause
 from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.bus.broker.resources import PerThread
 from events_celery.conf import BusSettings, bus_settings
-from events_celery.exceptions import PublishError
+from events_celery.exceptions import BrokerTLSError, PublishError
 from events_celery.wire import OutgoingMessage
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,10 @@ class RetryingPublisher:
                 return
             except Exception as exc:
                 self.close()
+                if isinstance(exc, BrokerTLSError):  # a certificate or setting must change
+                    raise PublishError(
+                        f"publishing {describe()} failed: {exc}", event_id=event_id
+                    ) from exc
                 if attempt == attempts:
                     raise PublishError(
                         f"publishing {describe()} was not confirmed by the broker after "

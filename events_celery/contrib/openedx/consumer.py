@@ -38,12 +38,13 @@ from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import retry_delay
 from events_celery.bus.broker.connection import bus_connection, raw_body
 from events_celery.bus.broker.retrying import retrying_publisher
+from events_celery.bus.broker.tls import tls_failure
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
-from events_celery.exceptions import ConfigurationError, PublishError
+from events_celery.exceptions import BrokerTLSError, ConfigurationError, PublishError
 from events_celery.receivers import dotted_name
 from events_celery.wire import (
     HEADER_ATTEMPT_NUMBER,
@@ -138,7 +139,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._stop) if main else None
         try:
-            self.run()
+            self._run()
         except _StopRequestedError:
             logger.info(
                 "events_celery: group %r stopped while the broker was unreachable", self.group_id
@@ -146,6 +147,17 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> None:
+        try:
+            self.run()
+        except (_StopRequestedError, BrokerTLSError):
+            raise
+        except Exception as exc:
+            refused = tls_failure(exc, self.settings, str(self.connection.hostname))
+            if refused is None:
+                raise
+            raise refused from exc  # a certificate login the broker refused
 
     def _stop(self, signum: int, frame: Any) -> None:
         logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
@@ -167,8 +179,20 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             yield connection
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
-        """Log the failed attempt, or end the wait if a stop was asked for meanwhile."""
+        """Log the failed attempt, or end the wait if a stop was asked for meanwhile.
+
+        Raises:
+            BrokerTLSError: the broker refused the TLS handshake or the certificate login;
+                the consumer stops, since trying again cannot help until a certificate or a
+                setting changes.
+        """
         self._raise_if_stopping()
+        tls = self.connection.ssl if isinstance(self.connection.ssl, dict) else {}
+        refused = tls_failure(
+            exc, self.settings, str(tls.get("server_hostname") or self.connection.hostname)
+        )
+        if refused is not None:
+            raise refused from exc
         logger.warning(
             "events_celery: group %r cannot reach the broker (%s: %s); trying again in %.0f s",
             self.group_id,
