@@ -38,6 +38,7 @@ class TLSFiles:
         client_user: the broker user EXTERNAL login maps the client certificate to.
         other_ca: a CA the node does not know.
         other_client: a client certificate signed by ``other_ca`` (an unknown client).
+        stranger: a client certificate signed by ``ca`` whose CN names no broker user.
     """
 
     ca: Path
@@ -46,6 +47,7 @@ class TLSFiles:
     client_user: str
     other_ca: Path
     other_client: KeyPair
+    stranger: KeyPair
 
 
 def _openssl(*args: str | Path, cwd: Path) -> None:
@@ -114,6 +116,7 @@ def make_tls_files(directory: Path) -> TLSFiles:
     other_client = _signed(
         directory, other_ca, "other-client", user, "extendedKeyUsage=clientAuth\n"
     )
+    stranger = _signed(directory, ca, "stranger", f"{user}-nobody", "extendedKeyUsage=clientAuth\n")
     return TLSFiles(
         ca=ca.cert,
         server=server,
@@ -121,4 +124,5 @@ def make_tls_files(directory: Path) -> TLSFiles:
         client_user=user,
         other_ca=other_ca.cert,
         other_client=other_client,
+        stranger=stranger,
     )

@@ -32,3 +32,8 @@ EVENT_BUS_SCHEMA_DIR = os.environ.get("TEST_SCHEMA_DIR") or None
 # "quorum" on a cluster, where a classic queue lives on one node.
 CELERY_TASK_DEFAULT_QUEUE = f"{EVENT_BUS_SERVICE_NAME}.celery"
 CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("TEST_CELERY_QUEUE_TYPE", "classic")
+# TLS (tests/faults/test_tls.py): Celery's options, which the bus uses too.
+if os.environ.get("TEST_BROKER_USE_SSL"):
+    CELERY_BROKER_USE_SSL = json.loads(os.environ["TEST_BROKER_USE_SSL"])
+if os.environ.get("TEST_BROKER_LOGIN_METHOD"):
+    CELERY_BROKER_LOGIN_METHOD = os.environ["TEST_BROKER_LOGIN_METHOD"]

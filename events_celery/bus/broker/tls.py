@@ -51,9 +51,19 @@ def tls_failure(exc: BaseException, settings: BusSettings, host: str) -> BrokerT
             )
         if isinstance(error, ssl.SSLError) and error.reason in _CLIENT_REFUSED:
             return BrokerTLSError(
-                f"TLS: the broker at {host!r} refused this service's client certificate "
+                f"TLS: the broker at {host!r} did not accept this service's client certificate "
                 f"({error.reason}): set 'certfile' and 'keyfile' in {source} to a certificate "
                 "signed by a CA the broker trusts (its ssl_options.cacertfile)"
+            )
+        if isinstance(error, ssl.SSLEOFError):
+            # With TLS 1.3 the broker checks the client's certificate after the client is done
+            # with the handshake: it may close the connection before its alert is read.
+            return BrokerTLSError(
+                f"TLS: the broker at {host!r} closed the connection during the handshake "
+                f"({error}), most likely because it did not accept this service's client "
+                f"certificate: set 'certfile' and 'keyfile' in {source} to a certificate signed "
+                "by a CA the broker trusts (its ssl_options.cacertfile); is the URL's port the "
+                "broker's TLS listener?"
             )
         if isinstance(error, ssl.SSLError):
             return BrokerTLSError(
@@ -66,7 +76,8 @@ def tls_failure(exc: BaseException, settings: BusSettings, host: str) -> BrokerT
                 f"the broker at {host!r} refused the certificate login (EXTERNAL: "
                 f"{getattr(error, 'reply_text', error)}): create a broker user named as the "
                 "common name of the client certificate (ssl_cert_login_from = common_name), "
-                "with permissions on the virtual host"
+                f"with permissions on the virtual host, or set 'certfile' and 'keyfile' in "
+                f"{source} to the certificate of a broker user"
             )
     return None
 
