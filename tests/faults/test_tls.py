@@ -3,7 +3,8 @@
 The node verifies every client's certificate (``verify_peer``, ``fail_if_no_peer_cert``) and
 logs a client in as the broker user its certificate's common name names. The certificates are
 made for this run (:mod:`tests.faults.tls`). Publishing (direct and outbox), the relay, a real
-Celery worker and every command that talks to the broker work over it; a certificate for
+Celery worker and every command that talks to the broker work over it; consume_events exits
+when the broker's certificate cannot be verified instead of retrying for good; a certificate for
 another name, an unknown CA and an unknown client are refused with a ``BrokerTLSError`` that
 names the fix, and are not retried as if the broker were down.
 """
@@ -30,6 +31,7 @@ from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.bus.publish import background, direct
 from events_celery.conf import bus_settings
 from events_celery.models import OutboxMessage
+from tests.contrib.openedx import require_openedx_events
 from tests.faults.node import RabbitMQNode
 from tests.faults.tls import TLSFiles, make_tls_files
 from tests.integration.conftest import open_bus, wait_for
@@ -279,3 +281,23 @@ def test_a_refused_tls_connection_fails_at_once_naming_the_fix(
     assert expected in str(publish.value)
     assert "(2s, 1 attempt(s))" in str(publish.value)  # not retried
     assert publish.value.may_be_delivered is False
+
+
+def test_consume_events_exits_when_the_broker_refuses_its_certificate_check(
+    tls_node: RabbitMQNode, over_tls: Any
+) -> None:
+    require_openedx_events()
+    from events_celery.contrib.openedx.consumer import EventsCeleryConsumer
+    from events_celery.exceptions import BrokerTLSError
+
+    assert tls_node.tls is not None
+    over_tls.CELERY_BROKER_USE_SSL = client_options(
+        tls_node.tls, ca_certs=str(tls_node.tls.other_ca)
+    )
+    consumer = EventsCeleryConsumer(topic="pings", group_id=over_tls.EVENT_BUS_SERVICE_NAME)
+
+    with pytest.raises(BrokerTLSError) as refused:
+        consumer.consume_indefinitely()  # without the check it would retry for good
+
+    assert "could not be verified" in str(refused.value)
+    assert "'ca_certs' in CELERY_BROKER_USE_SSL" in str(refused.value)
