@@ -123,6 +123,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             group_id, self.settings.topic_prefix, Subscription(topic, None), self.queue_type
         )
         self.connection: Connection = bus_connection(self.settings, confirm_publish=False)
+        self._stopping = threading.Event()
 
     @property
     def queue_type(self) -> str:
@@ -162,6 +163,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
     def _stop(self, signum: int, frame: Any) -> None:
         logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
         self.should_stop = True
+        self._stopping.set()  # a put-back waiting to try the broker again gives up
 
     @contextmanager  # celery-types declares the mixin's method a plain function
     def establish_connection(self) -> Iterator[Connection]:  # type: ignore[override]
@@ -370,6 +372,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 exchange="",
                 routing_key=queue.name,
                 declare=topology.Topology(exchanges=(), queues=(queue,)),
+                stop=self._stopping,
             )
         except PublishError:
             logger.exception("could not put event %s back; requeued", headers.get("ce_id"))
