@@ -4,6 +4,7 @@ of a received message."""
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -45,7 +46,11 @@ class BusConnection(Connection):
     # kombu calls it with keyword arguments only (on creation, and on each failover switch).
     def _init_params(self, **params: Any) -> None:  # type: ignore[override]
         options = params.get("ssl")
-        if isinstance(options, dict) and options.get("server_hostname") is None:
+        if (
+            isinstance(options, dict)
+            and options.get("server_hostname") is None
+            and options.get("cert_reqs") != ssl.CERT_NONE  # nothing verified (check E049)
+        ):
             params["ssl"] = {**options, "server_hostname": params.get("hostname")}
         super()._init_params(**params)
 
