@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import django
@@ -16,6 +17,7 @@ from kombu.utils.url import url_to_parts
 from events_celery.bus.broker.topology import RESERVED_SEGMENT
 from events_celery.bus.publish.routes import key_getter
 from events_celery.conf import BusSettings, Route, bus_settings
+from events_celery.conf.declarations import tls_problems
 from events_celery.event_registry import registry
 
 #: Predicates telling whether another library defines an event type and publishes it itself.
@@ -212,6 +214,7 @@ def _broker(settings: BusSettings, *, publishes: bool, consumes: bool) -> list[C
                 id="events_celery.W005",
             )
         )
+    messages += _broker_security(settings)
     if publishes and not settings.broker_url:
         messages.append(
             Warning(
@@ -222,6 +225,60 @@ def _broker(settings: BusSettings, *, publishes: bool, consumes: bool) -> list[C
             )
         )
     return messages
+
+
+#: Hosts a plain ``amqp://`` connection may go to without a warning: this machine.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "ip6-localhost")
+
+
+def _broker_security(settings: BusSettings) -> list[CheckMessage]:
+    """TLS options and login method; plain AMQP to another machine (W007)."""
+    messages: list[CheckMessage] = []
+    source = settings.broker_ssl_source()
+    if source == "CELERY_BROKER_USE_SSL":  # EVENT_BUS_BROKER_USE_SSL is checked when read
+        for message, hint in tls_problems(source, settings.celery_broker_use_ssl):
+            messages.append(Error(message, hint=hint, id="events_celery.E049"))
+    tls = settings.broker_ssl()
+    if settings.broker_login() == "EXTERNAL" and not (
+        isinstance(tls, dict) and tls.get("certfile")
+    ):
+        messages.append(
+            Error(
+                "the bus logs in to the broker with EXTERNAL (its client certificate), but "
+                f"{source} names no client certificate",
+                hint=f"set 'certfile' and 'keyfile' in {source}, and use an amqps:// URL",
+                id="events_celery.E050",
+            )
+        )
+    if tls is False:
+        for url in (settings.broker_url or "").split(";"):
+            parts = urlsplit(url.strip())
+            if (
+                parts.scheme in ("amqp", "pyamqp")
+                and (parts.hostname or "localhost") not in (LOOPBACK_HOSTS)
+                and not (parts.hostname or "").startswith("127.")
+            ):
+                messages.append(
+                    Warning(
+                        f"the bus talks to the broker {_without_password(url)} in plain AMQP: "
+                        "credentials and events cross the network unencrypted",
+                        hint="use amqps:// (port 5671) and set CELERY_BROKER_USE_SSL (or "
+                        "EVENT_BUS_BROKER_USE_SSL) to {'ca_certs': ..., 'certfile': ..., "
+                        "'keyfile': ...}; see the TLS how-to",
+                        id="events_celery.W007",
+                    )
+                )
+    return messages
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password masked."""
+    parts = urlsplit(url.strip())
+    if parts.password is None:
+        return parts.geturl()
+    user = f"{parts.username}:****@" if parts.username else ":****@"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}{host}").geturl()
 
 
 def _key_field_example(data: dict[str, Any]) -> str:

@@ -100,3 +100,11 @@ class PublishError(EventsCeleryError):
         self.topic = topic
         self.may_be_delivered = may_be_delivered
         super().__init__(message)
+
+
+class BrokerTLSError(EventsCeleryError):
+    """The broker connection's TLS handshake or certificate login was refused.
+
+    Retrying cannot help until a certificate or a setting changes, so it is not retried as if
+    the broker were down: the message says what was refused and what to change.
+    """

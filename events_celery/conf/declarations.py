@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,94 @@ def _broker_url(setting: Setting, value: Any, problems: Problems) -> str | None:
     return value or celery_broker_url()
 
 
+#: Keys of a TLS options dict (``EVENT_BUS_BROKER_USE_SSL``, Celery's ``broker_use_ssl``) that
+#: py-amqp passes to :mod:`ssl`.
+TLS_KEYS = (
+    "ca_certs",
+    "certfile",
+    "keyfile",
+    "cert_reqs",
+    "server_hostname",
+    "ciphers",
+    "ssl_version",
+    "tls_minimum_version",
+    "tls_maximum_version",
+)
+#: The files a TLS options dict names.
+TLS_FILES = ("ca_certs", "certfile", "keyfile")
+#: SASL mechanisms py-amqp can log in with.
+LOGIN_METHODS = ("AMQPLAIN", "PLAIN", "EXTERNAL")
+
+
+def tls_problems(where: str, value: Any) -> list[tuple[str, str]]:
+    """What is wrong with TLS options ``value`` (from setting ``where``): (message, hint) pairs."""
+    if value is None or isinstance(value, bool):
+        return []
+    if not isinstance(value, dict):
+        return [
+            (
+                f"{where} is neither a bool nor a dict (got {type(value).__name__})",
+                "use True (verify the broker with the system's CAs) or a dict of ssl options, "
+                "e.g. {'ca_certs': '/etc/ssl/broker-ca.pem', 'certfile': ..., 'keyfile': ...}",
+            )
+        ]
+    found = []
+    unknown = sorted(str(key) for key in value if key not in TLS_KEYS)
+    if unknown:
+        found.append((f"{where} has unknown key(s) {unknown}", f"the keys are {list(TLS_KEYS)}"))
+    for key in TLS_FILES:
+        path = value.get(key)
+        if path is not None and not (isinstance(path, str) and os.access(path, os.R_OK)):
+            found.append(
+                (
+                    f"{where}[{key!r}] {path!r} is not a readable file",
+                    "name a PEM file this process can read",
+                )
+            )
+    if "cert_reqs" in value and not isinstance(value["cert_reqs"], ssl.VerifyMode):
+        found.append(
+            (
+                f"{where}['cert_reqs'] is {value['cert_reqs']!r}",
+                "use ssl.CERT_REQUIRED (or leave it out: the broker's certificate is verified)",
+            )
+        )
+    elif value.get("cert_reqs") == ssl.CERT_NONE:
+        found.append(
+            (
+                f"{where}['cert_reqs'] is ssl.CERT_NONE: the broker's certificate is not "
+                "verified, so anyone on the network path can pose as the broker",
+                "remove cert_reqs (the default verifies it) and set ca_certs to the CA that "
+                "signed the broker's certificate",
+            )
+        )
+    if "keyfile" in value and "certfile" not in value:
+        found.append(
+            (
+                f"{where} names a keyfile without a certfile",
+                "set certfile to the client certificate of that key",
+            )
+        )
+    return found
+
+
+def _broker_use_ssl(setting: Setting, value: Any, problems: Problems) -> Any:
+    found = tls_problems(setting.name, value)
+    for message, hint in found:
+        problems.add("E049", message, hint)
+    return None if found else value
+
+
+def _login_method(setting: Setting, value: Any, problems: Problems) -> str | None:
+    if value is None or value in LOGIN_METHODS:
+        return str(value) if value is not None else None
+    problems.add(
+        "E050",
+        f"{setting.name} is {value!r}",
+        f"use one of {list(LOGIN_METHODS)} ('EXTERNAL' logs in with the client certificate)",
+    )
+    return None
+
+
 def _choice(*choices: str, hint: str, renamed: dict[str, str] | None = None) -> Reader:
     def read(setting: Setting, value: Any, problems: Problems) -> Any:
         if value in choices:
@@ -230,10 +319,30 @@ SETTINGS: tuple[Setting, ...] = (
         "``str`` or a list of ``str``",
         None,
         "AMQP URL of the broker that carries events.",
-        ("E004", "E041", "W001"),
+        ("E004", "E041", "W001", "W007"),
         _broker_url,
         default_doc="the ``CELERY_BROKER_URL`` environment variable, else the "
         "``CELERY_BROKER_URL`` setting, else the Celery app's ``broker_url``",
+    ),
+    Setting(
+        "EVENT_BUS_BROKER_USE_SSL",
+        "``bool`` or ``dict``",
+        None,
+        "TLS options of the bus's broker connections (kombu's ``ssl``).",
+        ("E049", "W007"),
+        _broker_use_ssl,
+        default_doc="Celery's ``broker_use_ssl`` when the bus uses Celery's broker URL, else "
+        "``True`` for an ``amqps://`` URL",
+    ),
+    Setting(
+        "EVENT_BUS_BROKER_LOGIN_METHOD",
+        '``"AMQPLAIN"``, ``"PLAIN"`` or ``"EXTERNAL"``',
+        None,
+        "How the bus's broker connections log in (``EXTERNAL``: by the client certificate).",
+        ("E050",),
+        _login_method,
+        default_doc="Celery's ``broker_login_method`` when the bus uses Celery's broker URL, "
+        "else kombu's (``AMQPLAIN``)",
     ),
     Setting(
         "EVENT_BUS_QUEUE_TYPE",

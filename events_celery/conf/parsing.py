@@ -73,6 +73,10 @@ class BusSettings:
     consumer_config: tuple[Subscription, ...]
     topic_prefix: str
     broker_url: str | None
+    #: ``EVENT_BUS_BROKER_USE_SSL`` as set (``None`` when unset); see :meth:`broker_ssl`.
+    broker_use_ssl: bool | dict[str, Any] | None
+    #: ``EVENT_BUS_BROKER_LOGIN_METHOD`` as set (``None`` when unset); see :meth:`broker_login`.
+    broker_login_method: str | None
     queue_type: Literal["classic", "quorum"]
     unrouted_max_length: int
     publish_mode: Literal["outbox", "direct"]
@@ -99,6 +103,10 @@ class BusSettings:
     # Celery's and Django's own settings that the checks compare with the ones above.
     #: Celery's broker URL (environment variable, else setting), ``None`` when unset.
     celery_broker_url: str | None
+    #: Celery's ``broker_use_ssl`` (setting ``CELERY_BROKER_USE_SSL``, else the app's).
+    celery_broker_use_ssl: Any
+    #: Celery's ``broker_login_method`` (setting ``CELERY_BROKER_LOGIN_METHOD``, else the app's).
+    celery_broker_login_method: str | None
     #: Celery's default task queue.
     celery_task_default_queue: str
     #: Each Celery serializer setting that is set, with the serializers it names.
@@ -127,6 +135,46 @@ class BusSettings:
     authenticity: Authenticity | None = attrs.field(
         init=False, default=attrs.Factory(_authenticity, takes_self=True)
     )
+
+    def uses_celery_broker(self) -> bool:
+        """Whether the bus uses Celery's broker URL (``EVENT_BUS_BROKER_URL`` unset or the same)."""
+        return self.celery_broker_url is None or self.broker_url == self.celery_broker_url
+
+    def broker_ssl_source(self) -> str:
+        """The setting the bus's TLS options come from, as messages name it."""
+        if self.broker_use_ssl is None and self.uses_celery_broker():
+            return "CELERY_BROKER_USE_SSL"
+        return "EVENT_BUS_BROKER_USE_SSL"
+
+    def broker_ssl(self) -> bool | dict[str, Any]:
+        """The TLS options of the bus's connections: kombu's ``ssl`` (a new dict each call).
+
+        ``EVENT_BUS_BROKER_USE_SSL`` when set, else Celery's ``broker_use_ssl`` when the bus
+        uses Celery's broker URL; an ``amqps://`` URL without options gets ``{}`` (TLS,
+        verified against the system's CAs). ``False`` means no TLS.
+        """
+        configured: Any = self.broker_use_ssl
+        if configured is None and self.uses_celery_broker():
+            configured = self.celery_broker_use_ssl
+        if isinstance(configured, dict):
+            return dict(configured)
+        if configured or any(
+            url.strip().startswith("amqps://") for url in (self.broker_url or "").split(";")
+        ):
+            return {}
+        return False
+
+    def broker_login(self) -> str | None:
+        """How the bus's connections log in: ``EVENT_BUS_BROKER_LOGIN_METHOD``, else Celery's.
+
+        Celery's ``broker_login_method`` counts only when the bus uses Celery's broker URL;
+        ``None`` leaves it to kombu (``AMQPLAIN``).
+        """
+        if self.broker_login_method is not None:
+            return self.broker_login_method
+        if self.uses_celery_broker() and self.celery_broker_login_method:
+            return str(self.celery_broker_login_method)
+        return None
 
     def raise_for_problems(self) -> None:
         """Raise :class:`ConfigurationError` listing every problem, if there is any."""
@@ -179,6 +227,8 @@ def parse() -> BusSettings:
     return BusSettings(
         **values,
         celery_broker_url=celery_broker_url(),
+        celery_broker_use_ssl=_celery_setting("broker_use_ssl"),
+        celery_broker_login_method=_celery_setting("broker_login_method"),
         celery_task_default_queue=_celery_task_default_queue(),
         celery_serializers=_celery_serializers(),
         db_engine=None if database is None else str(database.get("ENGINE", "")),
@@ -186,6 +236,17 @@ def parse() -> BusSettings:
         misspelled_settings=_misspelled_settings(),
         problems=tuple(problems.found),
     )
+
+
+def _celery_setting(name: str) -> Any:
+    # The Django setting, where the Celery app reads its configuration (namespace CELERY), else
+    # what the current app says.
+    django_name = f"CELERY_{name.upper()}"
+    if hasattr(django_settings, django_name):
+        return getattr(django_settings, django_name)
+    from celery import current_app
+
+    return current_app.conf.get(name)
 
 
 def _celery_task_default_queue() -> str:

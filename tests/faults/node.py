@@ -24,6 +24,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.faults.tls import TLSFiles
 
 SHARED_NODE = "rabbit@localhost"
 HOST = "127.0.0.1"
@@ -115,6 +119,7 @@ class RabbitMQNode:
         *,
         cookie: str | None = None,
         ports: tuple[int, int] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         """A node not started yet.
 
@@ -122,12 +127,20 @@ class RabbitMQNode:
             base_dir: where its directory goes.
             cookie: its Erlang cookie (nodes of one cluster share one); a fresh one by default.
             ports: its AMQP and Erlang distribution ports; free ones by default.
+            tls: certificates for a TLS listener too (on ``tls_port``, a free port), which
+                verifies every client's certificate (``verify_peer``, ``fail_if_no_peer_cert``)
+                and offers EXTERNAL login by the certificate's common name (the
+                ``rabbitmq_auth_mechanism_ssl`` plugin, enabled for this node only).
         """
         self.name = f"{NODE_PREFIX}{secrets.token_hex(4)}@localhost"
         if self.name == SHARED_NODE or not self.name.startswith(NODE_PREFIX):
             raise AssertionError(f"refusing to manage node {self.name}")
         self.cookie = cookie or secrets.token_hex(20).upper()
         self.amqp_port, self.dist_port = ports or _free_ports(2)
+        self.tls = tls
+        self.tls_port = _free_ports(1)[0] if tls is not None else None
+        while self.tls_port in (self.amqp_port, self.dist_port):
+            self.tls_port = _free_ports(1)[0]
         self.dir = Path(base_dir) / self.name.split("@", 1)[0]
         self.home = self.dir / "home"
         self.mnesia_base = self.dir / "mnesia"
@@ -147,8 +160,15 @@ class RabbitMQNode:
     def url(self) -> str:
         return f"amqp://guest:guest@{HOST}:{self.amqp_port}//"
 
+    def tls_url(self, host: str = "localhost", vhost: str = "") -> str:
+        """The ``amqps://`` URL of the TLS listener, without credentials (EXTERNAL login)."""
+        if self.tls_port is None:
+            raise AssertionError(f"{self!r} has no TLS listener")
+        return f"amqps://{host}:{self.tls_port}/{vhost}"
+
     def __repr__(self) -> str:
-        return f"<RabbitMQNode {self.name} amqp={self.amqp_port} dist={self.dist_port}>"
+        tls = f" tls={self.tls_port}" if self.tls_port is not None else ""
+        return f"<RabbitMQNode {self.name} amqp={self.amqp_port} dist={self.dist_port}{tls}>"
 
     # -- environment -----------------------------------------------------------------------------
 
@@ -189,10 +209,27 @@ class RabbitMQNode:
             cookie.write_text(self.cookie)
             cookie.chmod(0o400)
         # Not /etc/rabbitmq/rabbitmq.conf, whose listener is the shared node's 127.0.0.1:5672.
-        self.config_file.write_text(f"listeners.tcp.local = {HOST}:{self.amqp_port}\n")
+        config = f"listeners.tcp.local = {HOST}:{self.amqp_port}\n"
+        plugins = ""
+        if self.tls is not None:
+            config += (
+                f"listeners.ssl.local = {HOST}:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {self.tls.ca}\n"
+                f"ssl_options.certfile = {self.tls.server.cert}\n"
+                f"ssl_options.keyfile = {self.tls.server.key}\n"
+                "ssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = true\n"
+                "auth_mechanisms.1 = EXTERNAL\n"
+                "auth_mechanisms.2 = PLAIN\n"
+                "auth_mechanisms.3 = AMQPLAIN\n"
+                "ssl_cert_login_from = common_name\n"
+            )
+            plugins = "rabbitmq_auth_mechanism_ssl"
+        self.config_file.write_text(config)
         self.conf_env_file.write_text("# this node's settings come from its environment\n")
-        # No plugins: no management (15672) or prometheus (15692) listener to fight over.
-        self.enabled_plugins_file.write_text("[].\n")
+        # No management (15672) or prometheus (15692) listener to fight over; EXTERNAL login
+        # for a TLS node (a plugin without a listener).
+        self.enabled_plugins_file.write_text(f"[{plugins}].\n")
 
     # -- commands --------------------------------------------------------------------------------
 

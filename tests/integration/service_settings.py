@@ -36,3 +36,8 @@ CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("TEST_CELERY_QUEUE_TYPE", "class
 EVENT_BUS_TRUSTED_PUBLISHERS = json.loads(os.environ.get("TEST_TRUSTED_PUBLISHERS", "{}"))
 EVENT_BUS_TRUSTED_KEYS = json.loads(os.environ.get("TEST_TRUSTED_KEYS", "{}"))
 EVENT_BUS_REQUIRE_SIGNATURES = os.environ.get("TEST_REQUIRE_SIGNATURES") == "1"
+# TLS (tests/faults/test_tls.py): Celery's options, which the bus uses too.
+if os.environ.get("TEST_BROKER_USE_SSL"):
+    CELERY_BROKER_USE_SSL = json.loads(os.environ["TEST_BROKER_USE_SSL"])
+if os.environ.get("TEST_BROKER_LOGIN_METHOD"):
+    CELERY_BROKER_LOGIN_METHOD = os.environ["TEST_BROKER_LOGIN_METHOD"]

@@ -15,6 +15,7 @@ message is set aside as ``forbidden``, and the batch goes on with the others on 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -73,6 +74,14 @@ class BrokerBlockedError(ConnectionError):
     """The broker is blocking publishers (a memory or disk alarm)."""
 
 
+class PublishStoppedError(Exception):
+    """Its owner asked the publisher to stop while it waited for the broker."""
+
+
+#: Longest a publisher given a stop event waits for the broker before it looks at the event.
+STOP_POLL = 0.2
+
+
 class ConfirmingPublisher:
     """Publishes batches over one connection, keeping ``window`` confirms outstanding.
 
@@ -88,6 +97,7 @@ class ConfirmingPublisher:
         on_wait: Callable[[], object] | None = None,
         wait_interval: float = 5.0,
         resend_unknown: bool = True,
+        stop: threading.Event | None = None,
     ) -> None:
         """Publish over ``connection`` (opened on first use).
 
@@ -107,6 +117,10 @@ class ConfirmingPublisher:
                 channel, the messages before it that the broker took but had not confirmed yet
                 (the closed channel never confirms them): at least once, as the outbox
                 promises. Else they are reported ``unknown``.
+            stop: once set, a wait for the broker (its confirms, or a broker that blocks
+                publishers) ends within ``STOP_POLL`` seconds: the batch fails with
+                :class:`PublishStoppedError`, and what the broker had not confirmed is
+                ``unknown`` (at least once: publishing it again may deliver it twice).
         """
         self.connection = connection
         self.window = max(window, 1)
@@ -114,6 +128,7 @@ class ConfirmingPublisher:
         self.on_wait = on_wait
         self.wait_interval = wait_interval
         self.resend_unknown = resend_unknown
+        self.stop = stop
         self._blocked_at = 0.0
         self._unblocked = False
         self._channel: Any = None
@@ -365,8 +380,15 @@ class ConfirmingPublisher:
                     f"the broker did not confirm {len(self._outstanding)} message(s) in "
                     f"time{blocked}"
                 )
+            if self.stop is not None and self.stop.is_set():
+                raise PublishStoppedError(
+                    f"stopped while waiting for the broker to confirm {len(self._outstanding)} "
+                    "message(s)"
+                    + (f" (it is blocking publishers: {self.blocked})" if self.blocked else "")
+                )
+            chunk = min(left, self.wait_interval, STOP_POLL if self.stop is not None else left)
             try:
-                self.connection.drain_events(timeout=min(left, self.wait_interval))
+                self.connection.drain_events(timeout=chunk)
                 break
             except TimeoutError:
                 pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.message import Message
 
-from events_celery.conf import BusSettings
+from events_celery.bus.broker.tls import tls_failure
+from events_celery.conf import BusSettings, bus_settings
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,8 @@ def broker_url(settings: BusSettings) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _login(url: str) -> str | None:
-    connection = Connection(url)
+def _login(url: str, login_method: str | None) -> str | None:
+    connection = Connection(url, login_method=login_method)
     if (connection.login_method or "").upper() == "EXTERNAL":
         return None  # the broker takes the user from the client's certificate
     if connection.userid:
@@ -48,18 +50,47 @@ def publisher_user(settings: BusSettings) -> str | None:
 
     The user of the broker URL (of its first node), or the transport's default user
     (``guest``) when the URL names none; ``None`` for a transport without users
-    (``memory://``) or a login the broker takes from a TLS certificate (``EXTERNAL``).
+    (``memory://``) or a login the broker takes from a TLS certificate (``EXTERNAL``, in the
+    URL or in ``EVENT_BUS_BROKER_LOGIN_METHOD``).
     """
-    return _login(broker_url(settings))
+    return _login(broker_url(settings), settings.broker_login())
+
+
+class BusConnection(Connection):
+    """kombu's connection, checking a TLS broker's certificate against the host of its URL.
+
+    kombu checks the broker's name only when the TLS options name ``server_hostname``, and
+    fills an empty one with the host it connects to after turning ``localhost`` into
+    ``127.0.0.1`` (which a certificate for ``localhost`` never matches), once for every URL of
+    a failover list. Here each URL's certificate is checked against that URL's host, as
+    written, unless the options name another.
+    """
+
+    # kombu calls it with keyword arguments only (on creation, and on each failover switch).
+    def _init_params(self, **params: Any) -> None:  # type: ignore[override]
+        options = params.get("ssl")
+        if (
+            isinstance(options, dict)
+            and options.get("server_hostname") is None
+            and options.get("cert_reqs") != ssl.CERT_NONE  # nothing verified (check E049)
+        ):
+            params["ssl"] = {**options, "server_hostname": params.get("hostname")}
+        super()._init_params(**params)
 
 
 def bus_connection(settings: BusSettings, *, confirm_publish: bool = True) -> Connection:
-    """A new (lazy) broker connection; with publisher confirms on each publish by default."""
+    """A new (lazy) broker connection; with publisher confirms on each publish by default.
+
+    Its TLS options and login method come from the settings (``EVENT_BUS_BROKER_USE_SSL``,
+    ``EVENT_BUS_BROKER_LOGIN_METHOD``, else Celery's when the bus uses Celery's broker).
+    """
     options = {"confirm_publish": True} if confirm_publish else {}
-    return Connection(
+    return BusConnection(
         broker_url(settings),
         transport_options=options,
         connect_timeout=settings.publish_timeout,
+        ssl=settings.broker_ssl(),
+        login_method=settings.broker_login(),
     )
 
 
@@ -78,6 +109,8 @@ def connect(connection: Connection, *, timeout: float) -> Any:
         the transport's connection object (``amqp.Connection`` on RabbitMQ).
 
     Raises:
+        BrokerTLSError: the TLS handshake or the certificate login was refused (at once:
+            trying again cannot help until a certificate or a setting changes).
         whatever the transport raises when no broker URL can be reached in time (the error
         of the last one tried).
     """
@@ -96,9 +129,16 @@ def connect(connection: Connection, *, timeout: float) -> Any:
                 "read_timeout": timeout,
                 "write_timeout": timeout,
             }
+        tls = connection.ssl if isinstance(connection.ssl, dict) else {}
+        host = tls.get("server_hostname") or connection.hostname
         try:
             connection.ensure_connection(max_retries=0)
-        except unreachable as exc:
+        except Exception as exc:
+            refused = tls_failure(exc, bus_settings(), str(host))
+            if refused is not None:
+                raise refused from exc
+            if not isinstance(exc, unreachable):
+                raise
             if tried + 1 == urls or deadline.expired():
                 raise
             logger.warning(

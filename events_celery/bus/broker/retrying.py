@@ -10,6 +10,7 @@ the outbox relays (:mod:`events_celery.bus.publish.relay`) or in ``"direct"`` mo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ from events_celery.bus.broker.backoff import publish_pause
 from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.bus.broker.resources import PerThread
 from events_celery.conf import BusSettings, bus_settings
-from events_celery.exceptions import PublishError
+from events_celery.exceptions import BrokerTLSError, PublishError
 from events_celery.wire import OutgoingMessage
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class RetryingPublisher:
         exchange: str,
         routing_key: str,
         declare: topology.Topology,
+        stop: threading.Event | None = None,
     ) -> None:
         """Publish one message and wait for the broker's confirm.
 
@@ -63,6 +65,7 @@ class RetryingPublisher:
             exchange: exchange name.
             routing_key: routing key.
             declare: what must exist on the broker first (declared once per connection).
+            stop: once set, no further attempt is made (see :meth:`run`).
 
         Raises:
             PublishError: not confirmed within the retry policy.
@@ -86,6 +89,7 @@ class RetryingPublisher:
             declare,
             describe=lambda: f"event {message.properties.get('message_id')} to {exchange!r}",
             event_id=message.properties.get("message_id"),
+            stop=stop,
         )
 
     def run(
@@ -95,11 +99,21 @@ class RetryingPublisher:
         *,
         describe: Callable[[], str],
         event_id: object = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Run a confirmed publishing ``operation``, retrying it on a fresh connection.
 
+        Args:
+            operation: publishes with the producer it is given.
+            declare: what must exist on the broker first.
+            describe: names what is published, for messages.
+            event_id: the event's id, for the error.
+            stop: set by the caller's owner (SIGTERM): a pause before the next attempt ends
+                at once, and no further attempt is made.
+
         Raises:
-            PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``.
+            PublishError: it did not succeed within ``EVENT_BUS_PUBLISH_RETRY_POLICY``, the
+                broker refused the TLS handshake or login (at once), or ``stop`` was set.
         """
         policy = self.settings.publish_retry_policy
         attempts = policy.max_attempts
@@ -112,23 +126,33 @@ class RetryingPublisher:
                 return
             except Exception as exc:
                 self.close()
-                if attempt == attempts:
+                if isinstance(exc, BrokerTLSError):  # a certificate or setting must change
                     raise PublishError(
-                        f"publishing {describe()} was not confirmed by the broker after "
-                        f"{attempts} attempt(s): {type(exc).__name__}: {exc}",
-                        event_id=event_id,
+                        f"publishing {describe()} failed: {exc}", event_id=event_id
                     ) from exc
-                interval = publish_pause(policy, attempt - 1, jitter=False, at_least=0.0)
-                logger.warning(
-                    "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
-                    describe(),
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    attempts - 1,
-                    interval,
-                )
-                time.sleep(interval)
+                last = attempt == attempts
+                if not last:
+                    interval = publish_pause(policy, attempt - 1, jitter=False, at_least=0.0)
+                    logger.warning(
+                        "publishing %s failed (%s: %s); retry %d/%d in %.2fs",
+                        describe(),
+                        type(exc).__name__,
+                        exc,
+                        attempt,
+                        attempts - 1,
+                        interval,
+                    )
+                    if stop is None:
+                        time.sleep(interval)
+                        continue
+                    if not stop.wait(interval):
+                        continue
+                raise PublishError(
+                    f"publishing {describe()} was not confirmed by the broker after {attempt} "
+                    f"attempt(s){'' if last else ' (stopped: no more attempts)'}: "
+                    f"{type(exc).__name__}: {exc}",
+                    event_id=event_id,
+                ) from exc
 
 
 _publishers: PerThread[RetryingPublisher] = PerThread(RetryingPublisher, RetryingPublisher.close)

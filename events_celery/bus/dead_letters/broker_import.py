@@ -22,7 +22,7 @@ from kombu.message import Message
 
 from events_celery import schema_store
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.bus.consume.handoff import DELIVER_EVENTS, RUN_RECEIVER, task_events
 from events_celery.bus.dead_letters.store import Failure, Reason, record
 from events_celery.conf import BusSettings
@@ -77,6 +77,7 @@ def import_dead_letters(
     """
     service = settings.require_service_name()
     with bus_connection(settings, confirm_publish=False) as connection:
+        connect(connection, timeout=settings.publish_timeout)
         channel = connection.channel()
         queue = topology.dead_letter_queue(service, settings.queue_type)(channel)
         try:

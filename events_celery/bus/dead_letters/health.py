@@ -27,6 +27,7 @@ from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.bus.broker.topology import reply_code
 from events_celery.bus.publish import outbox
 from events_celery.conf import BusSettings
+from events_celery.exceptions import BrokerTLSError
 from events_celery.models import DeadLetter
 
 #: The checks, in the order they run.
@@ -92,6 +93,8 @@ def _broker(connection: Connection, timeout: float) -> Result:
     where = connection.as_uri()  # the password masked
     try:
         connect(connection, timeout=timeout)
+    except BrokerTLSError as exc:
+        return Result("broker", False, f"{where} refused the connection: {exc}")
     except Exception as exc:
         return Result("broker", False, f"{where} unreachable ({type(exc).__name__}: {exc})")
     return Result("broker", True, f"{where} reachable")

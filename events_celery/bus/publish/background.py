@@ -27,6 +27,7 @@ from events_celery.bus.publish import outbox
 from events_celery.bus.publish.outbox import Row
 from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
+from events_celery.exceptions import BrokerTLSError
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ class BackgroundPublisher:
             self._give_back([by_id[k] for k in [*outcome.unknown, *outcome.unsent]])
             failures += 1
             delay = _pause(settings, failures)
-            logger.warning(
+            logger.log(
+                logging.ERROR if isinstance(outcome.error, BrokerTLSError) else logging.WARNING,
                 "publishing %d outbox row(s) failed (%s: %s); retry %d in %.2fs",
                 len(outcome.unknown) + len(outcome.unsent),
                 type(outcome.error).__name__,
@@ -201,7 +203,7 @@ class BackgroundPublisher:
             if current is not None:
                 current.close()
             current = self._row_publisher = RowPublisher(
-                settings, holding=lambda: list(self._confirmed)
+                settings, holding=lambda: list(self._confirmed), stop=self._stopping
             )
         return current
 

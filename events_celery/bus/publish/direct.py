@@ -19,7 +19,7 @@ from events_celery.bus.broker.confirms import BrokerBlockedError, ConfirmingPubl
 from events_celery.bus.broker.connection import Deadline, bus_connection
 from events_celery.bus.broker.resources import PerThread
 from events_celery.conf import BusSettings
-from events_celery.exceptions import PublishError
+from events_celery.exceptions import BrokerTLSError, PublishError
 from events_celery.wire import OutgoingMessage
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ def publish_direct(settings: BusSettings, messages: Sequence[tuple[str, Outgoing
             return
         may_be_delivered.update(outcome.unknown)
         may_be_delivered.difference_update(outcome.refused)
+        if isinstance(outcome.error, BrokerTLSError):
+            # A certificate or a setting must change first: trying again cannot help.
+            reason = str(outcome.error)
+            break
         if outcome.unknown or isinstance(outcome.error, BrokerBlockedError):
             # The broker may have taken them (it holds what a blocked connection sent): sending
             # them again could deliver them twice, so the caller hears it at once.

@@ -22,6 +22,7 @@ from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.publish import outbox
 from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
+from events_celery.exceptions import BrokerTLSError
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +35,22 @@ class RelayPass:
     error: BaseException | None = None
 
 
-def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> RelayPass:
+def relay_pass(
+    settings: BusSettings,
+    *,
+    include_refused: bool = False,
+    stop: threading.Event | None = None,
+) -> RelayPass:
     """Publish every row whose lease has run out, batch by batch.
 
     Stops at the first batch the broker did not take (the rows go back to the table, to be
-    tried again after a pause).
+    tried again after a pause), and, once ``stop`` is set, before the next batch or while
+    waiting for the broker (within :data:`~events_celery.bus.broker.confirms.STOP_POLL`).
     """
-    relay = RowPublisher(settings)
+    relay = RowPublisher(settings, stop=stop)
     published = 0
     try:
-        while True:
+        while stop is None or not stop.is_set():
             rows = outbox.claim(
                 settings, limit=settings.outbox_batch_size, include_refused=include_refused
             )
@@ -74,7 +81,8 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
                     refused=outcome.refused,
                 )
             if outcome.error is not None:
-                logger.warning(
+                logger.log(
+                    logging.ERROR if isinstance(outcome.error, BrokerTLSError) else logging.WARNING,
                     "relaying outbox rows stopped: %s: %s (%d row(s) wait)",
                     type(outcome.error).__name__,
                     outcome.error,
@@ -83,6 +91,7 @@ def relay_pass(settings: BusSettings, *, include_refused: bool = False) -> Relay
                 return RelayPass(published, outcome.error)
             if len(rows) < settings.outbox_batch_size:
                 return RelayPass(published)
+        return RelayPass(published)
     finally:
         relay.close()
 
@@ -114,7 +123,7 @@ class Sweeper:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current pass."""
+        """Stop: the current pass ends before its next batch, or while it waits for the broker."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -124,7 +133,7 @@ class Sweeper:
         while not self._stop.is_set():
             settings = bus_settings()
             try:
-                relay_pass(settings)
+                relay_pass(settings, stop=self._stop)
                 if time.monotonic() - last_warning >= settings.outbox_warn_after:
                     last_warning = time.monotonic()
                     warn_overdue(settings)

@@ -9,6 +9,7 @@ writer's background publisher (:mod:`.background`) in batches a little later.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError, connections
@@ -31,7 +32,11 @@ class RowPublisher:
     """Publishes outbox rows over one connection, with a window of outstanding confirms."""
 
     def __init__(
-        self, settings: BusSettings, *, holding: Callable[[], list[Row]] | None = None
+        self,
+        settings: BusSettings,
+        *,
+        holding: Callable[[], list[Row]] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Publish over a new connection (opened on first use).
 
@@ -39,6 +44,8 @@ class RowPublisher:
             settings: the settings.
             holding: the rows its owner holds besides those it is publishing (published,
                 not deleted yet); their leases are renewed with the others while it waits.
+            stop: set by its owner to end a wait for the broker at once (SIGTERM, a worker
+                shutting down); the batch then fails, and its rows wait for another try.
         """
         self.settings = settings
         self._holding = holding
@@ -53,6 +60,7 @@ class RowPublisher:
             blocked_patience=BLOCKED_PATIENCE,
             on_wait=self._renew,
             wait_interval=settings.outbox_lease / 4,
+            stop=stop,
         )
 
     def _renew(self) -> None:

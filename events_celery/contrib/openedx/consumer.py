@@ -38,12 +38,13 @@ from events_celery.bus.broker import topology
 from events_celery.bus.broker.backoff import retry_delay
 from events_celery.bus.broker.connection import bus_connection, publisher_user, raw_body
 from events_celery.bus.broker.retrying import retrying_publisher
+from events_celery.bus.broker.tls import tls_failure
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
-from events_celery.exceptions import ConfigurationError, PublishError
+from events_celery.exceptions import BrokerTLSError, ConfigurationError, PublishError
 from events_celery.receivers import dotted_name
 from events_celery.wire import (
     HEADER_ATTEMPT_NUMBER,
@@ -123,6 +124,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             group_id, self.settings.topic_prefix, Subscription(topic, None), self.queue_type
         )
         self.connection: Connection = bus_connection(self.settings, confirm_publish=False)
+        self._stopping = threading.Event()
 
     @property
     def queue_type(self) -> str:
@@ -139,7 +141,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._stop) if main else None
         try:
-            self.run()
+            self._run()
         except _StopRequestedError:
             logger.info(
                 "events_celery: group %r stopped while the broker was unreachable", self.group_id
@@ -148,9 +150,21 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             if main:
                 signal.signal(signal.SIGTERM, previous)
 
+    def _run(self) -> None:
+        try:
+            self.run()
+        except (_StopRequestedError, BrokerTLSError):
+            raise
+        except Exception as exc:
+            refused = tls_failure(exc, self.settings, str(self.connection.hostname))
+            if refused is None:
+                raise
+            raise refused from exc  # a certificate login the broker refused
+
     def _stop(self, signum: int, frame: Any) -> None:
         logger.info("events_celery: group %r stopping (signal %d)", self.group_id, signum)
         self.should_stop = True
+        self._stopping.set()  # a put-back waiting to try the broker again gives up
 
     @contextmanager  # celery-types declares the mixin's method a plain function
     def establish_connection(self) -> Iterator[Connection]:  # type: ignore[override]
@@ -168,8 +182,20 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             yield connection
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
-        """Log the failed attempt, or end the wait if a stop was asked for meanwhile."""
+        """Log the failed attempt, or end the wait if a stop was asked for meanwhile.
+
+        Raises:
+            BrokerTLSError: the broker refused the TLS handshake or the certificate login;
+                the consumer stops, since trying again cannot help until a certificate or a
+                setting changes.
+        """
         self._raise_if_stopping()
+        tls = self.connection.ssl if isinstance(self.connection.ssl, dict) else {}
+        refused = tls_failure(
+            exc, self.settings, str(tls.get("server_hostname") or self.connection.hostname)
+        )
+        if refused is not None:
+            raise refused from exc
         logger.warning(
             "events_celery: group %r cannot reach the broker (%s: %s); trying again in %.0f s",
             self.group_id,
@@ -368,6 +394,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 exchange="",
                 routing_key=queue.name,
                 declare=topology.Topology(exchanges=(), queues=(queue,)),
+                stop=self._stopping,
             )
         except PublishError:
             logger.exception("could not put event %s back; requeued", headers.get("ce_id"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import current_app
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.conf import bus_settings
+from events_celery.exceptions import BrokerTLSError
 
 
 class Command(BaseCommand):
@@ -23,6 +24,15 @@ class Command(BaseCommand):
         settings.raise_for_problems()
         wanted = topology.service_topology(settings, current_app.conf.task_queue_max_priority)
         with bus_connection(settings) as connection:
+            try:
+                connect(connection, timeout=settings.publish_timeout)
+            except BrokerTLSError as exc:
+                raise CommandError(str(exc)) from exc
+            except Exception as exc:
+                raise CommandError(
+                    f"the broker {connection.as_uri()} cannot be reached ({type(exc).__name__}: "
+                    f"{exc})"
+                ) from exc
             topology.declare(connection, wanted)
         for exchange in wanted.exchanges:
             self.stdout.write(f"declared exchange {exchange.name} ({exchange.type})")

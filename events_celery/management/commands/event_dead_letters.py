@@ -19,6 +19,7 @@ from events_celery.bus.dead_letters.replay import (
     replay_dead_letters,
 )
 from events_celery.conf import bus_settings
+from events_celery.exceptions import BrokerTLSError
 from events_celery.models import DeadLetter
 
 #: How many rows ``list`` prints unless ``--limit`` says otherwise.
@@ -256,7 +257,10 @@ class Command(BaseCommand):
         service = settings.require_service_name()
         if limit is not None and limit < 1:
             raise CommandError(f"--limit {limit} must be 1 or more")
-        count = import_dead_letters(
-            settings, limit=limit, progress=Progress(self.stderr, "importing")
-        )
+        try:
+            count = import_dead_letters(
+                settings, limit=limit, progress=Progress(self.stderr, "importing")
+            )
+        except BrokerTLSError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"imported {count} message(s) from {service}.events_celery.dead_letters")

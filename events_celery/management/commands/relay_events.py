@@ -63,7 +63,7 @@ class Command(BaseCommand):
         while True:
             settings = bus_settings()
             try:
-                result = relay_pass(settings, include_refused=retry_refused)
+                result = relay_pass(settings, include_refused=retry_refused, stop=stop)
                 if time.monotonic() - last_warning >= settings.outbox_warn_after or not loop:
                     last_warning = time.monotonic()
                     warn_overdue(settings)

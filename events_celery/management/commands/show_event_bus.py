@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.connection import bus_connection
+from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.bus.publish import outbox
 from events_celery.conf import bus_settings
 from events_celery.event_registry import registry
@@ -98,6 +98,11 @@ class Command(BaseCommand):
         if offline:
             return lambda name: "?"
         connection = bus_connection(settings)
+        try:
+            connect(connection, timeout=settings.publish_timeout)
+        except Exception as exc:  # broker down, or TLS refused: say so, never fail
+            failure = f"n/a ({type(exc).__name__}: {exc})"
+            return lambda name: failure
 
         def depth(name: str) -> str:
             try:

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
-from events_celery.bus.broker.connection import broker_url, connect, drop
+from events_celery.bus.broker.connection import broker_url, bus_connection, connect, drop
 from events_celery.conf import bus_settings
 from events_celery.wire import OutgoingMessage
 
@@ -138,3 +138,33 @@ def test_a_broker_url_of_another_type_is_an_error_naming_the_fix(settings: Any) 
     assert problems
     assert "neither a URL nor a list of URLs" in problems[0].message
     assert "list of them" in problems[0].hint
+
+
+def test_each_broker_url_is_checked_against_its_own_host_over_tls(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "amqps://localhost:5671//;amqps://rabbit-b:5671//"
+    settings.CELERY_BROKER_USE_SSL = {}
+    settings.CELERY_BROKER_LOGIN_METHOD = "EXTERNAL"
+
+    connection = bus_connection(bus_settings())
+
+    # kombu would check the first against 127.0.0.1 (it rewrites localhost), and every URL
+    # against the first one's host.
+    assert connection.ssl == {"server_hostname": "localhost"}
+    assert connection.login_method == "EXTERNAL"
+    connection.maybe_switch_next()
+    assert connection.ssl == {"server_hostname": "rabbit-b"}
+    connection.maybe_switch_next()
+    assert connection.ssl == {"server_hostname": "localhost"}
+
+
+def test_a_server_hostname_in_the_tls_options_is_kept(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "amqps://10.0.0.5:5671//"
+    settings.CELERY_BROKER_USE_SSL = {"server_hostname": "rabbit.internal"}
+
+    assert bus_connection(bus_settings()).ssl == {"server_hostname": "rabbit.internal"}
+
+
+def test_plain_amqp_has_no_tls(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "amqp://localhost//"
+
+    assert bus_connection(bus_settings()).ssl is False

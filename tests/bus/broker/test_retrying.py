@@ -105,3 +105,23 @@ def test_each_thread_has_its_own_publisher_and_new_settings_make_a_new_one(
     settings.EVENT_BUS_PUBLISH_TIMEOUT = 3.0
     assert retrying_publisher() is not mine
     assert retrying_publisher().settings is bus_settings()
+
+
+def test_a_stop_ends_the_pause_before_the_next_attempt(settings: Any) -> None:
+    settings.EVENT_BUS_BROKER_URL = "memory://"
+    settings.EVENT_BUS_PUBLISH_RETRY_POLICY = {"max_attempts": 3, "interval_start": 600.0}
+    stop = threading.Event()
+    attempts: list[int] = []
+
+    def operation(producer: Producer) -> None:
+        attempts.append(1)
+        stop.set()  # SIGTERM while the broker is away: the 600 s pause must not be waited out
+        raise ConnectionError("connection reset")
+
+    with pytest.raises(PublishError) as raised:
+        RetryingPublisher(bus_settings()).run(
+            operation, NOTHING, describe=lambda: "a test publish", stop=stop
+        )
+
+    assert len(attempts) == 1
+    assert "after 1 attempt(s) (stopped: no more attempts)" in str(raised.value)
