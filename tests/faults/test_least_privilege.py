@@ -212,9 +212,7 @@ def test_a_consumer_may_bind_the_types_it_subscribes_to(setup: Setup, as_user: A
 
 def test_binding_everything_is_refused(setup: Setup, as_user: Any) -> None:
     c = as_user(setup.consumer)
-    text = refused(
-        lambda: c.queue_bind(f"{setup.consumer}.{TOPIC}", f"{setup.prefix}{TOPIC}", "#")
-    )
+    text = refused(lambda: c.queue_bind(f"{setup.consumer}.{TOPIC}", f"{setup.prefix}{TOPIC}", "#"))
     assert "access to topic '#'" in text
 
 

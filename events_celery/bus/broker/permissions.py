@@ -187,9 +187,7 @@ def derive(settings: BusSettings, celery: CeleryNames, *, user: str, vhost: str)
     published: dict[str, set[str]] = {}
     for event_type, routes in settings.routes.items():
         for route in routes:
-            published.setdefault(topology.exchange_name(prefix, route.topic), set()).add(
-                event_type
-            )
+            published.setdefault(topology.exchange_name(prefix, route.topic), set()).add(event_type)
     subscribed: dict[str, tuple[str, ...] | None] = {
         topology.exchange_name(prefix, s.topic): s.event_types for s in settings.subscriptions
     }
@@ -207,10 +205,11 @@ def derive(settings: BusSettings, celery: CeleryNames, *, user: str, vhost: str)
     shared: list[str] = []
     rows: list[TopicPermission] = []
 
-    def add(name: str, *, row: TopicPermission | None = None) -> None:
+    def add(name: str, *, row: TopicPermission | None = None, ours: bool = False) -> None:
         if not name.startswith(own):
             names.append(re.escape(name))
-            shared.append(name)
+            if not ours:
+                shared.append(name)
         if row is not None:
             rows.append(row)
 
@@ -225,17 +224,21 @@ def derive(settings: BusSettings, celery: CeleryNames, *, user: str, vhost: str)
     add(
         celery.default_exchange,
         row=TopicPermission(
-            celery.default_exchange, exactly([celery.default_queue]), exactly([celery.default_queue])
+            celery.default_exchange,
+            exactly([celery.default_queue]),
+            exactly([celery.default_queue]),
         ),
     )
     if celery.remote_control:
         control = f"{celery.control_exchange}.pidbox"
         reply = f"reply.{control}"
+        ours = control.startswith(own)  # CELERY_CONTROL_EXCHANGE = "<service>"
         add(control, row=TopicPermission(control, ANYTHING, ANYTHING))  # fanout
-        add(reply, row=TopicPermission(reply, ANYTHING, ANYTHING))  # direct, reply queue names
+        # direct; its routing keys are the callers' reply queue names
+        add(reply, row=TopicPermission(reply, ANYTHING, ANYTHING), ours=ours)
         # Each worker's queue <node name>.<control>, each caller's <id>.reply.<control>.
         names.append(".+" + re.escape(f".{control}"))
-        if not control.startswith(own):
+        if not ours:
             shared.append(f"*.{control}")
     add(
         celery.event_exchange,
