@@ -72,7 +72,18 @@ def service_settings(setup: Setup, service: str, url: str) -> dict[str, Any]:
         setup.consumer: {TOPIC: {"event_types": [PING.event_type]}},
         setup.bystander: {TOPIC: {}},
     }[service]
+    # The consumer's workers use Celery names of the service's own; the others Celery's defaults.
+    own_celery_names = (
+        {
+            "CELERY_CONTROL_EXCHANGE": service,
+            "CELERY_EVENT_EXCHANGE": f"{service}.celeryev",
+            "CELERY_EVENT_QUEUE_PREFIX": f"{service}.celeryev",
+        }
+        if service == setup.consumer
+        else {}
+    )
     return {
+        **own_celery_names,
         "EVENT_BUS_SERVICE_NAME": service,
         "EVENT_BUS_TOPIC_PREFIX": setup.prefix,
         "EVENT_BUS_BROKER_URL": url,
@@ -238,13 +249,18 @@ def test_a_service_reads_its_own_queue_and_no_other(setup: Setup, as_user: Any) 
 def test_workers_and_a_publisher_deliver_an_event_with_these_rights(
     setup: Setup, tmp_path: Path, settings: Any
 ) -> None:
-    """Workers started as the docs say (``celery -A proj worker``: gossip, mingle, heartbeats)."""
+    """Workers started as the docs say (``celery -A proj worker``: gossip, mingle, heartbeats),
+    the consumer's with Celery names of its own, the publisher's with Celery's defaults."""
     with open_bus(setup.admin_url, tmp_path, settings, "outbox", delete=False) as bus:
         bus.prefix = setup.prefix  # the topology the administrator declared
         bus.start(
             setup.consumer,
             {TOPIC: {"event_types": [PING.event_type]}},
-            env={"TEST_BROKER_URL": setup.url(setup.consumer), "TEST_PREFIX": setup.prefix},
+            env={
+                "TEST_BROKER_URL": setup.url(setup.consumer),
+                "TEST_PREFIX": setup.prefix,
+                "TEST_OWN_CELERY_NAMES": "1",
+            },
             options=(),
             wait=False,
         )
@@ -262,6 +278,8 @@ def test_workers_and_a_publisher_deliver_an_event_with_these_rights(
         )
         for worker in bus.workers:
             worker.wait_ready()
+        exchanges = set(setup.node.ctl("list_exchanges", "-p", setup.vhost, "name").split())
+        assert {f"{setup.consumer}.pidbox", "celery.pidbox"} <= exchanges  # both kinds ran
         for name, value in service_settings(
             setup, setup.publisher, setup.url(setup.publisher)
         ).items():

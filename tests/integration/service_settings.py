@@ -32,3 +32,8 @@ EVENT_BUS_SCHEMA_DIR = os.environ.get("TEST_SCHEMA_DIR") or None
 # "quorum" on a cluster, where a classic queue lives on one node.
 CELERY_TASK_DEFAULT_QUEUE = f"{EVENT_BUS_SERVICE_NAME}.celery"
 CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("TEST_CELERY_QUEUE_TYPE", "classic")
+if os.environ.get("TEST_OWN_CELERY_NAMES"):
+    # Celery's remote-control and event names of the service's own (least privilege).
+    CELERY_CONTROL_EXCHANGE = EVENT_BUS_SERVICE_NAME
+    CELERY_EVENT_EXCHANGE = f"{EVENT_BUS_SERVICE_NAME}.celeryev"
+    CELERY_EVENT_QUEUE_PREFIX = f"{EVENT_BUS_SERVICE_NAME}.celeryev"

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import attrs
+from django.conf import settings as django_settings
 
 from events_celery.bus.broker import topology
 from events_celery.conf import BusSettings
@@ -91,16 +92,25 @@ class CeleryNames:
 
     @classmethod
     def of(cls, conf: Any, settings: BusSettings) -> CeleryNames:
-        """The names a worker of a Celery app configured with ``conf`` uses."""
+        """The names a worker of a Celery app configured with ``conf`` uses.
+
+        Each is the Django setting ``CELERY_<NAME>`` when it is set (where a Celery app reads
+        its configuration, namespace ``CELERY``), else the app's ``conf``.
+        """
+
+        def setting(name: str) -> Any:
+            value = getattr(django_settings, f"CELERY_{name.upper()}", None)
+            return conf[name] if value is None else value
+
         default_queue = settings.celery_task_default_queue
-        quorum = settings.queue_type == "quorum" or conf.task_default_queue_type == "quorum"
+        quorum = settings.queue_type == "quorum" or setting("task_default_queue_type") == "quorum"
         return cls(
             default_queue=default_queue,
-            default_exchange=str(conf.task_default_exchange or default_queue),
-            control_exchange=str(conf.control_exchange),
-            remote_control=bool(conf.worker_enable_remote_control),
-            event_exchange=str(conf.event_exchange),
-            event_queue_prefix=str(conf.event_queue_prefix),
+            default_exchange=str(setting("task_default_exchange") or default_queue),
+            control_exchange=str(setting("control_exchange")),
+            remote_control=bool(setting("worker_enable_remote_control")),
+            event_exchange=str(setting("event_exchange")),
+            event_queue_prefix=str(setting("event_queue_prefix")),
             delayed_delivery=quorum,
         )
 

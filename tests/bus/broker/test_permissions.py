@@ -260,3 +260,15 @@ def test_the_command_refuses_invalid_settings_and_arguments(billing):
     billing.EVENT_BUS_SERVICE_NAME = "billing"
     with pytest.raises(CommandError, match="--user is empty"):
         command("--user", "")
+
+
+def test_celery_names_come_from_the_django_settings_of_the_celery_app(billing):
+    billing.CELERY_CONTROL_EXCHANGE = "billing"
+    billing.CELERY_EVENT_EXCHANGE = "billing.celeryev"
+    billing.CELERY_EVENT_QUEUE_PREFIX = "billing.celeryev"
+    billing.CELERY_WORKER_ENABLE_REMOTE_CONTROL = True
+    printed = json.loads(command())
+    configure = printed["permissions"][0]["configure"]
+    assert allows(configure, "reply.billing.pidbox")
+    assert not allows(configure, "celeryev")
+    assert not allows(configure, "celery.pidbox")
