@@ -227,7 +227,10 @@ def derive(settings: BusSettings, celery: CeleryNames, *, user: str, vhost: str)
     # are direct exchanges, where RabbitMQ checks no topic permission).
     tasks = topology.task_queue(service).name
     dead_letters = topology.dead_letter_exchange(service).name
-    rows.append(TopicPermission(tasks, exactly([tasks]), exactly([tasks])))
+    # With Celery's native delayed delivery (quorum queues), the worker also binds the task
+    # queue to its exchange with "#.<routing key>", where delayed tasks arrive.
+    delayed = [f"#.{tasks}"] if celery.delayed_delivery else []
+    rows.append(TopicPermission(tasks, exactly([tasks]), exactly([tasks, *delayed])))
     rows.append(TopicPermission(dead_letters, ANYTHING, ANYTHING))  # fanout: keys unused
 
     add(celery.default_queue)

@@ -193,6 +193,10 @@ def test_quorum_queues_add_celerys_delayed_delivery(billing):
     for name in ("celery_delayed_0", "celery_delayed_27", "celery_delayed_delivery"):
         assert allows(granted.configure, name)
         assert row(granted, name).exchange == name
+    # The worker binds its task queue to its exchange with "#.<routing key>" for delayed tasks.
+    tasks = row(granted, "billing.events_celery.tasks").read
+    assert allows(tasks, "#.billing.events_celery.tasks")
+    assert not allows(row(derive(), "billing.events_celery.tasks").read, "#")
 
 
 def test_a_topic_exchange_among_the_services_names_is_refused(billing):
