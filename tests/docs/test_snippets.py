@@ -25,6 +25,7 @@ PAGES = [
     "docs/how-to/dead-letters-admin.rst",
     "docs/how-to/monitoring.rst",
     "docs/how-to/openedx.rst",
+    "docs/how-to/least-privilege.rst",
 ]
 #: The settings of a service that publishes and consumes, under each settings snippet.
 SERVICE = {

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +28,9 @@ from django.db import connection as db_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # generous: a slow CI machine must not fail a correct run
+#: Options of the workers the tests start: without Celery's worker events and start-up sync,
+#: which these tests do not need.
+WORKER_OPTIONS = ("--without-heartbeat", "--without-gossip", "--without-mingle")
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
@@ -45,7 +48,15 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> 
 class Worker:
     """One ``celery worker`` process of a service."""
 
-    def __init__(self, env: dict[str, str], node: str, log: Path, *, wait: bool = True) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        node: str,
+        log: Path,
+        *,
+        wait: bool = True,
+        options: Sequence[str] = WORKER_OPTIONS,
+    ) -> None:
         self.log = log
         self.node = node
         self.service = env.get("TEST_SERVICE", "")
@@ -57,8 +68,7 @@ class Worker:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker",
-                    "-c", "2", "-l", "info", "-n", self.name,
-                    "--without-heartbeat", "--without-gossip", "--without-mingle",
+                    "-c", "2", "-l", "info", "-n", self.name, *options,
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so kill() reaches the pool
@@ -149,8 +159,11 @@ class Bus:
         backoff: float = 0.05,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        options: Sequence[str] = WORKER_OPTIONS,
     ) -> Worker:
         """Start a ``celery worker`` of ``service``; ``env`` adds to or overrides its settings.
+
+        ``options`` are the worker's command-line options besides its name, ``-c`` and ``-l``.
 
         With ``wait=False`` it returns at once; call :meth:`Worker.wait_ready` (workers started
         side by side are ready sooner).
@@ -168,7 +181,8 @@ class Bus:
             "TEST_PRODUCER_CONFIG": json.dumps(producer_config or {}),
             **(env or {}),
         }
-        worker = Worker(env, node or service, self.tmp_path / f"{node or service}.log", wait=wait)
+        log = self.tmp_path / f"{node or service}.log"
+        worker = Worker(env, node or service, log, wait=wait, options=options)
         self.workers.append(worker)
         return worker
 

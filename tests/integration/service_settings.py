@@ -41,3 +41,8 @@ if os.environ.get("TEST_BROKER_USE_SSL"):
     CELERY_BROKER_USE_SSL = json.loads(os.environ["TEST_BROKER_USE_SSL"])
 if os.environ.get("TEST_BROKER_LOGIN_METHOD"):
     CELERY_BROKER_LOGIN_METHOD = os.environ["TEST_BROKER_LOGIN_METHOD"]
+if os.environ.get("TEST_OWN_CELERY_NAMES"):
+    # Celery's remote-control and event names of the service's own (least privilege).
+    CELERY_CONTROL_EXCHANGE = EVENT_BUS_SERVICE_NAME
+    CELERY_EVENT_EXCHANGE = f"{EVENT_BUS_SERVICE_NAME}.celeryev"
+    CELERY_EVENT_QUEUE_PREFIX = f"{EVENT_BUS_SERVICE_NAME}.celeryev"

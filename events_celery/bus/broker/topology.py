@@ -228,19 +228,107 @@ def service_topology(settings: BusSettings, max_priority: int | None = None) -> 
 
 
 def declare(connection: Connection, topology: Topology) -> None:
-    """Declare every exchange and queue of ``topology`` (idempotent).
+    """Declare every exchange and queue of ``topology`` (idempotent), on a channel of its own.
+
+    A broker user without the right to configure an exchange (``403 ACCESS_REFUSED``: the
+    least-privilege permissions of ``manage.py event_bus_permissions`` grant it on the
+    service's own names only) uses the exchange as an administrator declared it: it is checked
+    passively, on a new channel, since the refusal closed the first. The shared parking queues
+    are declared only when they do not exist yet.
 
     Raises:
         ConfigurationError: an entity exists on the broker with other arguments (for instance a
-            classic queue where the settings now ask for quorum).
+            classic queue where the settings now ask for quorum), or it is missing and the broker
+            user may not declare it.
     """
-    channel = connection.default_channel
-    for exchange in topology.exchanges:
-        _declare_one(exchange, channel)
-    for queue in topology.queues:
-        if queue.name.endswith(".unrouted") and queue_depth(connection, queue.name) is not None:
-            continue  # shared by every publisher of the topic: keep it as it was declared
-        _declare_one(queue, channel)  # declares its exchange and bindings too
+    channels = _Channels(connection)
+    try:
+        exchanges = {e.name: e for e in topology.exchanges}
+        queues = []
+        for queue in topology.queues:
+            if queue.name.endswith(".unrouted") and queue_depth(connection, queue.name) is not None:
+                continue  # shared by every publisher of the topic: keep it as it was declared
+            queues.append(queue)
+            for exchange in (queue.exchange, *(b.exchange for b in queue.bindings)):
+                if exchange is not None and exchange.name:
+                    exchanges.setdefault(exchange.name, exchange)
+        for exchange in exchanges.values():
+            _declare_exchange(exchange, channels)
+        for queue in queues:
+            _declare_queue(queue, channels)
+    finally:
+        channels.close()
+
+
+class _Channels:
+    """The channel declarations run on, replaced when the broker closes it with an error."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._channel: Any = None
+
+    @property
+    def current(self) -> Any:
+        if self._channel is None:
+            self._channel = self.connection.channel()
+        return self._channel
+
+    def renew(self) -> Any:
+        """A new channel, after an error closed the current one."""
+        self.close()
+        return self.current
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            try:
+                channel.close()
+            except Exception:  # already closed by the broker: nothing to release
+                logger.debug("closing a declaration channel failed", exc_info=True)
+
+
+def _declare_exchange(exchange: Exchange, channels: _Channels) -> None:
+    try:
+        _declare_one(exchange, channels.current)
+    except Exception as exc:
+        if reply_code(exc) != 403:
+            raise
+        # The broker user may not configure it: use it as it was declared, if it exists.
+        channel = channels.renew()
+        try:
+            channel.exchange_declare(exchange.name, exchange.type, passive=True)
+        except Exception as missing:
+            if reply_code(missing) != 404:
+                raise
+            channels.renew()
+            raise ConfigurationError(
+                f"exchange {exchange.name!r} does not exist, and the broker user may not declare "
+                f"it ({exc}); declare the topology once with an administrator's credentials "
+                "(manage.py declare_event_topology), or grant the permissions manage.py "
+                "event_bus_permissions prints"
+            ) from missing
+        logger.debug("exchange %r: declared by an administrator (%s)", exchange.name, exc)
+
+
+def _declare_queue(queue: Queue, channels: _Channels) -> None:
+    # kombu's Queue.declare() without declaring the exchanges again (see _declare_exchange).
+    channel = channels.current
+    try:
+        bound = queue.bind(channel)
+        _declare_one(bound, channel, queue_only=True)
+        if bound.exchange is not None and bound.exchange.name:
+            bound.queue_bind()
+        for binding in bound.bindings:
+            binding.bind(bound, channel=channel)
+    except Exception as exc:
+        if reply_code(exc) != 403:
+            raise
+        channels.renew()
+        raise ConfigurationError(
+            f"the broker user may not declare or bind queue {queue.name!r} ({exc}); grant the "
+            "permissions manage.py event_bus_permissions prints, or declare the topology with "
+            "an administrator's credentials (manage.py declare_event_topology)"
+        ) from exc
 
 
 class Declarations:
@@ -310,9 +398,12 @@ def queue_depth(connection: Connection, queue: str) -> int | None:
     return int(count)
 
 
-def _declare_one(entity: Exchange | Queue, channel: Any) -> None:
+def _declare_one(entity: Exchange | Queue, channel: Any, *, queue_only: bool = False) -> None:
     try:
-        entity.bind(channel).declare()
+        if isinstance(entity, Queue) and queue_only:
+            entity.bind(channel).queue_declare()
+        else:
+            entity.bind(channel).declare()
     except Exception as exc:
         if reply_code(exc) == 406:  # PRECONDITION_FAILED: arguments differ
             raise ConfigurationError(

@@ -85,7 +85,17 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             service,
             ", ".join(q.name for q in queues),
         )
-        return [Consumer(channel, queues=queues, on_message=self.on_message, no_ack=False)]
+        # Declared just above, where an exchange the broker user may not configure is used as
+        # an administrator declared it; kombu's own declaration would try to configure it.
+        return [
+            Consumer(
+                channel,
+                queues=queues,
+                on_message=self.on_message,
+                no_ack=False,
+                auto_declare=False,
+            )
+        ]
 
     def start(self, c: Any) -> None:
         """Start consuming (called by Celery on worker start and after reconnecting)."""
