@@ -78,7 +78,10 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         queues = [
             topology.service_queue(service, settings.topic_prefix, s, settings.queue_type)
             for s in settings.subscriptions
+            if not s.order_by_key  # those are consumed by OrderedConsumerStep
         ]
+        if not queues:
+            return []
         channel.basic_qos(0, settings.consumer_batch_size * 2, False)
         logger.info(
             "events_celery: service %r consuming %s",
@@ -111,22 +114,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         topic = exchange.removeprefix(settings.topic_prefix)
-        try:
-            check_message(
-                message.headers or {},
-                body,
-                content_type=message.content_type,
-                max_size=settings.max_message_size,
-                writer_schemas=schema_store.find_schema,
-                routing_key=routing_key,
-                subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
-            )
-        except PoisonMessageError as exc:
-            self._dead_letter(message, exc.reason)
-            return
-        except Exception as exc:  # a checker bug must not wedge the worker
-            logger.exception("unexpected error while checking a message; dead-lettering it")
-            self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
+        reason = poison_reason(settings, message, body, topic, routing_key)
+        if reason is not None:
+            dead_letter_poison(settings, message, reason)
             return
         hooks.consumed(settings, topic, str(routing_key))
         item = envelope(plain_headers(message.headers), body, origin=origin(message))
@@ -172,25 +162,56 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._flush_entry = None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        hooks.poisoned(self.settings, str(message.delivery_info.get("exchange") or ""))
-        try:
-            dead_letter(
-                self.settings,
-                raw_body(message),
-                message.headers,
-                Failure(Reason.POISON, reason, origin=origin(message)),
-                content_type=message.content_type,
-                properties=message.properties,
-            )
-        except PublishError:
-            # Neither the database nor the broker's dead-letter queue took it. The broker
-            # still dead-letters it (the queue's dead-letter exchange), without the reason:
-            # dead-lettered either way, never dropped.
-            logger.exception("could not record why a message is dead-lettered")
-            message.reject(requeue=False)
-            return
-        logger.error("dead-lettered a message: %s", reason)
-        message.ack()
+        dead_letter_poison(self.settings, message, reason)
+
+
+def poison_reason(
+    settings: BusSettings, message: Message, body: bytes, topic: str, routing_key: str | None
+) -> str | None:
+    """Why ``message``, come on ``topic`` by ``routing_key``, can never be an event (or ``None``).
+
+    Everything but the Avro body is checked: headers, content type, size, writer schema, and
+    that its event type is the routing key and one this service subscribes to on ``topic``.
+    """
+    try:
+        check_message(
+            message.headers or {},
+            body,
+            content_type=message.content_type,
+            max_size=settings.max_message_size,
+            writer_schemas=schema_store.find_schema,
+            routing_key=routing_key,
+            subscribed=lambda event_type: settings.subscribes_to(event_type, topic),
+        )
+    except PoisonMessageError as exc:
+        return exc.reason
+    except Exception as exc:  # a checker bug must not wedge the worker
+        logger.exception("unexpected error while checking a message; dead-lettering it")
+        return f"unexpected decoding error: {type(exc).__name__}: {exc}"
+    return None
+
+
+def dead_letter_poison(settings: BusSettings, message: Message, reason: str) -> None:
+    """Dead-letter a message that can never become an event, and settle it on the broker."""
+    hooks.poisoned(settings, str(message.delivery_info.get("exchange") or ""))
+    try:
+        dead_letter(
+            settings,
+            raw_body(message),
+            message.headers,
+            Failure(Reason.POISON, reason, origin=origin(message)),
+            content_type=message.content_type,
+            properties=message.properties,
+        )
+    except PublishError:
+        # Neither the database nor the broker's dead-letter queue took it. The broker
+        # still dead-letters it (the queue's dead-letter exchange), without the reason:
+        # dead-lettered either way, never dropped.
+        logger.exception("could not record why a message is dead-lettered")
+        message.reject(requeue=False)
+        return
+    logger.error("dead-lettered a message: %s", reason)
+    message.ack()
 
 
 def refuse_misconfiguration() -> None:
