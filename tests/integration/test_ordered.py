@@ -8,10 +8,12 @@ nothing may run twice unless a crash explains it.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from tests.integration.conftest import Bus, wait_for
 from tests.testapp.events import STEPPED, StepData
@@ -69,7 +71,7 @@ def successes(bus: Bus, service: str) -> int:
 
 
 def test_keys_keep_their_order_through_retries_a_backlog_and_two_workers(
-    bus: Bus, producer: None
+    bus: Bus, producer: None, settings: Any
 ) -> None:
     service = bus.service_name("ledger")
     env = {"TEST_FAIL_ONE_IN": "20"}  # 5 % of the events fail their first attempt
@@ -94,6 +96,14 @@ def test_keys_keep_their_order_through_retries_a_backlog_and_two_workers(
     assert all(r["attempt"] == 1 for r in failed)
     nodes = {r["node"] for runs in by_key.values() for r in runs}
     assert len(nodes) == 2, f"one worker ran every key: {nodes}"
+
+    # show_event_bus shows the subscription's parallelism as the broker sees it.
+    settings.EVENT_BUS_SERVICE_NAME = service
+    settings.EVENT_BUS_CONSUMER_CONFIG = ordered_config()
+    out = io.StringIO()
+    call_command("show_event_bus", stdout=out)
+    assert f"{service}.{TOPIC}.ordered.0..3 (ready: 0, 0, 0, 0); workers: 2" in out.getvalue()
+    assert "2 worker(s) run its keys" in out.getvalue()
 
 
 def test_a_key_whose_receiver_always_fails_is_dead_lettered_and_the_others_flow(

@@ -388,21 +388,31 @@ def warn_parked(connection: Connection, queue: str) -> None:
 def queue_depth(connection: Connection, queue: str) -> int | None:
     """How many messages ``queue`` holds, or ``None`` when it does not exist.
 
-    The one probe of a queue's depth: a passive declaration on a channel of its own (a 404
-    closes the channel it happens on).
+    Raises:
+        Exception: the broker's error, for anything but a missing queue.
+    """
+    stats = queue_stats(connection, queue)
+    return None if stats is None else stats[0]
+
+
+def queue_stats(connection: Connection, queue: str) -> tuple[int, int] | None:
+    """``(messages, consumers)`` of ``queue``, or ``None`` when it does not exist.
+
+    The one probe of a queue: a passive declaration on a channel of its own (a 404 closes the
+    channel it happens on).
 
     Raises:
         Exception: the broker's error, for anything but a missing queue.
     """
     channel: Any = connection.channel()  # a 404 closes the channel it happens on
     try:
-        _, count, _ = channel.queue_declare(queue, passive=True)
+        _, count, consumers = channel.queue_declare(queue, passive=True)
     except Exception as exc:
         if reply_code(exc) == 404:
             return None
         raise
     channel.close()
-    return int(count)
+    return int(count), int(consumers)
 
 
 def _declare_one(entity: Exchange | Queue, channel: Any) -> None:
