@@ -74,7 +74,9 @@ def test_keys_keep_their_order_through_retries_a_backlog_and_two_workers(
     bus: Bus, producer: None, settings: Any
 ) -> None:
     service = bus.service_name("ledger")
-    env = {"TEST_FAIL_ONE_IN": "20"}  # 5 % of the events fail their first attempt
+    # 5 % of the events fail their first attempt; each run takes 10 ms, so the backlog lasts
+    # long enough for the workers to share the partitions.
+    env = {"TEST_FAIL_ONE_IN": "20", "TEST_STEP_SLEEP": "0.01"}
     first = bus.start(service, ordered_config(), env=env)
     first.stop()  # its queues stay: the events wait there as a backlog
     send_interleaved()
@@ -143,3 +145,33 @@ def test_an_event_without_a_key_runs_unordered(bus: Bus, settings: Any) -> None:
     send_interleaved(keys=2, steps=3)
     wait_for(lambda: successes(bus, service) == 6, "the events without a key to run")
     assert not bus.dead_letters(service)
+
+
+def test_changing_the_partitions_moves_the_waiting_events_in_their_order(
+    bus: Bus, producer: None, settings: Any
+) -> None:
+    service = bus.service_name("ledger")
+    slow = {"TEST_STEP_SLEEP": "0.02"}
+    worker = bus.start(service, ordered_config(partitions=2), env=slow)
+    send_interleaved(keys=20, steps=10)
+    wait_for(lambda: successes(bus, service) >= 10, "the first steps to run")
+    worker.stop()  # mid-stream: the rest waits in the intake and the two partitions
+    waiting = 20 * 10 - successes(bus, service)
+    assert waiting > 0
+
+    refused = bus.start(service, ordered_config(partitions=3), node="refused", wait=False)
+    wait_for(lambda: refused.process.poll() is not None, "the worker to refuse to start")
+    assert "event_bus_partitions steps --apply" in refused.log.read_text()
+
+    settings.EVENT_BUS_SERVICE_NAME = service
+    settings.EVENT_BUS_CONSUMER_CONFIG = ordered_config(partitions=3)
+    out = io.StringIO()
+    call_command("event_bus_partitions", "--apply", stdout=out)
+    assert "steps: 2 partition(s) on the broker, 3 in the settings" in out.getvalue()
+    assert "steps: now 3 partition(s)" in out.getvalue()
+
+    bus.start(service, ordered_config(partitions=3), node="after", env=slow)
+    wait_for(lambda: successes(bus, service) == 20 * 10, "every step to run")
+    by_key = runs_by_key(bus, service)
+    assert {key: inversions(runs) for key, runs in by_key.items() if inversions(runs)} == {}
+    assert all(len(runs) == 10 for runs in by_key.values()), "a step ran twice"

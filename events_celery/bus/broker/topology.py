@@ -309,6 +309,52 @@ def consumer_topology(settings: BusSettings, max_priority: int | None = None) ->
     )
 
 
+def declared_partitions(connection: Connection, service: str, subscription: Subscription) -> int:
+    """How many partition queues of an ordered subscription exist on the broker (0: none).
+
+    Partition queues are numbered from 0 without gaps, so the first missing one ends the count.
+    """
+    count = 0
+    while count < 1024 and queue_stats(
+        connection, f"{ordered_name(service, subscription.topic)}.{count}"
+    ):
+        count += 1
+    return count
+
+
+def refuse_changed_partitions(connection: Connection, settings: BusSettings) -> None:
+    """Raise when an ordered subscription's ``partitions`` differs from the broker's queues.
+
+    Raises:
+        ConfigurationError: naming the subscription, both counts and the operation to run.
+    """
+    service = settings.require_service_name()
+    for subscription in settings.subscriptions:
+        if not subscription.order_by_key:
+            continue
+        found = declared_partitions(connection, service, subscription)
+        if found and found != subscription.partitions:
+            raise ConfigurationError(
+                f"EVENT_BUS_CONSUMER_CONFIG[{subscription.topic!r}] asks for "
+                f"{subscription.partitions} partition(s), but the broker has {found}: changing "
+                "them moves keys between partitions. Stop this service's workers, run "
+                f"`manage.py event_bus_partitions {subscription.topic} --apply` with the new "
+                "settings (it moves the waiting events in their order), then start the workers"
+            )
+
+
+def declare_consumer(
+    connection: Connection, settings: BusSettings, max_priority: int | None = None
+) -> None:
+    """Declare this service's queues (:func:`consumer_topology`), once its partitions agree.
+
+    Raises:
+        ConfigurationError: see :func:`refuse_changed_partitions` and :func:`declare`.
+    """
+    refuse_changed_partitions(connection, settings)
+    declare(connection, consumer_topology(settings, max_priority))
+
+
 def service_topology(settings: BusSettings, max_priority: int | None = None) -> Topology:
     """All this service declares: the exchanges it publishes to, and its queues if it consumes."""
     published = {route.topic for routes in settings.routes.values() for route in routes}

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+import time
+from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -59,11 +61,14 @@ from events_celery.wire import (
 logger = logging.getLogger(__name__)
 
 #: Seconds between two counts of the workers (and hand-overs of partitions past a share).
-REBALANCE_EVERY = 5.0
+REBALANCE_EVERY = 2.0
 
 #: Unacknowledged messages a worker takes from each partition it holds: the events its pool
 #: chooses from. A key that waits (a retry) keeps its events in this window.
 PARTITION_PREFETCH = 64
+
+#: Seconds a stopping worker waits for its running ordered events to finish.
+FINISH_WITHIN = 30.0
 
 #: Pools whose results come back on the worker's event loop, where acknowledgements are sent.
 ORDERED_POOLS = ("prefork", "solo")
@@ -85,6 +90,10 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self.recent = Recent()
         #: The pool takes work (see :meth:`start`).
         self.ready = False
+        #: Events whose turn it is, waiting for a pool process (see :meth:`submit`).
+        self.ready_to_run: deque[tuple[tuple[str, str], Partition, Callable[[], None]]] = deque()
+        self.in_pool = 0
+        self.slots = 1
         self._rebalance: Any = None
         self.connection: Any = None
         self.timer: Any = None
@@ -104,13 +113,11 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                 "--pool prefork (the default) or --pool solo"
             )
         self.connection, self.timer, self.pool = c.connection, c.timer, c.pool
+        self.slots = max(int(getattr(c.pool, "num_processes", 1) or 1), 1)
         self.ready = False
         for old in self.topics:  # from before a reconnection: their channels are gone
             old.router.publisher.close()
-        topology.declare(
-            c.connection,
-            topology.consumer_topology(settings, self.app.conf.task_queue_max_priority),
-        )
+        topology.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
         self.topics = [OrderedTopic(self, settings, s) for s in subscriptions]
         for topic in self.topics:
             topic.open()
@@ -121,6 +128,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
 
     def _go(self) -> None:
         self.ready = True
+        self._feed()
         for topic in self.topics:
             for partition in topic.partitions:
                 partition.keys.paused = False
@@ -134,11 +142,35 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         between, and its results are acknowledged on them); after a lost connection they are
         gone anyway, and their messages back on the broker.
         """
+        self.ready = False
+        self._finish_running(c)
         if self._rebalance is not None:
             self._rebalance.cancel()
             self._rebalance = None
+        # Events waiting for a pool process never start: their messages go back.
+        while self.ready_to_run:
+            key, partition, _ = self.ready_to_run.popleft()
+            self._forget(key, partition)
         for topic in self.topics:
             topic.pause()
+
+    def _finish_running(self, c: Any) -> None:
+        """Let the events running in the pool finish, and acknowledge them, before stopping.
+
+        The worker's event loop has stopped when its consumer does; the pool's results (and
+        the acknowledgements they lead to) are read by running it here a little longer, for
+        at most ``FINISH_WITHIN`` seconds. What is not finished by then goes back to the broker
+        and runs again.
+        """
+        hub = getattr(c, "hub", None)
+        if hub is None or not self.in_pool or c.connection is None:
+            return
+        deadline = time.monotonic() + FINISH_WITHIN
+        try:
+            while self.in_pool and time.monotonic() < deadline:
+                hub.run_once()
+        except Exception as exc:  # the connection is gone: the broker has them back anyway
+            logger.warning("stopped waiting for %d running event(s): %s", self.in_pool, exc)
 
     def shutdown(self, c: Any) -> None:
         """Close every channel: what was not finished goes back to the broker, in order."""
@@ -155,7 +187,11 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                 logger.exception("counting the workers of %s failed", topic.subscription.topic)
 
     def submit(self, topic: OrderedTopic, partition: Partition, entry: Entry) -> None:
-        """Run ``entry`` in the pool; its result comes back to :meth:`Partition.done`."""
+        """Run ``entry`` in the pool; its result comes back to :meth:`Partition.done`.
+
+        At most one event per pool process is in the pool at a time; the others wait here, in
+        the order they became ready. So a warm shutdown has only the running ones to finish.
+        """
         key = (topic.subscription.topic, entry.key)
         self.running[key] += 1
         partition.running += 1
@@ -166,27 +202,42 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             if finished:
                 return
             finished = True
-            self.running[key] -= 1
-            if not self.running[key]:
-                del self.running[key]
-            partition.running -= 1
+            self.in_pool -= 1
+            self._forget(key, partition)
             if result is None:
                 partition.crashed(entry)
             else:
                 partition.done(entry, result)
             self.kick(topic.subscription.topic, entry.key)
+            self._feed()
 
-        self.pool.apply_async(
-            run_in_order,
-            args=(
-                entry.item,
-                entry.receivers,
-                entry.attempts,
-                topic.subscription.when_exhausted == "stop",
-            ),
-            callback=settle,
-            error_callback=lambda *_: settle(None),
-        )
+        def dispatch() -> None:
+            self.in_pool += 1
+            self.pool.apply_async(
+                run_in_order,
+                args=(
+                    entry.item,
+                    entry.receivers,
+                    entry.attempts,
+                    topic.subscription.when_exhausted == "stop",
+                ),
+                callback=settle,
+                error_callback=lambda *_: settle(None),
+            )
+
+        self.ready_to_run.append((key, partition, dispatch))
+        self._feed()
+
+    def _feed(self) -> None:
+        while self.ready_to_run and self.in_pool < self.slots and self.ready:
+            _, _, dispatch = self.ready_to_run.popleft()
+            dispatch()
+
+    def _forget(self, key: tuple[str, str], partition: Partition) -> None:
+        self.running[key] -= 1
+        if not self.running[key]:
+            del self.running[key]
+        partition.running -= 1
 
     def kick(self, topic: str, key: str) -> None:
         """A run of ``key`` finished: its next event may start, in this worker's current topic."""
@@ -291,7 +342,8 @@ class Router:
         self.declare = partitions
         self.channel: Any = None
         self.publisher = ConfirmingPublisher(
-            bus_connection(topic.settings), window=topic.settings.publish_window
+            bus_connection(topic.settings, confirm_publish=False),
+            window=topic.settings.publish_window,
         )
         self._batch: list[tuple[Message, Outgoing]] = []
         self._flush_entry: Any = None

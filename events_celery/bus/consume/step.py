@@ -71,9 +71,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         settings = self.settings = bus_settings()
         refuse_misconfiguration()
         service = settings.require_service_name()
-        topology.declare(
-            channel.connection.client,
-            topology.consumer_topology(settings, self.app.conf.task_queue_max_priority),
+        topology.declare_consumer(
+            channel.connection.client, settings, self.app.conf.task_queue_max_priority
         )
         queues = [
             topology.service_queue(service, settings.topic_prefix, s, settings.queue_type)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import current_app
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.conf import bus_settings
+from events_celery.exceptions import ConfigurationError
 
 
 class Command(BaseCommand):
@@ -23,6 +24,11 @@ class Command(BaseCommand):
         settings.raise_for_problems()
         wanted = topology.service_topology(settings, current_app.conf.task_queue_max_priority)
         with bus_connection(settings) as connection:
+            if settings.subscriptions:
+                try:
+                    topology.refuse_changed_partitions(connection, settings)
+                except ConfigurationError as exc:
+                    raise CommandError(str(exc)) from exc
             topology.declare(connection, wanted)
         for exchange in wanted.exchanges:
             self.stdout.write(f"declared exchange {exchange.name} ({exchange.type})")
