@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -82,6 +83,8 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         #: Events running in the pool, by (topic, key), whoever started them: after a
         #: reconnection, a key waits until its run from before is finished.
         self.running: Counter[tuple[str, str]] = Counter()
+        #: The pool's jobs not finished yet, with what forgets one (see :meth:`_forget_flushed`).
+        self.jobs: dict[int, tuple[Any, Callable[[], None]]] = {}
         self.recent = Recent()
         #: The pool takes work (see :meth:`start`).
         self.ready = False
@@ -107,6 +110,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self.ready = False
         for old in self.topics:  # from before a reconnection: their channels are gone
             old.router.publisher.close()
+        self._forget_flushed()
         topology.declare(
             c.connection,
             topology.consumer_topology(settings, self.app.conf.task_queue_max_priority),
@@ -161,22 +165,28 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         partition.running += 1
         finished = False
 
-        def settle(result: Result | None) -> None:
+        def forget() -> None:
             nonlocal finished
             if finished:
                 return
             finished = True
+            self.jobs.pop(id(entry), None)
             self.running[key] -= 1
             if not self.running[key]:
                 del self.running[key]
             partition.running -= 1
+
+        def settle(result: Result | None) -> None:
+            if finished:
+                return
+            forget()
             if result is None:
                 partition.crashed(entry)
             else:
                 partition.done(entry, result)
             self.kick(topic.subscription.topic, entry.key)
 
-        self.pool.apply_async(
+        job = self.pool.apply_async(
             run_in_order,
             args=(
                 entry.item,
@@ -187,6 +197,21 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             callback=settle,
             error_callback=lambda *_: settle(None),
         )
+        if not finished:  # the solo pool has run it already
+            self.jobs[id(entry)] = (job, forget)
+
+    def _forget_flushed(self) -> None:
+        """Forget the runs a lost connection took out of the pool before they started.
+
+        On a lost connection Celery flushes the prefork pool: jobs no process took yet are
+        dropped (their messages come back from the broker) and never call back. Left in
+        :attr:`running`, their keys would wait for them for ever.
+        """
+        for job, forget in list(self.jobs.values()):
+            # billiard keeps a job in its pool's cache until its result comes back.
+            cache = getattr(job, "_cache", None)
+            if cache is not None and getattr(job, "_job", None) not in cache:
+                forget()
 
     def kick(self, topic: str, key: str) -> None:
         """A run of ``key`` finished: its next event may start, in this worker's current topic."""
