@@ -36,24 +36,35 @@ DONE: Result = {"again": False, "dead_lettered": False}
 STORE_RETRY = 5.0
 
 
-def run_in_order(
+#: One event to run: the event, the receivers still to succeed (``None``: all of them) and
+#: the attempt each of those is at (1 when left out).
+Job = tuple[Envelope, "list[str] | None", dict[str, int]]
+
+
+def run_in_order(jobs: list[Job], stop_on_dead_letter: bool) -> list[Result]:
+    """Run the receivers of each event, one event after the other (they are of different keys).
+
+    Args:
+        jobs: the events.
+        stop_on_dead_letter: the subscription stops a key after a dead letter: while an earlier
+            event of this key is a pending dead letter, this one is held as a dead letter too.
+
+    Never raises for a receiver's error: every outcome is in the results, one per event.
+    """
+    settings = bus_settings()
+    return [
+        _run_one(settings, item, receivers, attempts, stop_on_dead_letter)
+        for item, receivers, attempts in jobs
+    ]
+
+
+def _run_one(
+    settings: BusSettings,
     item: Envelope,
     receivers: list[str] | None,
     attempts: dict[str, int],
     stop_on_dead_letter: bool,
 ) -> Result:
-    """Run the receivers of one event (all, or the ``receivers`` still to succeed).
-
-    Args:
-        item: the event.
-        receivers: names of the receivers to run; ``None``: every connected receiver.
-        attempts: the attempt each receiver is at (1 when left out).
-        stop_on_dead_letter: the subscription stops a key after a dead letter: while an earlier
-            event of this key is a pending dead letter, this one is held as a dead letter too.
-
-    Never raises for a receiver's error: every outcome is in the result.
-    """
-    settings = bus_settings()
     try:
         event = decode(settings, item)
         if event is None:  # dead-lettered as poison

@@ -29,13 +29,14 @@ Receivers run in the worker's pool (prefork or solo).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from typing import Any
 
+import attrs
 from celery import bootsteps
 from kombu import Consumer, Queue
 from kombu.message import Message
@@ -67,6 +68,9 @@ REBALANCE_EVERY = 2.0
 #: chooses from. A key that waits (a retry) keeps its events in this window.
 PARTITION_PREFETCH = 64
 
+#: Most events one pool job runs one after the other (of different keys).
+MAX_BATCH = 16
+
 #: Seconds a stopping worker waits for its running ordered events to finish.
 FINISH_WITHIN = 30.0
 
@@ -91,7 +95,10 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         #: The pool takes work (see :meth:`start`).
         self.ready = False
         #: Events whose turn it is, waiting for a pool process (see :meth:`submit`).
-        self.ready_to_run: deque[tuple[tuple[str, str], Partition, Callable[[], None]]] = deque()
+        self.ready_to_run: deque[Run] = deque()
+        #: The pool's jobs not finished yet, and their events.
+        self.jobs: dict[int, tuple[Any, list[Run]]] = {}
+        self._job_ids = itertools.count()
         self.in_pool = 0
         self.slots = 1
         self._rebalance: Any = None
@@ -117,6 +124,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self.ready = False
         for old in self.topics:  # from before a reconnection: their channels are gone
             old.router.publisher.close()
+        self._forget_flushed()
         topology.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
         self.topics = [OrderedTopic(self, settings, s) for s in subscriptions]
         for topic in self.topics:
@@ -149,8 +157,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             self._rebalance = None
         # Events waiting for a pool process never start: their messages go back.
         while self.ready_to_run:
-            key, partition, _ = self.ready_to_run.popleft()
-            self._forget(key, partition)
+            self._forget(self.ready_to_run.popleft())
         for topic in self.topics:
             topic.pause()
 
@@ -187,57 +194,83 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                 logger.exception("counting the workers of %s failed", topic.subscription.topic)
 
     def submit(self, topic: OrderedTopic, partition: Partition, entry: Entry) -> None:
-        """Run ``entry`` in the pool; its result comes back to :meth:`Partition.done`.
+        """Queue ``entry`` for the pool; its result comes back to :meth:`Partition.done`.
 
-        At most one event per pool process is in the pool at a time; the others wait here, in
-        the order they became ready. So a warm shutdown has only the running ones to finish.
+        Events whose turn it is wait here in the order they became ready. Each pool job runs
+        a few of them (of different keys) one after the other, so the cost of a job is shared
+        under load; the pool holds at most two jobs per process, so a warm shutdown has few to
+        finish.
         """
         key = (topic.subscription.topic, entry.key)
         self.running[key] += 1
         partition.running += 1
-        finished = False
-
-        def settle(result: Result | None) -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
-            self.in_pool -= 1
-            self._forget(key, partition)
-            if result is None:
-                partition.crashed(entry)
-            else:
-                partition.done(entry, result)
-            self.kick(topic.subscription.topic, entry.key)
-            self._feed()
-
-        def dispatch() -> None:
-            self.in_pool += 1
-            self.pool.apply_async(
-                run_in_order,
-                args=(
-                    entry.item,
-                    entry.receivers,
-                    entry.attempts,
-                    topic.subscription.when_exhausted == "stop",
-                ),
-                callback=settle,
-                error_callback=lambda *_: settle(None),
-            )
-
-        self.ready_to_run.append((key, partition, dispatch))
+        self.ready_to_run.append(Run(topic, partition, entry))
         self._feed()
 
     def _feed(self) -> None:
-        while self.ready_to_run and self.in_pool < self.slots and self.ready:
-            _, _, dispatch = self.ready_to_run.popleft()
-            dispatch()
+        while self.ready_to_run and self.in_pool < 2 * self.slots and self.ready:
+            # Share what waits between the processes; an event that crashed a process runs
+            # alone, so that only its own runs count its crashes.
+            size = min(MAX_BATCH, max(1, len(self.ready_to_run) // self.slots))
+            batch = [self.ready_to_run.popleft()]
+            while len(batch) < size and self.ready_to_run and not batch[0].entry.crashes:
+                if self.ready_to_run[0].entry.crashes:
+                    break
+                batch.append(self.ready_to_run.popleft())
+            self._dispatch(batch)
 
-    def _forget(self, key: tuple[str, str], partition: Partition) -> None:
+    def _dispatch(self, batch: list[Run]) -> None:
+        job_id = next(self._job_ids)
+
+        def settle(results: list[Result] | None) -> None:
+            if self.jobs.pop(job_id, None) is None:
+                return  # forgotten (see _forget_flushed), or settled already
+            self.in_pool -= 1
+            for n, run in enumerate(batch):
+                self._forget(run)
+                if results is None:
+                    run.partition.crashed(run.entry)
+                else:
+                    run.partition.done(run.entry, results[n])
+                self.kick(run.topic.subscription.topic, run.entry.key)
+            self._feed()
+
+        self.in_pool += 1
+        self.jobs[job_id] = (None, batch)
+        job = self.pool.apply_async(
+            run_in_order,
+            args=(
+                [(r.entry.item, r.entry.receivers, r.entry.attempts) for r in batch],
+                batch[0].topic.subscription.when_exhausted == "stop",
+            ),
+            callback=settle,
+            error_callback=lambda *_: settle(None),
+        )
+        if job_id in self.jobs:  # not run already (the solo pool runs it inline)
+            self.jobs[job_id] = (job, batch)
+
+    def _forget(self, run: Run) -> None:
+        key = (run.topic.subscription.topic, run.entry.key)
         self.running[key] -= 1
         if not self.running[key]:
             del self.running[key]
-        partition.running -= 1
+        run.partition.running -= 1
+
+    def _forget_flushed(self) -> None:
+        """Forget the jobs a lost connection took out of the pool before they started.
+
+        On a lost connection Celery flushes the prefork pool: jobs no process took yet are
+        dropped (their messages come back from the broker) and never call back. Left counted,
+        their keys would wait for them for ever. billiard keeps a job in its pool's cache
+        until its result comes back, so a job gone from the cache without a result was dropped.
+        """
+        for job_id, (job, batch) in list(self.jobs.items()):
+            cache = getattr(job, "_cache", None)
+            if cache is not None and getattr(job, "_job", None) not in cache:
+                del self.jobs[job_id]
+                self.in_pool -= 1
+                for run in batch:
+                    self._forget(run)
 
     def kick(self, topic: str, key: str) -> None:
         """A run of ``key`` finished: its next event may start, in this worker's current topic."""
@@ -261,6 +294,15 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             callback=settle,
             error_callback=settle,
         )
+
+
+@attrs.frozen
+class Run:
+    """An event whose turn it is, with where it came from."""
+
+    topic: OrderedTopic
+    partition: Partition
+    entry: Entry
 
 
 class OrderedTopic:
@@ -490,6 +532,12 @@ class Partition:
         return self.releasing or (self.topic.subscription.topic, key) in self.topic.step.running
 
     def _start(self, entry: Entry) -> None:
+        if entry.event_id in self.topic.step.recent and not entry.attempts:
+            # A copy of an event this worker finished while this one waited behind it (the
+            # router published it twice): running it now would put it after later events.
+            _ack(entry.message)
+            self.keys.finish(entry)
+            return
         self.topic.step.submit(self.topic, self, entry)
 
     def done(self, entry: Entry, result: Result) -> None:
