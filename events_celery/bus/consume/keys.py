@@ -121,3 +121,51 @@ class Recent:
         self._ids.move_to_end(event_id)
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
+
+
+class Acks:
+    """Acknowledges one channel's messages in few frames.
+
+    Messages are acknowledged once settled (finished, dead-lettered, or skipped), at the next
+    :meth:`flush`: the run of settled ones at the head of the delivery order with one
+    ``multiple`` acknowledgement, the others one by one, so a message waiting for a retry never
+    holds back the acknowledgement of those after it. ``multiple`` is used only where the
+    transport honours it (``multiple=False``: one frame per message).
+    """
+
+    def __init__(self, *, multiple: bool = True) -> None:
+        self.multiple = multiple
+        self._unsettled: dict[int, Any] = {}  # delivery tag -> message, in delivery order
+        self._settled: list[Any] = []
+
+    def delivered(self, message: Any) -> None:
+        """Note a message the channel delivered."""
+        self._unsettled[message.delivery_tag] = message
+
+    def settle(self, message: Any) -> None:
+        """Acknowledge ``message`` at the next :meth:`flush`."""
+        self._settled.append(message)
+
+    def flush(self) -> int:
+        """Send the acknowledgements due; returns how many frames it sent."""
+        if not self._settled:
+            return 0
+        settled = {message.delivery_tag for message in self._settled}
+        self._settled = []
+        frames = 0
+        if self.multiple:
+            last = None
+            for tag in list(self._unsettled):
+                if tag not in settled:
+                    break
+                last = self._unsettled.pop(tag)
+                settled.discard(tag)
+            if last is not None:
+                last.ack(multiple=True)
+                frames += 1
+        for tag in sorted(settled):
+            message = self._unsettled.pop(tag, None)
+            if message is not None:
+                message.ack()
+                frames += 1
+        return frames

@@ -44,10 +44,10 @@ from kombu.message import Message
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
-from events_celery.bus.broker.connection import bus_connection, raw_body
+from events_celery.bus.broker.connection import bus_connection, is_amqp, raw_body
 from events_celery.bus.consume.handoff import Envelope, deliver_later, envelope
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
-from events_celery.bus.consume.keys import Entry, KeyQueues, Recent, partition_of
+from events_celery.bus.consume.keys import Acks, Entry, KeyQueues, Recent, partition_of
 from events_celery.bus.consume.step import dead_letter_poison, origin, poison_reason
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.exceptions import ConfigurationError, PublishError
@@ -232,6 +232,9 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                     run.partition.crashed(run.entry)
                 else:
                     run.partition.done(run.entry, results[n])
+            for partition in {id(run.partition): run.partition for run in batch}.values():
+                partition.flush_acks()
+            for run in batch:
                 self.kick(run.topic.subscription.topic, run.entry.key)
             self._feed()
 
@@ -278,7 +281,9 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             if current.subscription.topic == topic:
                 current.kick(key)
 
-    def dead_letter_crashed(self, entry: Entry, settings: BusSettings) -> None:
+    def dead_letter_crashed(
+        self, partition: Partition, entry: Entry, settings: BusSettings
+    ) -> None:
         """Dead-letter an event whose runs kept killing pool processes (in the pool too)."""
         finished = False
 
@@ -286,7 +291,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             nonlocal finished
             if not finished:
                 finished = True
-                _ack(entry.message)
+                partition.settle(entry.message)
 
         self.pool.apply_async(
             give_up,
@@ -448,11 +453,17 @@ class Router:
             [outgoing for _, outgoing in batch], timeout=self.topic.settings.publish_timeout
         )
         confirmed = set(outcome.confirmed)
-        for message, outgoing in batch:
-            if outgoing.key not in confirmed:
-                break
-            message.ack()
-        else:
+        done = 0
+        while done < len(batch) and batch[done][1].key in confirmed:
+            done += 1
+        if done:
+            # One frame for the batch where the transport honours ``multiple``.
+            if is_amqp(self.topic.step.connection):
+                batch[done - 1][0].ack(multiple=True)
+            else:
+                for message, _ in batch[:done]:
+                    message.ack()
+        if done == len(batch):
             return
         # Acknowledging past an unconfirmed event would let later events of its key overtake
         # it: the rest goes back to the intake, in order, with this channel, and this worker
@@ -498,6 +509,7 @@ class Partition:
         self.active = False
         self.releasing = False
         self.keys = KeyQueues(self._start, self._busy)
+        self.acks = Acks()
 
     def open(self) -> None:
         """Register on the partition queue (last in line when others are registered)."""
@@ -505,6 +517,7 @@ class Partition:
         self.keys = KeyQueues(self._start, self._busy)
         self.keys.paused = not self.topic.step.ready
         self.channel = self.topic.step.connection.channel()
+        self.acks = Acks(multiple=is_amqp(self.topic.step.connection))
         self.channel.basic_qos(0, PARTITION_PREFETCH, False)
         Consumer(
             self.channel, queues=[self.queue], on_message=self.on_message, auto_declare=False
@@ -515,11 +528,12 @@ class Partition:
         if self.releasing or (self.keys.paused and self.topic.step.ready):
             return  # stopping: it stays unacknowledged, and goes back to the queue
         self.active = True
+        self.acks.delivered(message)
         headers = plain_headers(message.headers)
         event_id = str(headers.get(HEADER_ID))
         if event_id in self.topic.step.recent:
             # A copy of an event this worker finished (the router published it twice).
-            message.ack()
+            self.settle(message)
             return
         item = envelope(
             headers,
@@ -528,6 +542,18 @@ class Partition:
         )
         self.keys.add(Entry(str(headers.get(HEADER_PARTITION_KEY)), event_id, message, item))
 
+    def settle(self, message: Message) -> None:
+        """Acknowledge ``message`` now."""
+        self.acks.settle(message)
+        self.flush_acks()
+
+    def flush_acks(self) -> None:
+        """Send the acknowledgements of the events finished so far."""
+        try:
+            self.acks.flush()
+        except Exception as exc:  # the channel is gone: the broker delivers them again
+            logger.warning("could not acknowledge finished events (%s); they may run again", exc)
+
     def _busy(self, key: str) -> bool:
         return self.releasing or (self.topic.subscription.topic, key) in self.topic.step.running
 
@@ -535,7 +561,7 @@ class Partition:
         if entry.event_id in self.topic.step.recent and not entry.attempts:
             # A copy of an event this worker finished while this one waited behind it (the
             # router published it twice): running it now would put it after later events.
-            _ack(entry.message)
+            self.settle(entry.message)
             self.keys.finish(entry)
             return
         self.topic.step.submit(self.topic, self, entry)
@@ -549,7 +575,7 @@ class Partition:
                 float(result["retry_in"]), lambda: self._retry(entry)
             )
         elif not result.get("again"):
-            _ack(entry.message)
+            self.acks.settle(entry.message)  # sent once the whole job is settled
             self.topic.step.recent.add(entry.event_id)
             self.keys.finish(entry)
         self._maybe_hand_on()
@@ -565,7 +591,7 @@ class Partition:
         )
         if entry.crashes > self.topic.settings.max_redeliveries:
             self.keys.finish(entry)
-            self.topic.step.dead_letter_crashed(entry, self.topic.settings)
+            self.topic.step.dead_letter_crashed(self, entry, self.topic.settings)
         self._maybe_hand_on()
 
     def _retry(self, entry: Entry) -> None:
@@ -600,13 +626,6 @@ def _properties(message: Message) -> dict[str, Any]:
     properties.pop("application_headers", None)
     properties.pop("delivery_info", None)
     return properties
-
-
-def _ack(message: Message) -> None:
-    try:
-        message.ack()
-    except Exception as exc:  # its channel is gone: the broker delivers it again
-        logger.warning("could not acknowledge a finished event (%s); it may run again", exc)
 
 
 def _close(channel: Any) -> None:

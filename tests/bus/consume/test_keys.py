@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from events_celery.bus.consume.keys import Entry, KeyQueues, Recent, partition_of
+from events_celery.bus.consume.keys import Acks, Entry, KeyQueues, Recent, partition_of
 
 
 def entry(key: str, n: int) -> Entry:
@@ -85,3 +85,39 @@ def test_recent_ids_are_bounded():
     assert "x" not in recent
     assert "y" in recent
     assert "z" in recent
+
+
+class Delivered:
+    def __init__(self, tag: int, sent: list[tuple[int, bool]]) -> None:
+        self.delivery_tag = tag
+        self._sent = sent
+
+    def ack(self, multiple: bool = False) -> None:
+        self._sent.append((self.delivery_tag, multiple))
+
+
+def test_settled_messages_at_the_head_are_acknowledged_in_one_frame_the_others_alone():
+    sent: list[tuple[int, bool]] = []
+    acks = Acks()
+    messages = [Delivered(tag, sent) for tag in range(1, 6)]
+    for message in messages:
+        acks.delivered(message)
+    for tag in (1, 2, 3, 5):  # 4 waits for a retry
+        acks.settle(messages[tag - 1])
+
+    assert acks.flush() == 2
+    assert sent == [(3, True), (5, False)]
+    acks.settle(messages[3])
+    acks.flush()
+    assert sent[-1] == (4, True)
+
+
+def test_without_multiple_every_message_is_acknowledged_alone():
+    sent: list[tuple[int, bool]] = []
+    acks = Acks(multiple=False)
+    messages = [Delivered(tag, sent) for tag in (1, 2)]
+    for message in messages:
+        acks.delivered(message)
+        acks.settle(message)
+    acks.flush()
+    assert sent == [(1, False), (2, False)]
