@@ -9,6 +9,11 @@
     :mod:`bench.receivers.timings`).
 ``BENCH_BROKER_URL``
     AMQP URL of the broker; default the local RabbitMQ.
+``BENCH_SERVICE``
+    A suffix of the service name: the ordered figures (``bench/ordered.py``) run services of
+    their own, side by side on one topic.
+``BENCH_PARTITIONS``
+    When set, the service's subscription is ordered by key, with this many partitions.
 ``BENCH_DATABASE``
     ``sqlite`` (default: in memory) or ``postgresql``: the local server, database
     ``events_celery_bench`` (``bench/outbox.py`` creates it).
@@ -44,12 +49,21 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING_CONFIG = None
 
-EVENT_BUS_SERVICE_NAME = f"bench-{RUN_ID}"
+EVENT_BUS_SERVICE_NAME = f"bench-{RUN_ID}" + (
+    f"-{os.environ['BENCH_SERVICE']}" if os.environ.get("BENCH_SERVICE") else ""
+)
 EVENT_BUS_TOPIC_PREFIX = f"bench-{RUN_ID}."
 EVENT_BUS_PRODUCER_CONFIG = {
     BENCH_EVENT_TYPE: {BENCH_TOPIC: {"event_key_field": "order.order_id", "enabled": True}},
 }
-EVENT_BUS_CONSUMER_CONFIG = {BENCH_TOPIC: {"event_types": [BENCH_EVENT_TYPE]}}
+EVENT_BUS_CONSUMER_CONFIG: dict[str, dict[str, object]] = {
+    BENCH_TOPIC: {"event_types": [BENCH_EVENT_TYPE]}
+}
+if os.environ.get("BENCH_PARTITIONS"):
+    EVENT_BUS_CONSUMER_CONFIG[BENCH_TOPIC] |= {
+        "order_by_key": True,
+        "partitions": int(os.environ["BENCH_PARTITIONS"]),
+    }
 # throughput.py measures direct publishing; outbox.py switches the publishing process to the
 # outbox. The workers only consume either way.
 EVENT_BUS_PUBLISH_MODE = "direct"

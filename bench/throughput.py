@@ -4,6 +4,10 @@ Run it from the repository root, with RabbitMQ on 127.0.0.1:5672 (guest/guest)::
 
     .venv/bin/python bench/throughput.py                      # about 2-3 minutes
     .venv/bin/python bench/throughput.py --events 5000 --rss-events 20000   # a quick look
+    .venv/bin/python bench/throughput.py --ordered --events 5000   # ordered subscriptions
+
+``--ordered`` measures ordered subscriptions against the same events unordered instead (see
+:mod:`bench.ordered`).
 
 Each figure is printed next to a baseline measured in the same run, with their ratio:
 
@@ -125,11 +129,18 @@ def print_table(rows: list[Row]) -> None:
 
 
 class Worker:
-    """One ``celery worker`` node of the benchmark's service: prefork, 2 pool processes."""
+    """One ``celery worker`` node of the benchmark's service: prefork, 2 pool processes.
 
-    def __init__(self, name: str, results: Path) -> None:
+    ``concurrency`` and ``env`` (added to the benchmark's environment) change that.
+    """
+
+    def __init__(
+        self, name: str, results: Path, concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.results = results
+        self.concurrency = concurrency
+        self.env = env or {}
         self.log_path = results / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_at = 0.0
@@ -137,7 +148,12 @@ class Worker:
     def start(self) -> None:
         """Start the node and wait until its event loop runs (:attr:`ready_at`, epoch seconds)."""
         self.results.mkdir(parents=True)
-        env = {**os.environ, "BENCH_RESULTS_DIR": str(self.results), "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "BENCH_RESULTS_DIR": str(self.results),
+            "PYTHONPATH": str(ROOT),
+            **self.env,
+        }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -150,7 +166,7 @@ class Worker:
                     "--pool",
                     "prefork",
                     "--concurrency",
-                    "2",
+                    str(self.concurrency),
                     "--loglevel",
                     "WARNING",
                     "--without-mingle",
@@ -484,6 +500,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-events", type=int, default=200)
     parser.add_argument("--latency-interval", type=float, default=20.0, help="milliseconds")
     parser.add_argument(
+        "--ordered",
+        action="store_true",
+        help="only the figures of ordered subscriptions (bench/ordered.py), --events each",
+    )
+    parser.add_argument(
         "--broker", default="amqp://guest:guest@127.0.0.1:5672//", help="AMQP URL of RabbitMQ"
     )
     args = parser.parse_args(argv)
@@ -560,6 +581,10 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement, print the table; 1 when a target is missed."""
     args = parse_args(argv)
+    if args.ordered:
+        from bench.ordered import run  # it builds on this module
+
+        return run(args)
     run_id = uuid.uuid4().hex[:8]
     os.environ["BENCH_RUN_ID"] = run_id
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"

@@ -16,7 +16,7 @@ from kombu.utils.url import url_to_parts
 
 from events_celery.bus.broker.topology import RESERVED_SEGMENT
 from events_celery.bus.publish.routes import key_getter
-from events_celery.conf import BusSettings, Route, bus_settings
+from events_celery.conf import BusSettings, Route, Subscription, bus_settings
 from events_celery.conf.declarations import tls_problems
 from events_celery.event_registry import registry
 
@@ -125,6 +125,8 @@ def _subscriptions(settings: BusSettings) -> list[CheckMessage]:
                     id="events_celery.E033",
                 )
             )
+        if subscription.order_by_key:
+            messages += _unordered_routes(settings, subscription)
         for event_type in subscription.event_types or ():
             if event_type not in registry:
                 messages.append(
@@ -137,6 +139,24 @@ def _subscriptions(settings: BusSettings) -> list[CheckMessage]:
                     )
                 )
     return messages
+
+
+def _unordered_routes(settings: BusSettings, subscription: Subscription) -> list[CheckMessage]:
+    """Routes of this service that publish to an ordered subscription's topic without a key."""
+    return [
+        Error(
+            f"EVENT_BUS_CONSUMER_CONFIG[{subscription.topic!r}] orders events by key, but "
+            f"EVENT_BUS_PRODUCER_CONFIG[{route.event_type!r}][{route.topic!r}] sets no "
+            "event_key_field: its events carry no key and keep no order",
+            hint="set 'event_key_field' on that route (e.g. 'order.id'), or drop 'order_by_key'",
+            id="events_celery.E035",
+        )
+        for routes in settings.routes.values()
+        for route in routes
+        if route.topic == subscription.topic
+        and route.event_key_field is None
+        and (subscription.event_types is None or route.event_type in subscription.event_types)
+    ]
 
 
 def _outbox(settings: BusSettings, *, publishes: bool) -> list[CheckMessage]:

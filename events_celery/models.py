@@ -68,6 +68,7 @@ class DeadLetter(models.Model):
         REDELIVERED = "redelivered", "event killed its worker too often"
         RECEIVER_GONE = "receiver-gone", "receiver no longer connected"
         POISON = "poison", "message cannot become an event"
+        KEY_HELD = "key-held", "held: an earlier event of its key is a dead letter"
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending"

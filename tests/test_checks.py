@@ -537,3 +537,59 @@ def test_the_e031_hint_example_of_a_plain_payload_is_the_argument(settings):
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"event_key_field": "n.id"}}}
 
     assert by_id(check_settings())["events_celery.E031"].hint.endswith("e.g. 'n'")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"order_by_key": "yes"}, "['order_by_key'] is 'yes'"),
+        ({"order_by_key": True, "partitions": 0}, "['partitions'] is 0"),
+        ({"order_by_key": True, "partitions": True}, "['partitions'] is True"),
+        ({"order_by_key": True, "partitions": 257}, "['partitions'] is 257"),
+        ({"order_by_key": True, "when_exhausted": "halt"}, "['when_exhausted'] is 'halt'"),
+        ({"partitions": 4}, "sets partitions without 'order_by_key': True"),
+    ],
+)
+def test_a_wrong_ordering_option_is_e034_and_the_topic_is_not_consumed(settings, options, fragment):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": options}
+
+    (error,) = [m for m in check_settings() if m.id == "events_celery.E034"]
+    assert fragment in error.msg
+    from events_celery.conf import bus_settings
+
+    assert bus_settings().subscriptions == ()
+
+
+def test_an_ordered_topic_is_parsed_with_its_partitions_and_policy(settings):
+    settings.EVENT_BUS_CONSUMER_CONFIG = {
+        "orders": {"order_by_key": True, "partitions": 8, "when_exhausted": "stop"}
+    }
+    from events_celery.conf import bus_settings
+
+    (subscription,) = bus_settings().subscriptions
+    assert (subscription.order_by_key, subscription.partitions) == (True, 8)
+    assert subscription.when_exhausted == "stop"
+    assert not [m for m in check_settings() if m.id.startswith("events_celery.E03")]
+
+
+def test_an_ordered_topic_this_service_publishes_without_a_key_is_e035(settings):
+    settings.EVENT_BUS_PRODUCER_CONFIG = {ORDER_PLACED.event_type: {"orders": {}}}
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"orders": {"order_by_key": True}}
+
+    (error,) = [m for m in check_settings() if m.id == "events_celery.E035"]
+    assert repr(ORDER_PLACED.event_type) in error.msg
+    assert "event_key_field" in error.hint
+
+    settings.EVENT_BUS_PRODUCER_CONFIG = {
+        ORDER_PLACED.event_type: {"orders": {"event_key_field": "order.id"}}
+    }
+    assert not [m for m in check_settings() if m.id == "events_celery.E035"]
+
+
+def test_an_event_key_field_that_is_a_list_is_e031():
+    with isolated_registry():
+        listed = EventSignal("org.example.test.listed.v1", data={"tags": list[str]})
+        from events_celery.bus.publish.routes import key_getter
+
+        with pytest.raises(AttributeError, match="not a scalar"):
+            key_getter(listed, "tags")

@@ -3,7 +3,8 @@
 The Django app imports this module when it is ready, which connects it to Celery's worker
 signals and registers the receiver tasks (:mod:`events_celery.bus.consume.tasks`); it opens
 no connection. A worker of a service that consumes gets the event consumer step
-(:mod:`events_celery.bus.consume.step`) and the service-private task queue; a worker of a
+(:mod:`events_celery.bus.consume.step`), the ordered one for subscriptions ordered by key
+(:mod:`events_celery.bus.consume.ordered`), and the service-private task queue; a worker of a
 service that publishes through the outbox runs the outbox sweeper
 (:class:`events_celery.bus.publish.relay.Sweeper`), so there is no extra process to deploy.
 """
@@ -18,6 +19,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from events_celery.bus.broker import topology
 from events_celery.bus.consume import tasks  # noqa: F401 - registers the receiver tasks
+from events_celery.bus.consume.ordered import OrderedConsumerStep
 from events_celery.bus.consume.step import EventConsumerStep
 from events_celery.bus.publish.relay import Sweeper
 from events_celery.conf import bus_settings
@@ -34,6 +36,8 @@ def install(app: Celery) -> None:
     if not settings.subscriptions or EventConsumerStep in app.steps["consumer"]:
         return
     app.steps["consumer"].add(EventConsumerStep)
+    if any(s.order_by_key for s in settings.subscriptions):
+        app.steps["consumer"].add(OrderedConsumerStep)
     app.amqp.queues.select_add(
         topology.task_queue(
             settings.require_service_name(),

@@ -302,7 +302,7 @@ SETTINGS: tuple[Setting, ...] = (
         "``dict``",
         {},
         "Topics this service consumes, and which event types of each.",
-        ("E007", "E032", "E033"),
+        ("E007", "E032", "E033", "E034", "E035"),
         lambda setting, value, problems: parse_subscriptions(problems, value),
     ),
     Setting(

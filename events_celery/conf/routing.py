@@ -33,16 +33,38 @@ class Route:
     valid: bool = attrs.field(default=True, kw_only=True)
 
 
+#: What an ordered subscription does with a key whose event used up its attempts.
+WHEN_EXHAUSTED = ("continue", "stop")
+
+#: Partition queues of an ordered subscription when ``partitions`` is left out.
+DEFAULT_PARTITIONS = 4
+
+#: The most partition queues an ordered subscription may have.
+MAX_PARTITIONS = 256
+
+SUBSCRIPTION_KEYS = ("event_types", "order_by_key", "partitions", "when_exhausted")
+
+
 @attrs.frozen
 class Subscription:
     """One topic this service consumes; ``event_types`` ``None`` means all of them.
 
     ``valid`` is ``False`` when the entry has a problem: nothing is consumed for it.
+
+    Attributes:
+        order_by_key: the events of one key (``ce_partitionkey``) run in the order they were
+            published (see :mod:`events_celery.bus.consume.ordered`).
+        partitions: how many partition queues spread the keys over the workers (ordered only).
+        when_exhausted: ``"continue"``: after an event's last attempt its key goes on with the
+            next event; ``"stop"``: the key's later events are held as dead letters too.
     """
 
     topic: str
     event_types: tuple[str, ...] | None
     valid: bool = attrs.field(default=True, kw_only=True)
+    order_by_key: bool = attrs.field(default=False, kw_only=True)
+    partitions: int = attrs.field(default=DEFAULT_PARTITIONS, kw_only=True)
+    when_exhausted: str = attrs.field(default="continue", kw_only=True)
 
 
 def _valid_topic(problems: Problems, where: str, topic: object, check_id: str) -> bool:
@@ -132,16 +154,17 @@ def _parse_subscription(problems: Problems, topic: Any, options: Any) -> Subscri
     where = f"EVENT_BUS_CONSUMER_CONFIG[{topic!r}]"
     valid = _valid_topic(problems, where, topic, "E007")
     options = {} if options is None else options
-    if not isinstance(options, Mapping) or set(options) - {"event_types"}:
+    if not isinstance(options, Mapping) or set(options) - set(SUBSCRIPTION_KEYS):
         unknown = (
-            sorted(map(str, set(options) - {"event_types"}))
+            sorted(map(str, set(options) - set(SUBSCRIPTION_KEYS)))
             if isinstance(options, Mapping)
             else options
         )
         problems.add(
             "E007",
-            f"{where} must be a dict with the optional key 'event_types' (got {unknown!r})",
-            "e.g. {'event_types': ['org.example.shop.order.placed.v1']}",
+            f"{where} must be a dict with the optional keys {', '.join(SUBSCRIPTION_KEYS)} "
+            f"(got {unknown!r})",
+            "e.g. {'event_types': ['org.example.shop.order.placed.v1'], 'order_by_key': True}",
         )
         if not isinstance(options, Mapping):
             return Subscription(str(topic), None, valid=False)
@@ -158,6 +181,54 @@ def _parse_subscription(problems: Problems, topic: Any, options: Any) -> Subscri
             "list event types, or leave the key out to consume the whole topic",
         )
         return Subscription(str(topic), None, valid=False)
+    order = _parse_order(problems, where, options)
     return Subscription(
-        str(topic), tuple(event_types) if event_types is not None else None, valid=valid
+        str(topic),
+        tuple(event_types) if event_types is not None else None,
+        valid=valid and order is not None,
+        **(order or {}),
     )
+
+
+def _parse_order(
+    problems: Problems, where: str, options: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The ordering options of a subscription; ``None`` when one of them is wrong."""
+    ordered = options.get("order_by_key", False)
+    partitions = options.get("partitions", DEFAULT_PARTITIONS)
+    when_exhausted = options.get("when_exhausted", "continue")
+    valid = True
+    if not isinstance(ordered, bool):
+        problems.add("E034", f"{where}['order_by_key'] is {ordered!r}", "use True or False")
+        valid = False
+    if (
+        isinstance(partitions, bool)
+        or not isinstance(partitions, int)
+        or not 1 <= partitions <= MAX_PARTITIONS
+    ):
+        problems.add(
+            "E034",
+            f"{where}['partitions'] is {partitions!r}",
+            f"use a whole number from 1 to {MAX_PARTITIONS}: the most workers that run the "
+            "topic's keys at once (each worker runs many keys in its pool)",
+        )
+        valid = False
+    if when_exhausted not in WHEN_EXHAUSTED:
+        problems.add(
+            "E034",
+            f"{where}['when_exhausted'] is {when_exhausted!r}",
+            "use 'continue' (the key goes on after a dead letter) or 'stop' (its later events "
+            "are held as dead letters until the failed one is replayed or discarded)",
+        )
+        valid = False
+    if not ordered and ("partitions" in options or "when_exhausted" in options):
+        problems.add(
+            "E034",
+            f"{where} sets {'partitions' if 'partitions' in options else 'when_exhausted'} "
+            "without 'order_by_key': True",
+            "add 'order_by_key': True, or remove the ordering options",
+        )
+        valid = False
+    if not valid:
+        return None
+    return {"order_by_key": ordered, "partitions": partitions, "when_exhausted": when_exhausted}

@@ -27,6 +27,8 @@ from celery import Celery
 from django.db import connection as db_connection
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Partition queues deleted after a test of an ordered subscription (the most a test uses).
+ORDERED_PARTITIONS = 16
 WAIT = 60.0  # generous: a slow CI machine must not fail a correct run
 #: Options of the workers the tests start: without Celery's worker events and start-up sync,
 #: which these tests do not need.
@@ -281,11 +283,16 @@ class Bus:
             queues += [f"{service}.{t}" for t in self.topics]
             queues += [f"{service}.events_celery.tasks", f"{service}.events_celery.dead_letters"]
             queues.append(f"{service}.celery")  # Celery's default queue (service_settings)
+            for topic in self.topics:  # an ordered subscription's intake, partitions, presence
+                ordered = f"{service}.{topic}.ordered"
+                queues += [ordered, f"{ordered}.workers"]
+                queues += [f"{ordered}.{n}" for n in range(ORDERED_PARTITIONS)]
         exchanges = [f"{self.prefix}{t}" for t in self.topics]
         exchanges += [f"{self.prefix}{t}.unrouted" for t in self.topics]
         exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
         exchanges += [f"{s}.events_celery.tasks" for s in self.services]
         exchanges += [f"{s}.celery" for s in self.services]
+        exchanges += [f"{s}.{t}.ordered" for s in self.services for t in self.topics]
         for queue in [*queues, *self.probes]:
             channel.queue_delete(queue)
         for exchange in exchanges:

@@ -40,3 +40,14 @@ DOOMED = EventSignal("org.example.test.doomed.v1", data={"n": int})
 SLOW = EventSignal("org.example.test.slow.v1", data={"n": int})
 CRASHING = EventSignal("org.example.test.crashing.v1", data={"n": int})
 PICKY = EventSignal("org.example.test.picky.v1", data={"n": int})
+
+
+@attrs.frozen
+class StepData:
+    """One step of a thing identified by ``key``; ``seq`` counts its steps from 0."""
+
+    key: str
+    seq: int
+
+
+STEPPED = EventSignal("org.example.test.stepped.v1", data={"step": StepData})

@@ -5,6 +5,10 @@
   no service subscribes to yet in a bounded queue of the same name;
 * per consuming service and topic, a durable queue ``<service>.<topic>`` bound with the event
   types the service subscribes to (``#`` for all);
+* per consuming service and topic ordered by key (``order_by_key``), instead of that queue: an
+  intake queue ``<service>.<topic>.ordered`` bound the same way, a direct exchange of the same
+  name and its partition queues ``<service>.<topic>.ordered.<n>``, all with a single active
+  consumer (see :mod:`events_celery.bus.consume.ordered`);
 * per service, a private queue ``<service>.events_celery.tasks`` for its receiver tasks, and a
   dead-letter exchange and queue ``<service>.events_celery.dead_letters`` that every queue of
   the service dead-letters to.
@@ -154,6 +158,94 @@ def service_queue(
     )
 
 
+#: Times a partition queue on a quorum queue delivers a message before dead-lettering it. The
+#: limit is needed for order: without one, RabbitMQ before 4.0 puts a returned message at the
+#: back of a quorum queue. A message returns when its worker dies or hands its partition on.
+PARTITION_DELIVERY_LIMIT = 100
+
+
+def ordered_name(service: str, topic: str) -> str:
+    """Name of the intake queue, and of the partition exchange, of an ordered subscription."""
+    return f"{service}.{topic}.ordered"
+
+
+def _single_active(queue_type: str, service: str) -> dict[str, object]:
+    arguments = _dead_lettered(queue_type, service)
+    arguments["x-single-active-consumer"] = True
+    if queue_type == "quorum":
+        arguments["x-delivery-limit"] = PARTITION_DELIVERY_LIMIT
+    return arguments
+
+
+def intake_queue(
+    service: str, prefix: str, subscription: Subscription, queue_type: str = "classic"
+) -> Queue:
+    """The queue an ordered subscription takes its events from, in the order they came."""
+    exchange = topic_exchange(prefix, subscription.topic)
+    keys = subscription.event_types or ("#",)
+    return Queue(
+        ordered_name(service, subscription.topic),
+        bindings=[binding(exchange, routing_key=key) for key in keys],
+        durable=True,
+        queue_arguments=_single_active(queue_type, service),
+    )
+
+
+def partition_exchange(service: str, topic: str) -> Exchange:
+    """The direct exchange that routes an ordered subscription's events to its partitions."""
+    return Exchange(ordered_name(service, topic), type="direct", durable=True)
+
+
+def partition_queue(
+    service: str, subscription: Subscription, number: int, queue_type: str = "classic"
+) -> Queue:
+    """Partition queue ``number`` of an ordered subscription (routing key: the number)."""
+    exchange = partition_exchange(service, subscription.topic)
+    return Queue(
+        f"{exchange.name}.{number}",
+        exchange=exchange,
+        routing_key=str(number),
+        durable=True,
+        queue_arguments=_single_active(queue_type, service),
+    )
+
+
+def partition_queues(
+    service: str, subscription: Subscription, queue_type: str = "classic"
+) -> tuple[Queue, ...]:
+    """Every partition queue of an ordered subscription."""
+    return tuple(
+        partition_queue(service, subscription, n, queue_type)
+        for n in range(subscription.partitions)
+    )
+
+
+def presence_queue(service: str, topic: str) -> Queue:
+    """The queue each worker of an ordered subscription listens on, so they can count each other.
+
+    Nothing is published to it; its consumer count is the number of workers. Unused for an
+    hour, the broker deletes it.
+    """
+    return Queue(
+        f"{ordered_name(service, topic)}.workers",
+        durable=False,
+        auto_delete=False,
+        queue_arguments={"x-queue-type": "classic", "x-expires": 3_600_000},
+    )
+
+
+def subscription_queues(
+    service: str, prefix: str, subscription: Subscription, queue_type: str = "classic"
+) -> tuple[Queue, ...]:
+    """The queues one subscription declares: its service queue, or the ordered ones."""
+    if not subscription.order_by_key:
+        return (service_queue(service, prefix, subscription, queue_type),)
+    return (
+        intake_queue(service, prefix, subscription, queue_type),
+        *partition_queues(service, subscription, queue_type),
+    )
+
+
 @attrs.frozen
 class Topology:
     """Exchanges and queues to declare together.
@@ -207,11 +299,60 @@ def consumer_topology(settings: BusSettings, max_priority: int | None = None) ->
             dead_letter_queue(service, settings.queue_type),
             task_queue(service, settings.queue_type, max_priority),
             *(
-                service_queue(service, settings.topic_prefix, s, settings.queue_type)
+                queue
                 for s in settings.subscriptions
+                for queue in subscription_queues(
+                    service, settings.topic_prefix, s, settings.queue_type
+                )
             ),
         ),
     )
+
+
+def declared_partitions(connection: Connection, service: str, subscription: Subscription) -> int:
+    """How many partition queues of an ordered subscription exist on the broker (0: none).
+
+    Partition queues are numbered from 0 without gaps, so the first missing one ends the count.
+    """
+    count = 0
+    while count < 1024 and queue_stats(
+        connection, f"{ordered_name(service, subscription.topic)}.{count}"
+    ):
+        count += 1
+    return count
+
+
+def refuse_changed_partitions(connection: Connection, settings: BusSettings) -> None:
+    """Raise when an ordered subscription's ``partitions`` differs from the broker's queues.
+
+    Raises:
+        ConfigurationError: naming the subscription, both counts and the operation to run.
+    """
+    service = settings.require_service_name()
+    for subscription in settings.subscriptions:
+        if not subscription.order_by_key:
+            continue
+        found = declared_partitions(connection, service, subscription)
+        if found and found != subscription.partitions:
+            raise ConfigurationError(
+                f"EVENT_BUS_CONSUMER_CONFIG[{subscription.topic!r}] asks for "
+                f"{subscription.partitions} partition(s), but the broker has {found}: changing "
+                "them moves keys between partitions. Stop this service's workers, run "
+                f"`manage.py event_bus_partitions {subscription.topic} --apply` with the new "
+                "settings (it moves the waiting events in their order), then start the workers"
+            )
+
+
+def declare_consumer(
+    connection: Connection, settings: BusSettings, max_priority: int | None = None
+) -> None:
+    """Declare this service's queues (:func:`consumer_topology`), once its partitions agree.
+
+    Raises:
+        ConfigurationError: see :func:`refuse_changed_partitions` and :func:`declare`.
+    """
+    refuse_changed_partitions(connection, settings)
+    declare(connection, consumer_topology(settings, max_priority))
 
 
 def service_topology(settings: BusSettings, max_priority: int | None = None) -> Topology:
@@ -381,21 +522,31 @@ def warn_parked(connection: Connection, queue: str) -> None:
 def queue_depth(connection: Connection, queue: str) -> int | None:
     """How many messages ``queue`` holds, or ``None`` when it does not exist.
 
-    The one probe of a queue's depth: a passive declaration on a channel of its own (a 404
-    closes the channel it happens on).
+    Raises:
+        Exception: the broker's error, for anything but a missing queue.
+    """
+    stats = queue_stats(connection, queue)
+    return None if stats is None else stats[0]
+
+
+def queue_stats(connection: Connection, queue: str) -> tuple[int, int] | None:
+    """``(messages, consumers)`` of ``queue``, or ``None`` when it does not exist.
+
+    The one probe of a queue: a passive declaration on a channel of its own (a 404 closes the
+    channel it happens on).
 
     Raises:
         Exception: the broker's error, for anything but a missing queue.
     """
     channel: Any = connection.channel()  # a 404 closes the channel it happens on
     try:
-        _, count, _ = channel.queue_declare(queue, passive=True)
+        _, count, consumers = channel.queue_declare(queue, passive=True)
     except Exception as exc:
         if reply_code(exc) == 404:
             return None
         raise
     channel.close()
-    return int(count)
+    return int(count), int(consumers)
 
 
 def _declare_one(entity: Exchange | Queue, channel: Any, *, queue_only: bool = False) -> None:

@@ -94,6 +94,25 @@ def with_user_id(properties: dict[str, Any], item: Envelope) -> dict[str, Any]:
     return properties
 
 
+@attrs.frozen
+class Ran:
+    """What one run of a receiver came to.
+
+    Attributes:
+        ok: it succeeded.
+        retry_in: it failed and runs again (attempt ``attempt + 1``) after this many seconds;
+            ``None``: no retry (it succeeded, or it was dead-lettered).
+    """
+
+    ok: bool
+    retry_in: float | None = None
+
+    @property
+    def dead_lettered(self) -> bool:
+        """It failed for the last time: the event is dead-lettered for this receiver."""
+        return not self.ok and self.retry_in is None
+
+
 def run(
     app: Celery,
     settings: BusSettings,
@@ -102,7 +121,34 @@ def run(
     func: Receiver,
     attempt: int,
 ) -> bool:
-    """Run one receiver; returns whether it succeeded (else it got a retry or a dead letter)."""
+    """Run one receiver; returns whether it succeeded (else: a retry task, or a dead letter)."""
+    ran = attempt_receiver(settings, event, item, func, attempt)
+    if ran.retry_in is not None:
+        retry_later(
+            app,
+            settings,
+            item,
+            event.signal.receiver_name(func),
+            attempt + 1,
+            countdown=ran.retry_in,
+        )
+    return ran.ok
+
+
+def attempt_receiver(
+    settings: BusSettings,
+    event: ReceivedEvent,
+    item: Envelope,
+    func: Receiver,
+    attempt: int,
+) -> Ran:
+    """Run one receiver once; a failure past its last attempt is dead-lettered here.
+
+    The caller schedules the retry a failure asks for (:attr:`Ran.retry_in`).
+
+    Raises:
+        Reject: its dead letter could not be stored (see :func:`dead_letter_message`).
+    """
     name = event.signal.receiver_name(func)
     options = options_for(func)
     try:
@@ -111,13 +157,12 @@ def run(
             hooks.receiver_run(settings, event, name, item, attempt),
         ):
             event.signal.emit_from_bus(event.metadata, event.payload, receiver=func)
-        return True
+        return Ran(True)
     except Exception as exc:
         policy = options.retry or settings.retry_policy
         give_up = isinstance(exc, options.give_up_on)
         if attempt < policy.max_attempts and not give_up:
             delay = retry_delay(policy, attempt + 1, quorum=settings.queue_type == "quorum")
-            retry_later(app, settings, item, name, attempt + 1, countdown=delay)
             hooks.receiver_failed(settings, event, name, hooks.RETRY)
             logger.warning(
                 "%s: receiver %s failed on attempt %d/%d (%s: %s); retry in %.1fs (event %s)",
@@ -130,7 +175,7 @@ def run(
                 delay,
                 event.metadata.id,
             )
-            return False
+            return Ran(False, delay)
         why = (
             f"receiver gave up at once on {type(exc).__name__} (give_up_on), attempt {attempt}"
             if give_up
@@ -158,7 +203,7 @@ def run(
             event.metadata.id,
             exc_info=exc,
         )
-        return False
+        return Ran(False)
 
 
 def dead_letter_event(

@@ -71,14 +71,16 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         settings = self.settings = bus_settings()
         refuse_misconfiguration()
         service = settings.require_service_name()
-        topology.declare(
-            channel.connection.client,
-            topology.consumer_topology(settings, self.app.conf.task_queue_max_priority),
+        topology.declare_consumer(
+            channel.connection.client, settings, self.app.conf.task_queue_max_priority
         )
         queues = [
             topology.service_queue(service, settings.topic_prefix, s, settings.queue_type)
             for s in settings.subscriptions
+            if not s.order_by_key  # those are consumed by OrderedConsumerStep
         ]
+        if not queues:
+            return []
         channel.basic_qos(0, settings.consumer_batch_size * 2, False)
         logger.info(
             "events_celery: service %r consuming %s",
@@ -121,14 +123,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         topic = exchange.removeprefix(settings.topic_prefix)
-        try:
-            check_delivery(settings, message, body)
-        except PoisonMessageError as exc:
-            self._dead_letter(message, exc.reason)
-            return
-        except Exception as exc:  # a checker bug must not wedge the worker
-            logger.exception("unexpected error while checking a message; dead-lettering it")
-            self._dead_letter(message, f"unexpected decoding error: {type(exc).__name__}: {exc}")
+        reason = poison_reason(settings, message, body)
+        if reason is not None:
+            dead_letter_poison(settings, message, reason)
             return
         hooks.consumed(settings, topic, str(routing_key))
         item = envelope(
@@ -179,25 +176,42 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._flush_entry = None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        hooks.poisoned(self.settings, str(message.delivery_info.get("exchange") or ""))
-        try:
-            dead_letter(
-                self.settings,
-                raw_body(message),
-                message.headers,
-                Failure(Reason.POISON, reason, origin=origin(message)),
-                content_type=message.content_type,
-                properties=message.properties,
-            )
-        except PublishError:
-            # Neither the database nor the broker's dead-letter queue took it. The broker
-            # still dead-letters it (the queue's dead-letter exchange), without the reason:
-            # dead-lettered either way, never dropped.
-            logger.exception("could not record why a message is dead-lettered")
-            message.reject(requeue=False)
-            return
-        logger.error("dead-lettered a message: %s", reason)
-        message.ack()
+        dead_letter_poison(self.settings, message, reason)
+
+
+def poison_reason(settings: BusSettings, message: Message, body: bytes) -> str | None:
+    """Why ``message`` can never become an event here (:func:`check_delivery`), or ``None``."""
+    try:
+        check_delivery(settings, message, body)
+    except PoisonMessageError as exc:
+        return exc.reason
+    except Exception as exc:  # a checker bug must not wedge the worker
+        logger.exception("unexpected error while checking a message; dead-lettering it")
+        return f"unexpected decoding error: {type(exc).__name__}: {exc}"
+    return None
+
+
+def dead_letter_poison(settings: BusSettings, message: Message, reason: str) -> None:
+    """Dead-letter a message that can never become an event, and settle it on the broker."""
+    hooks.poisoned(settings, str(message.delivery_info.get("exchange") or ""))
+    try:
+        dead_letter(
+            settings,
+            raw_body(message),
+            message.headers,
+            Failure(Reason.POISON, reason, origin=origin(message)),
+            content_type=message.content_type,
+            properties=message.properties,
+        )
+    except PublishError:
+        # Neither the database nor the broker's dead-letter queue took it. The broker
+        # still dead-letters it (the queue's dead-letter exchange), without the reason:
+        # dead-lettered either way, never dropped.
+        logger.exception("could not record why a message is dead-lettered")
+        message.reject(requeue=False)
+        return
+    logger.error("dead-lettered a message: %s", reason)
+    message.ack()
 
 
 def check_delivery(settings: BusSettings, message: Message, body: bytes) -> CheckedMessage:

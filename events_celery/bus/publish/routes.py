@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import operator
+import typing
 from collections.abc import Callable, Mapping
 from enum import Enum
 from functools import lru_cache
@@ -63,6 +64,18 @@ def key_getter(signal: EventSignal, path: str) -> Callable[[Mapping[str, Any]], 
             f"{signal.event_type}: {path!r} names a whole record "
             f"({getattr(current, '__name__', current)}); name one of its fields, e.g. "
             f"'{path}.{next(iter(attrs.fields_dict(current)))}'"
+        )
+    if typing.get_origin(current) in (list, dict, set, tuple, frozenset) or current in (
+        list,
+        dict,
+        set,
+        tuple,
+        frozenset,
+        bytes,
+    ):
+        raise AttributeError(
+            f"{signal.event_type}: {path!r} is a {getattr(current, '__name__', current)}, not a "
+            "scalar: a key must be one value (a string, number, UUID, enum, ...)"
         )
     attr = operator.attrgetter(rest) if rest else None
 

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.conf import bus_settings
-from events_celery.exceptions import BrokerTLSError
+from events_celery.exceptions import BrokerTLSError, ConfigurationError
 
 
 class Command(BaseCommand):
@@ -33,6 +33,11 @@ class Command(BaseCommand):
                     f"the broker {connection.as_uri()} cannot be reached ({type(exc).__name__}: "
                     f"{exc})"
                 ) from exc
+            if settings.subscriptions:
+                try:
+                    topology.refuse_changed_partitions(connection, settings)
+                except ConfigurationError as exc:
+                    raise CommandError(str(exc)) from exc
             topology.declare(connection, wanted)
         for exchange in wanted.exchanges:
             self.stdout.write(f"declared exchange {exchange.name} ({exchange.type})")

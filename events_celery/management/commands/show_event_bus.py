@@ -47,12 +47,16 @@ class Command(BaseCommand):
                 )
         self.stdout.write("consumes:")
         for sub in settings.subscriptions:
-            queue = topology.service_queue(service, settings.topic_prefix, sub, settings.queue_type)
+            queue = topology.subscription_queues(
+                service, settings.topic_prefix, sub, settings.queue_type
+            )[0]
             types = ", ".join(sub.event_types) if sub.event_types else "all event types (#)"
             self.stdout.write(
                 f"  topic {sub.topic} -> queue {queue.name} [{settings.queue_type}] "
                 f"({types}; ready: {depth(queue.name)})"
             )
+            if sub.order_by_key:
+                self._ordered(settings, service, sub, depth, offline)
         if settings.subscriptions:
             tasks = topology.task_queue(service).name
             dead = topology.dead_letter_queue(service).name
@@ -64,6 +68,39 @@ class Command(BaseCommand):
         self.stdout.write(f"events defined here: {len(registry)}")
         for signal in registry.all():
             self.stdout.write(f"  {signal.event_type} ({len(signal.receivers)} receiver(s))")
+
+    def _ordered(self, settings: Any, service: str, sub: Any, depth: Any, offline: bool) -> None:
+        partitions = topology.partition_queues(service, sub, settings.queue_type)
+        workers = "?" if offline else self._workers(settings, service, sub.topic)
+        after = (
+            "stops (its later events are held as dead letters)"
+            if sub.when_exhausted == "stop"
+            else "goes on"
+        )
+        self.stdout.write(
+            f"    ordered by key: {sub.partitions} partition(s) "
+            f"{partitions[0].name[: -len('.0')]}.0..{sub.partitions - 1} (ready: "
+            f"{', '.join(depth(q.name) for q in partitions)}); workers: {workers}, so "
+            f"{self._parallel(sub.partitions, workers)}; after an event's last attempt its key "
+            f"{after}"
+        )
+
+    @staticmethod
+    def _workers(settings: Any, service: str, topic: str) -> str:
+        try:
+            stats = topology.queue_stats(
+                bus_connection(settings), topology.presence_queue(service, topic).name
+            )
+        except Exception as exc:  # broker down: say so, never fail
+            return f"n/a ({type(exc).__name__}: {exc})"
+        return "0" if stats is None else str(stats[1])
+
+    @staticmethod
+    def _parallel(partitions: int, workers: str) -> str:
+        if not workers.isdigit() or not int(workers):
+            return "no worker runs its keys now"
+        active = min(partitions, int(workers))
+        return f"{active} worker(s) run its keys, each many keys at once in its pool"
 
     @staticmethod
     def _dead_letters(settings: Any, service: str) -> str:

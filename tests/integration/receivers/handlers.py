@@ -12,7 +12,16 @@ from django.dispatch import receiver
 
 from events_celery import current_attempt
 from events_celery import receiver as bus_receiver
-from tests.testapp.events import CRASHING, DOOMED, FLAKY, ORDER_PLACED, PICKY, PING, SLOW
+from tests.testapp.events import (
+    CRASHING,
+    DOOMED,
+    FLAKY,
+    ORDER_PLACED,
+    PICKY,
+    PING,
+    SLOW,
+    STEPPED,
+)
 
 
 def record(receiver_name: str, metadata: Any, outcome: str, **extra: Any) -> None:
@@ -143,3 +152,20 @@ def persistent(metadata: Any, n: int, **kwargs: Any) -> None:
         record("persistent", metadata, "failed", n=n, attempt=attempt)
         raise RuntimeError(f"attempt {attempt} fails")
     record("persistent", metadata, "ok", n=n, attempt=attempt)
+
+
+@receiver(STEPPED)
+def stepped(metadata: Any, step: Any, **kwargs: Any) -> None:
+    """Records each run; fails the first attempt of 1 event in ``TEST_FAIL_ONE_IN``, and every
+    attempt of the key ``TEST_DOOMED_KEY``; sleeps ``TEST_STEP_SLEEP`` seconds."""
+    extra = {"key": step.key, "seq": step.seq, "attempt": current_attempt()}
+    pause = float(os.environ.get("TEST_STEP_SLEEP", "0") or 0)
+    if pause:
+        time.sleep(pause)
+    one_in = int(os.environ.get("TEST_FAIL_ONE_IN", "0") or 0)
+    if step.key == os.environ.get("TEST_DOOMED_KEY") or (
+        one_in and current_attempt() == 1 and metadata.id.int % one_in == 0
+    ):
+        record("stepped", metadata, "failed", **extra)
+        raise RuntimeError(f"step {step.key}/{step.seq} fails")
+    record("stepped", metadata, "ok", **extra)

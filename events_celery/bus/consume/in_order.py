@@ -1,0 +1,201 @@
+"""Running the receivers of one event of an ordered subscription, in a worker's pool process.
+
+The ordered consumer (:mod:`.ordered`) hands each event to the pool once the event before it
+of its key is finished. Here every receiver of the event runs once; one that fails is not
+retried through the broker (a retry task would let the next event of the key overtake it):
+the result says which receivers run again and when, and the consumer runs this again then,
+with the event message still unacknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.exceptions import Reject
+from django.db.models import Q
+
+from events_celery.bus.consume.handoff import Envelope
+from events_celery.bus.consume.receiver import attempt_receiver, dead_letter_event, decode
+from events_celery.bus.dead_letters.store import Failure, Reason
+from events_celery.conf import BusSettings, bus_settings
+from events_celery.receivers import names_of
+from events_celery.wire import HEADER_PARTITION_KEY, ReceivedEvent
+
+logger = logging.getLogger(__name__)
+
+#: What a run reports back (plain data: it crosses from the pool process to the consumer):
+#: ``again``: run it again, after ``retry_in`` seconds, for the ``receivers`` named (``None``:
+#: all) at the ``attempts`` given; ``dead_lettered``: a receiver's failure (or the whole event)
+#: went to the dead-letter store.
+Result = dict[str, Any]
+
+DONE: Result = {"again": False, "dead_lettered": False}
+
+#: Seconds before an event whose dead letter could not be stored runs again.
+STORE_RETRY = 5.0
+
+
+#: One event to run: the event, the receivers still to succeed (``None``: all of them) and
+#: the attempt each of those is at (1 when left out).
+Job = tuple[Envelope, "list[str] | None", dict[str, int]]
+
+
+def run_in_order(jobs: list[Job], stop_on_dead_letter: bool) -> list[Result]:
+    """Run the receivers of each event, one event after the other (they are of different keys).
+
+    Args:
+        jobs: the events.
+        stop_on_dead_letter: the subscription stops a key after a dead letter: while an earlier
+            event of this key is a pending dead letter, this one is held as a dead letter too.
+
+    Never raises for a receiver's error: every outcome is in the results, one per event.
+    """
+    settings = bus_settings()
+    return [
+        _run_one(settings, item, receivers, attempts, stop_on_dead_letter)
+        for item, receivers, attempts in jobs
+    ]
+
+
+def _run_one(
+    settings: BusSettings,
+    item: Envelope,
+    receivers: list[str] | None,
+    attempts: dict[str, int],
+    stop_on_dead_letter: bool,
+) -> Result:
+    try:
+        event = decode(settings, item)
+        if event is None:  # dead-lettered as poison
+            return DONE
+        if stop_on_dead_letter and _key_stopped(settings, event, item):
+            _hold(settings, event, item)
+            return {**DONE, "dead_lettered": True}
+        return _run_receivers(settings, event, item, receivers, attempts)
+    except Reject as exc:
+        # Its dead letter could not be stored: the consumer leaves the message unacknowledged
+        # and runs it again later instead of losing it.
+        logger.error("%s", exc)
+        return {
+            "again": True,
+            "receivers": receivers,
+            "attempts": attempts,
+            "retry_in": STORE_RETRY,
+            "dead_lettered": False,
+        }
+
+
+def _run_receivers(
+    settings: BusSettings,
+    event: ReceivedEvent,
+    item: Envelope,
+    receivers: list[str] | None,
+    attempts: dict[str, int],
+) -> Result:
+    retry: dict[str, int] = {}
+    retry_in = 0.0
+    dead_lettered = False
+    names = names_of(event.signal)
+    funcs = event.signal.receivers_for_dispatch()
+    wanted = set(receivers) if receivers is not None else None
+    for func in funcs:
+        name = event.signal.receiver_name(func)
+        if wanted is not None and name not in wanted:
+            continue
+        attempt = attempts.get(name, 1)
+        ran = attempt_receiver(settings, event, item, func, attempt)
+        if ran.retry_in is not None:
+            retry[name] = attempt + 1
+            retry_in = max(retry_in, ran.retry_in)
+        elif ran.dead_lettered:
+            dead_lettered = True
+    for name in sorted((wanted or set()) - {event.signal.receiver_name(f) for f in funcs}):
+        if names.find(name) is None:
+            dead_letter_event(
+                settings,
+                event,
+                item,
+                Failure(
+                    Reason.RECEIVER_GONE,
+                    f"receiver {name} is no longer connected to {event.metadata.event_type}",
+                    receiver=name,
+                    attempts=attempts.get(name, 1) - 1,
+                    origin=item.get("origin"),
+                ),
+            )
+    if retry:
+        return {
+            "again": True,
+            "receivers": sorted(retry),
+            "attempts": retry,
+            "retry_in": retry_in,
+            "dead_lettered": dead_lettered,
+        }
+    return {"again": False, "dead_lettered": dead_lettered}
+
+
+def _key_stopped(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> bool:
+    """Whether an earlier event of this event's key is a pending dead letter of this topic."""
+    from events_celery.models import DeadLetter
+
+    key = item["headers"].get(HEADER_PARTITION_KEY)
+    exchange = str(item.get("origin") or "").partition("/")[0]
+    return (
+        DeadLetter.objects.using(settings.db_alias)
+        .filter(
+            Q(origin__startswith=f"{exchange}/"),
+            service=settings.service_name,
+            status=DeadLetter.Status.PENDING,
+            **{f"headers__{HEADER_PARTITION_KEY}": key},
+        )
+        .exclude(event_id=event.metadata.id)
+        .exists()
+    )
+
+
+def _hold(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> None:
+    key = item["headers"].get(HEADER_PARTITION_KEY)
+    dead_letter_event(
+        settings,
+        event,
+        item,
+        Failure(
+            Reason.KEY_HELD,
+            f"held: an earlier event of key {key!r} is a dead letter, and this subscription "
+            "stops a key after a dead letter (when_exhausted: 'stop'); replay or discard that "
+            "one, then replay this",
+            origin=item.get("origin"),
+        ),
+    )
+    logger.error(
+        "%s: event %s held as a dead letter: key %r is stopped by an earlier dead letter",
+        event.metadata.event_type,
+        event.metadata.id,
+        key,
+    )
+
+
+def give_up(item: Envelope, crashes: int, limit: int) -> None:
+    """Dead-letter an event whose runs killed a pool process more than ``limit`` times."""
+    settings = bus_settings()
+    event = decode(settings, item)
+    if event is None:
+        return
+    dead_letter_event(
+        settings,
+        event,
+        item,
+        Failure(
+            Reason.REDELIVERED,
+            f"a pool process died running its receivers {crashes} time(s) "
+            f"(EVENT_BUS_MAX_REDELIVERIES is {limit})",
+            origin=item.get("origin"),
+        ),
+    )
+    logger.error(
+        "%s: event %s killed %d pool process(es); dead-lettered",
+        event.metadata.event_type,
+        event.metadata.id,
+        crashes,
+    )
