@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("events_celery", "0002_dead_letter"),
+        ("events_celery", "0003_outbox_user_id"),
     ]
 
     operations = [
