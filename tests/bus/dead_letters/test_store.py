@@ -96,6 +96,7 @@ def test_a_failure_names_one_of_the_reasons() -> None:
         "redelivered",
         "receiver-gone",
         "poison",
+        "key-held",
     }
     with pytest.raises(ValueError, match="reason"):
         Failure("receiver failed after 3 attempt(s)", "x")
