@@ -14,6 +14,9 @@ travelled, one event at a time, and is acknowledged only afterwards:
 * a message that can never become an event (design section 6) is dead-lettered with the reason;
 * a message that comes back unfinished (its consumer died) more than
   ``EVENT_BUS_MAX_REDELIVERIES`` times is dead-lettered instead of run again.
+
+A topic that ``EVENT_BUS_CONSUMER_CONFIG`` orders by key is consumed instead through an intake
+and partition queues, with retries held in the process (:mod:`.ordered`).
 """
 
 from __future__ import annotations
