@@ -149,3 +149,6 @@ def test_a_stopped_key_holds_its_later_events_as_dead_letters(bus: Bus, groups: 
         "s0@k2",
         "s1@k2",
     ]
+    # SIGTERM stops it cleanly (its channels closed, nothing left unacknowledged).
+    assert consumer.stop() == 0
+    assert "stopping" in consumer.log.read_text()
