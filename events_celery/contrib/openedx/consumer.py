@@ -14,6 +14,9 @@ travelled, one event at a time, and is acknowledged only afterwards:
 * a message that can never become an event (design section 6) is dead-lettered with the reason;
 * a message that comes back unfinished (its consumer died) more than
   ``EVENT_BUS_MAX_REDELIVERIES`` times is dead-lettered instead of run again.
+
+A topic that ``EVENT_BUS_CONSUMER_CONFIG`` orders by key is consumed instead through an intake
+and partition queues, with retries held in the process (:mod:`.ordered`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.conf.declarations import NAME_PATTERN
 from events_celery.conf.routing import TOPIC_PATTERN
 from events_celery.contrib.openedx import wire
+from events_celery.contrib.openedx.ordered import OrderedGroup
 from events_celery.exceptions import BrokerTLSError, ConfigurationError, PublishError
 from events_celery.receivers import dotted_name
 from events_celery.wire import (
@@ -116,13 +120,16 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             )
         self.topic = topic
         self.group_id = group_id
+        subscription = _subscription(bus_settings(), topic)
         self.settings: BusSettings = attrs.evolve(
-            bus_settings(), service_name=group_id, consumer_config=(Subscription(topic, None),)
+            bus_settings(), service_name=group_id, consumer_config=(subscription,)
         )
         self.exchange = topology.exchange_name(self.settings.topic_prefix, topic)
         self.queue = topology.service_queue(
-            group_id, self.settings.topic_prefix, Subscription(topic, None), self.queue_type
+            group_id, self.settings.topic_prefix, subscription, self.queue_type
         )
+        #: The topic is ordered by key (``None``: it is not).
+        self.ordered = OrderedGroup(self, subscription) if subscription.order_by_key else None
         self.connection: Connection = bus_connection(self.settings, confirm_publish=False)
         self._stopping = threading.Event()
 
@@ -208,22 +215,64 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if self.should_stop:
             raise _StopRequestedError
 
+    def consume(  # type: ignore[override]  # celery-types declares a generator a function
+        self,
+        limit: int | None = None,
+        timeout: int | None = None,
+        safety_interval: int = 1,
+        **kwargs: Any,
+    ) -> Iterator[None]:
+        """The loop :meth:`run` drives: wait for the broker, then run what may run.
+
+        An ordered topic waits no longer than until its next event may run (a retry's backoff
+        ends, or a batch is ready to route), and runs its events between two waits.
+        """
+        if self.ordered is None:
+            yield from super().consume(limit, timeout, safety_interval, **kwargs)  # type: ignore[misc]
+            return
+        ordered = self.ordered
+        with self.consumer_context(**kwargs) as (connection, _, _):  # type: ignore[attr-defined]
+            drained = False
+            while not self.should_stop:
+                ordered.step(drained)
+                try:
+                    connection.drain_events(timeout=ordered.wait_time(safety_interval))
+                    drained = True
+                except TimeoutError:
+                    connection.heartbeat_check()
+                    drained = False
+                except OSError:
+                    if not self.should_stop:
+                        raise
+                yield None
+
     def get_consumers(
         self, consumer_class: Callable[..., Consumer], channel: Any
     ) -> list[Consumer]:
-        """Declare the group's topology, and consume its queue one message at a time."""
+        """Declare the group's topology, and consume its queue one message at a time.
+
+        An ordered topic consumes its presence queue here; its intake and partitions get a
+        channel each once the consumer is ready (:meth:`on_consume_ready`).
+        """
+        connection = channel.connection.client
+        queues: tuple[Queue, ...] = (self.queue,)
+        if self.ordered is not None:
+            topology.refuse_changed_partitions(connection, self.settings)
+            queues = self.ordered.queues()
         producer = topology.producer_topology(self.settings, [self.topic])
         topology.declare(
-            channel.connection.client,
+            connection,
             topology.Topology(
                 exchanges=(*producer.exchanges, topology.dead_letter_exchange(self.group_id)),
                 queues=(
                     *producer.queues,
                     topology.dead_letter_queue(self.group_id, self.queue_type),
-                    self.queue,
+                    *queues,
                 ),
             ),
         )
+        if self.ordered is not None:
+            return [self.ordered.presence_consumer(channel)]
         channel.basic_qos(0, 1, False)
         return [consumer_class(queues=[self.queue], on_message=self.on_message, no_ack=False)]
 
@@ -231,6 +280,16 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
     ) -> None:
         """Log that the group consumes its queue (once per connection)."""
+        if self.ordered is not None:
+            self.ordered.open(connection, channel)
+            logger.info(
+                "events_celery: group %r consuming %s ordered by key (%d partitions, %s)",
+                self.group_id,
+                self.ordered.intake.name,
+                len(self.ordered.partitions),
+                self.ordered.subscription.when_exhausted,
+            )
+            return
         logger.info(
             "events_celery: group %r consuming %s (topic exchange %r)",
             self.group_id,
@@ -238,34 +297,67 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             self.exchange,
         )
 
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        """Close an ordered topic's channels: unfinished events go back, in their order."""
+        if self.ordered is not None:
+            self.ordered.close()
+
     def on_message(self, message: Message) -> None:
         """Run the receivers of one event, then acknowledge it (or retry, or dead-letter)."""
         headers = dict(message.headers or {})
-        body = raw_body(message)
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
         if not exchange:  # put back on the queue by this consumer: where did it come from?
             exchange, _, routing_key = header_text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
-        user_id = self._publisher(message, headers)
-        if exchange != self.exchange:
-            hooks.poisoned(self.settings, exchange)
-            self._dead_letter(
-                message,
-                Failure(
-                    Reason.POISON,
-                    f"arrived by exchange {exchange!r}, not the topic's exchange {self.exchange!r}",
-                    origin=origin,
-                ),
-            )
+        if not self.came_by(message, exchange, self.exchange, origin):
             return
         if info.get("redelivered"):
             self._count_return(message, headers, origin)
             return
+        event = self.read_event(message, headers, routing_key, origin)
+        if event is None:
+            return
+        attempt = _number(headers.get(HEADER_ATTEMPT_NUMBER), default=1)
+        failures = self.run_receivers(event)
+        if not failures:
+            message.ack()
+            return
+        policy = self.settings.retry_policy
+        if attempt < policy.max_attempts:
+            delay = self.retry_in(attempt)
+            queue = retry_queue(self.group_id, self.topic, delay, self.queue_type)
+            if self._put_back(
+                message, headers, origin, queue, {HEADER_ATTEMPT_NUMBER: str(attempt + 1)}
+            ):
+                self.log_retry(event, failures, attempt, delay)
+            return
+        self.give_up(message, failures, attempt, origin)
+
+    def came_by(self, message: Message, exchange: str, expected: str, origin: str) -> bool:
+        """Whether ``message`` came by the ``expected`` exchange; if not, it is dead-lettered."""
+        if exchange == expected:
+            return True
+        hooks.poisoned(self.settings, exchange)
+        self.dead_letter_message(
+            message,
+            Failure(
+                Reason.POISON,
+                f"arrived by exchange {exchange!r}, not the expected exchange {expected!r}",
+                origin=origin,
+            ),
+        )
+        return False
+
+    def read_event(
+        self, message: Message, headers: dict[str, Any], routing_key: str | None, origin: str
+    ) -> wire.ReceivedOpenedxEvent | None:
+        """The Open edX event of ``message``; ``None`` when it is poison (then dead-lettered)."""
+        user_id = self.publisher_of(message, headers)
         try:
             event = wire.decode(
                 headers,
-                body,
+                raw_body(message),
                 content_type=message.content_type,
                 max_size=self.settings.max_message_size,
                 routing_key=routing_key,
@@ -273,69 +365,82 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
                 user_id=user_id,
             )
         except PoisonMessageError as exc:
-            hooks.poisoned(self.settings, exchange)
-            self._dead_letter(message, Failure(Reason.POISON, exc.reason, origin=origin))
-            return
+            hooks.poisoned(self.settings, origin.rpartition("/")[0])
+            self.dead_letter_message(message, Failure(Reason.POISON, exc.reason, origin=origin))
+            return None
         hooks.consumed(self.settings, self.topic, event.metadata.event_type)
-        attempt = _number(headers.get(HEADER_ATTEMPT_NUMBER), default=1)
+        return event
+
+    def run_receivers(self, event: wire.ReceivedOpenedxEvent) -> list[tuple[str, BaseException]]:
+        """Run every receiver of ``event``; the receivers that raised, with their errors."""
         prepare_for_new_work_cycle()
-        failures: list[tuple[str, BaseException]] = []
         try:
             responses = event.signal.send_event_with_custom_metadata(
                 event.metadata, **event.event_data
             )
         except Exception as exc:  # DEBUG (or allow_send_event_failure): the first error raises
-            failures.append(("(the first receiver that raised)", exc))
-        else:
-            failures = [
-                (dotted_name(func), response)
-                for func, response in responses
-                if isinstance(response, BaseException)
-            ]
-        if not failures:
-            message.ack()
-            return
-        names = ", ".join(name for name, _ in failures)
-        errors = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failures)
-        policy = self.settings.retry_policy
-        if attempt < policy.max_attempts:
-            delay = retry_delay(attrs.evolve(policy, jitter=False), attempt + 1)
-            queue = retry_queue(self.group_id, self.topic, delay, self.queue_type)
-            if self._put_back(
-                message, headers, origin, queue, {HEADER_ATTEMPT_NUMBER: str(attempt + 1)}
-            ):
-                logger.warning(
-                    "%s: receiver(s) %s failed on attempt %d/%d (%s); all run again in %.1fs "
-                    "(event %s)",
-                    event.metadata.event_type,
-                    names,
-                    attempt,
-                    policy.max_attempts,
-                    errors,
-                    delay,
-                    event.metadata.id,
-                )
-            return
-        self._dead_letter(
+            return [("(the first receiver that raised)", exc)]
+        return [
+            (dotted_name(func), response)
+            for func, response in responses
+            if isinstance(response, BaseException)
+        ]
+
+    def retry_in(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1`` (:confval:`EVENT_BUS_RETRY_POLICY`, no jitter)."""
+        return retry_delay(attrs.evolve(self.settings.retry_policy, jitter=False), attempt + 1)
+
+    def log_retry(
+        self,
+        event: wire.ReceivedOpenedxEvent,
+        failures: list[tuple[str, BaseException]],
+        attempt: int,
+        delay: float,
+    ) -> None:
+        """Log that the receivers of ``event`` failed and run again in ``delay`` seconds."""
+        logger.warning(
+            "%s: receiver(s) %s failed on attempt %d/%d (%s); all run again in %.1fs (event %s)",
+            event.metadata.event_type,
+            ", ".join(name for name, _ in failures),
+            attempt,
+            self.settings.retry_policy.max_attempts,
+            _errors(failures),
+            delay,
+            event.metadata.id,
+        )
+
+    def give_up(
+        self,
+        message: Message,
+        failures: list[tuple[str, BaseException]],
+        attempt: int,
+        origin: str,
+    ) -> None:
+        """Dead-letter an event whose receivers failed on its last attempt."""
+        self.dead_letter_message(
             message,
             Failure(
                 Reason.RECEIVER_FAILED,
-                f"receiver(s) failed after {attempt} attempt(s): {errors}",
-                receiver=names,
+                f"receiver(s) failed after {attempt} attempt(s): {_errors(failures)}",
+                receiver=", ".join(name for name, _ in failures),
                 attempts=attempt,
                 traceback="\n".join("".join(traceback.format_exception(e)) for _, e in failures),
                 origin=origin,
             ),
         )
 
-    def _publisher(self, message: Message, headers: dict[str, Any]) -> str | None:
+    def publisher_of(self, message: Message, headers: dict[str, Any]) -> str | None:
         """The broker user that published the event (``user_id``, which the broker checked).
 
-        A message this consumer put back (a retry, a return) is published by the group's own
-        user; only then does the header that carries the original ``user_id`` count.
+        A message this consumer put back (a retry, a return) or routed to a partition of an
+        ordered topic is published by the group's own user; only then does the header that
+        carries the original ``user_id`` count.
         """
         user_id = message.properties.get("user_id")
-        put_back = not message.delivery_info.get("exchange")
+        exchange = message.delivery_info.get("exchange")
+        put_back = not exchange or (
+            self.ordered is not None and exchange == self.ordered.exchange.name
+        )
         if put_back and user_id == publisher_user(self.settings):
             kept = headers.get(HEADER_USER_ID)
             return header_text(kept) if kept is not None else None
@@ -346,7 +451,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         # one whose receivers kill the consumer every time is dead-lettered, not run forever.
         returns = _number(headers.get(HEADER_REDELIVERIES), default=0) + 1
         if returns > self.settings.max_redeliveries:
-            self._dead_letter(
+            self.dead_letter_message(
                 message,
                 Failure(
                     Reason.REDELIVERED,
@@ -374,7 +479,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if attempt is not None and HEADER_ATTEMPT_NUMBER not in extra:
             kept[HEADER_ATTEMPT_NUMBER] = header_text(attempt)
         own = publisher_user(self.settings)
-        user_id = self._publisher(message, headers)
+        user_id = self.publisher_of(message, headers)
         if user_id is not None:
             kept[HEADER_USER_ID] = user_id
         copy = OutgoingMessage(
@@ -403,8 +508,9 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         message.ack()
         return True
 
-    def _dead_letter(self, message: Message, failure: Failure) -> None:
-        user_id = self._publisher(message, dict(message.headers or {}))
+    def dead_letter_message(self, message: Message, failure: Failure) -> None:
+        """Dead-letter ``message`` with ``failure``, then acknowledge it."""
+        user_id = self.publisher_of(message, dict(message.headers or {}))
         try:
             dead_letter(
                 self.settings,
@@ -424,6 +530,28 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             return
         logger.error("dead-lettered a message of %s: %s", self.queue.name, failure.error)
         message.ack()
+
+
+def _subscription(settings: BusSettings, topic: str) -> Subscription:
+    """The group's subscription: every event type of ``topic``, ordered as the settings say.
+
+    ``EVENT_BUS_CONSUMER_CONFIG[topic]`` of this process orders the group's events by key
+    (``order_by_key``, ``partitions``, ``when_exhausted``); its ``event_types`` are not used.
+    """
+    for configured in settings.subscriptions:
+        if configured.topic == topic and configured.valid and configured.order_by_key:
+            return Subscription(
+                topic,
+                None,
+                order_by_key=True,
+                partitions=configured.partitions,
+                when_exhausted=configured.when_exhausted,
+            )
+    return Subscription(topic, None)
+
+
+def _errors(failures: list[tuple[str, BaseException]]) -> str:
+    return "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failures)
 
 
 def _number(value: object, *, default: int) -> int:

@@ -19,8 +19,8 @@ TOPIC = "enrollments"
 KEY_FIELD = "enrollment.course.course_key"
 
 
-def enrollment(username: str, user_id: int = 7) -> CourseEnrollmentData:
-    """An active audit enrollment of ``username`` in a demo course."""
+def enrollment(username: str, user_id: int = 7, run: str = "DemoX") -> CourseEnrollmentData:
+    """An active audit enrollment of ``username`` in a demo course (``run``: its run)."""
     return CourseEnrollmentData(
         user=UserData(
             id=user_id,
@@ -28,7 +28,7 @@ def enrollment(username: str, user_id: int = 7) -> CourseEnrollmentData:
             pii=UserPersonalData(username=username, email=f"{username}@example.org", name="Ada"),
         ),
         course=CourseData(
-            course_key=CourseKey.from_string("course-v1:edX+DemoX+2026"),
+            course_key=CourseKey.from_string(f"course-v1:edX+{run}+2026"),
             display_name="Demonstration Course",
             start=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
         ),

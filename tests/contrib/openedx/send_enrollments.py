@@ -2,7 +2,8 @@
 
 Each username given on the command line is enrolled in its own transaction with
 openedx-events' ``COURSE_ENROLLMENT_CREATED.send_event``; a name starting with ``rollback``
-is rolled back. ``TEST_MINOR_VERSION`` sends the event as that minor version (as a newer
+is rolled back, and ``name@run`` enrolls ``name@run`` in the course of that run (the
+event's key). ``TEST_MINOR_VERSION`` sends the event as that minor version (as a newer
 openedx-events would), and every event carries the time ``TEST_EVENT_TIME``. It prints one
 JSON line (username → metadata) once its outbox publisher has published every row.
 """
@@ -48,7 +49,8 @@ def main(usernames: list[str]) -> None:
     for username in usernames:
         with transaction.atomic():
             responses = COURSE_ENROLLMENT_CREATED.send_event(
-                enrollment=enrollment(username), time=time
+                enrollment=enrollment(username, run=username.partition("@")[2] or "DemoX"),
+                time=time,
             )
             errors = [repr(r) for _, r in responses if isinstance(r, BaseException)]
             if errors:  # the producer is a receiver too: its errors are responses

@@ -3,6 +3,7 @@
 It switches openedx-events to RabbitMQ with settings alone, as the how-to says.
 """
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -22,6 +23,8 @@ EVENT_BUS_PRODUCER_CONFIG = {
         "enrollments": {"event_key_field": "enrollment.course.course_key", "enabled": True},
     },
 }
+# consume_events orders a group's topic by key when this asks for it.
+EVENT_BUS_CONSUMER_CONFIG = json.loads(os.environ.get("TEST_CONSUMER_CONFIG", "{}"))
 EVENTS_SERVICE_NAME = os.environ["TEST_SERVICE"]  # openedx-events' source: openedx/<it>/web
 EVENT_BUS_SERVICE_NAME = os.environ["TEST_SERVICE"]
 EVENT_BUS_TOPIC_PREFIX = os.environ["TEST_PREFIX"]

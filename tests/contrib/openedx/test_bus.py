@@ -36,9 +36,9 @@ EVENT_TIME = "2026-11-02T10:30:15.654321+00:00"
 class ConsumeEvents:
     """``manage.py consume_events`` of one consumer group, as its own process."""
 
-    def __init__(self, bus: Bus, group: str, env: dict[str, str]) -> None:
+    def __init__(self, bus: Bus, group: str, env: dict[str, str], name: str = "") -> None:
         self.bus, self.group, self.env = bus, group, env
-        self.log = bus.tmp_path / f"consume-{group}.log"
+        self.log = bus.tmp_path / f"consume-{group}{name}.log"
         self.starts = 0
         self.start()
 

@@ -6,6 +6,8 @@ import inspect
 import json
 import os
 import signal
+import time
+import zlib
 from typing import Any
 
 from django.apps import AppConfig
@@ -15,11 +17,15 @@ def record_enrollment(**kwargs: Any) -> None:
     """Append what the receiver got to ``TEST_RESULTS``; fail as the username asks.
 
     ``flaky``: raises on the first two calls for an event id; ``broken``: always raises;
-    ``crash``: kills its own process (SIGKILL), as an OOM kill would.
+    ``crash``: kills its own process (SIGKILL), as an OOM kill would (a ``@run`` suffix of the
+    username is not part of these names). With ``TEST_FAIL_FIRST_ONE_IN`` = ``n``, the first
+    call for one event in ``n`` raises (chosen by the event id); each call then sleeps
+    ``TEST_STEP_SLEEP`` seconds.
     """
     metadata = kwargs["metadata"]
     enrollment = kwargs["enrollment"]
     username = enrollment.user.pii.username
+    name = username.partition("@")[0]
     path = os.environ["TEST_RESULTS"]
     with open(path) as results:
         earlier = sum(1 for line in results if str(metadata.id) in line)
@@ -37,12 +43,21 @@ def record_enrollment(**kwargs: Any) -> None:
         "course_key": str(enrollment.course.course_key),
         "creation_date": enrollment.creation_date.isoformat(),
         "call": earlier + 1,
+        "pid": os.getpid(),
     }
+    one_in = int(os.environ.get("TEST_FAIL_FIRST_ONE_IN", "0"))
+    fails = (
+        name == "broken"
+        or (name == "flaky" and earlier < 2)
+        or (one_in and earlier == 0 and zlib.crc32(str(metadata.id).encode()) % one_in == 0)
+    )
+    record["failed"] = bool(fails)
     with open(path, "a") as results:
         results.write(json.dumps(record) + "\n")  # one write: one whole line
-    if username == "crash":
+    if name == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
-    if username == "broken" or (username == "flaky" and earlier < 2):
+    time.sleep(float(os.environ.get("TEST_STEP_SLEEP", "0")))
+    if fails:
         raise RuntimeError(f"{username} receiver failed on call {earlier + 1}")
 
 
