@@ -17,6 +17,7 @@ from events_celery.wire import (
     HEADER_ID,
     HEADER_MINOR_VERSION,
     HEADER_PARTITION_KEY,
+    HEADER_SIGNATURE,
     HEADER_SOURCE,
     HEADER_SOURCE_HOST,
     HEADER_SOURCE_LIB,
@@ -49,6 +50,10 @@ HEADER_DESCRIPTIONS = {
     ),
     HEADER_PARTITION_KEY: (
         "the value at the topic's event_key_field, as text; sent when the route names one"
+    ),
+    HEADER_SIGNATURE: (
+        "Ed25519 signatures over the CloudEvents headers and the body, '<key id>:<base64>' "
+        "separated by spaces; sent when the publisher has signing keys"
     ),
 }
 
