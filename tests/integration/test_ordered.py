@@ -70,18 +70,26 @@ def successes(bus: Bus, service: str) -> int:
     return len({(r["key"], r["seq"]) for r in bus.records(service=service, outcome="ok")})
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_keys_keep_their_order_through_retries_a_backlog_and_two_workers(
-    bus: Bus, producer: None, settings: Any
+    bus: Bus, producer: None, settings: Any, queue_type: str
 ) -> None:
     service = bus.service_name("ledger")
     # 5 % of the events fail their first attempt; each run takes 10 ms, so the backlog lasts
     # long enough for the workers to share the partitions.
     env = {"TEST_FAIL_ONE_IN": "20", "TEST_STEP_SLEEP": "0.01"}
-    first = bus.start(service, ordered_config(), env=env)
+    first = bus.start(service, ordered_config(), env=env, queue_type=queue_type)
     first.stop()  # its queues stay: the events wait there as a backlog
     send_interleaved()
     workers = [
-        bus.start(service, ordered_config(), node=f"{service}-{n}", env=env, wait=False)
+        bus.start(
+            service,
+            ordered_config(),
+            node=f"{service}-{n}",
+            env=env,
+            queue_type=queue_type,
+            wait=False,
+        )
         for n in range(2)
     ]
     for worker in workers:
@@ -102,6 +110,7 @@ def test_keys_keep_their_order_through_retries_a_backlog_and_two_workers(
     # show_event_bus shows the subscription's parallelism as the broker sees it.
     settings.EVENT_BUS_SERVICE_NAME = service
     settings.EVENT_BUS_CONSUMER_CONFIG = ordered_config()
+    settings.EVENT_BUS_QUEUE_TYPE = queue_type
     out = io.StringIO()
     call_command("show_event_bus", stdout=out)
     assert f"{service}.{TOPIC}.ordered.0..3 (ready: 0, 0, 0, 0); workers: 2" in out.getvalue()

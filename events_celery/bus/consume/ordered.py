@@ -361,6 +361,7 @@ class OrderedTopic:
         for channel in (self._presence_channel, self.router.channel):
             _close(channel)
         for partition in self.partitions:
+            partition.flush_acks()
             _close(partition.channel)
 
     def kick(self, key: str) -> None:
@@ -621,6 +622,7 @@ class Partition:
             return
         self.cancel_timers()
         self.keys.clear()
+        self.flush_acks()  # the events finished last: acknowledged before the channel goes
         # Closing the channel (not basic.cancel) returns its unacknowledged messages to the
         # queue in their order before the next consumer gets any; then register again.
         _close(self.channel)
