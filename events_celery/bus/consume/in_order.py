@@ -27,14 +27,11 @@ logger = logging.getLogger(__name__)
 #: What a run reports back (plain data: it crosses from the pool process to the consumer):
 #: ``again``: run it again, after ``retry_in`` seconds, for the ``receivers`` named (``None``:
 #: all) at the ``attempts`` given; ``dead_lettered``: a receiver's failure (or the whole event)
-#: went to the dead-letter store.
+#: went to the dead-letter store; ``reject``: neither the database nor the broker's
+#: dead-letter queue took it, so the message itself goes to the queue's dead-letter exchange.
 Result = dict[str, Any]
 
 DONE: Result = {"again": False, "dead_lettered": False}
-
-#: Seconds before an event whose dead letter could not be stored runs again.
-STORE_RETRY = 5.0
-
 
 #: One event to run: the event, the receivers still to succeed (``None``: all of them) and
 #: the attempt each of those is at (1 when left out).
@@ -74,16 +71,10 @@ def _run_one(
             return {**DONE, "dead_lettered": True}
         return _run_receivers(settings, event, item, receivers, attempts)
     except Reject as exc:
-        # Its dead letter could not be stored: the consumer leaves the message unacknowledged
-        # and runs it again later instead of losing it.
+        # Its dead letter could not be stored: the consumer rejects the message, and the
+        # partition queue's dead-letter exchange keeps it (as for an unordered event).
         logger.error("%s", exc)
-        return {
-            "again": True,
-            "receivers": receivers,
-            "attempts": attempts,
-            "retry_in": STORE_RETRY,
-            "dead_lettered": False,
-        }
+        return {"again": False, "dead_lettered": True, "reject": True}
 
 
 def _run_receivers(

@@ -146,6 +146,11 @@ class Acks:
         """Acknowledge ``message`` at the next :meth:`flush`."""
         self._settled.append(message)
 
+    def reject(self, message: Any) -> None:
+        """Reject ``message`` now, without requeueing: the queue's dead-letter exchange takes it."""
+        self._unsettled.pop(message.delivery_tag, None)
+        message.reject(requeue=False)
+
     def flush(self) -> int:
         """Send the acknowledgements due; returns how many frames it sent."""
         if not self._settled:

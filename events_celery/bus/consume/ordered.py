@@ -396,6 +396,7 @@ class Router:
         )
         self._batch: list[tuple[Message, Outgoing]] = []
         self._flush_entry: Any = None
+        self._failures = 0  # routing failures in a row (see _reopen)
         self.paused = False
 
     def open(self) -> None:
@@ -469,6 +470,7 @@ class Router:
                 for message, _ in batch[:done]:
                     message.ack()
         if done == len(batch):
+            self._failures = 0
             return
         # Acknowledging past an unconfirmed event would let later events of its key overtake
         # it: the rest goes back to the intake, in order, with this channel, and this worker
@@ -480,8 +482,7 @@ class Router:
             self.queue.name,
             outcome.error or outcome.refused or "no answer",
         )
-        _close(self.channel)
-        self.open()
+        self._reopen()
 
     def _unordered(self, message: Message, item: Envelope) -> None:
         # An event without a key keeps no order (as a Kafka record without a key): the
@@ -490,10 +491,22 @@ class Router:
             deliver_later(self.topic.step.app, self.topic.settings, [item])
         except PublishError:
             logger.exception("handing an event without a key to the receiver tasks failed")
-            _close(self.channel)
-            self.open()
+            self._reopen()
             return
         message.ack()
+
+    def _reopen(self) -> None:
+        """Give the intake's events back (in order) and register again after a backoff."""
+        _close(self.channel)
+        self.channel = None
+        self._failures += 1
+        pause = min(2.0 ** (self._failures - 1) * 0.5, 30.0)
+        logger.warning("routing %s again in %.1fs", self.queue.name, pause)
+        self.topic.step.timer.call_after(pause, self._open_unless_paused)
+
+    def _open_unless_paused(self) -> None:
+        if not self.paused and self.channel is None:
+            self.open()
 
     def _cancel_flush(self) -> None:
         if self._flush_entry is not None:
@@ -581,6 +594,9 @@ class Partition:
             entry.timer = self.topic.step.timer.call_after(
                 float(result["retry_in"]), lambda: self._retry(entry)
             )
+        elif result.get("reject"):
+            self.acks.reject(entry.message)
+            self.keys.finish(entry)
         elif not result.get("again"):
             self.acks.settle(entry.message)  # sent once the whole job is settled
             self.topic.step.recent.add(entry.event_id)

@@ -121,3 +121,22 @@ def test_without_multiple_every_message_is_acknowledged_alone():
         acks.settle(message)
     acks.flush()
     assert sent == [(1, False), (2, False)]
+
+
+class Rejectable(Delivered):
+    def reject(self, requeue: bool = True) -> None:
+        self._sent.append((-self.delivery_tag, requeue))
+
+
+def test_a_rejected_message_leaves_the_run_at_the_head_to_the_others():
+    sent: list[tuple[int, bool]] = []
+    acks = Acks()
+    messages = [Rejectable(tag, sent) for tag in (1, 2, 3)]
+    for message in messages:
+        acks.delivered(message)
+    acks.reject(messages[0])
+    acks.settle(messages[1])
+    acks.settle(messages[2])
+    acks.flush()
+
+    assert sent == [(-1, False), (3, True)]
