@@ -342,24 +342,35 @@ def _in_key_order(settings: BusSettings, found: list[tuple[int, str | None]]) ->
 def _claim_returning(
     settings: BusSettings, now: datetime, owner: str, limit: int, include_refused: bool
 ) -> list[Row]:
-    # PostgreSQL: claim and read in one statement, whatever the size of the backlog. The first
-    # NOT EXISTS passes over rows held back by a waiting earlier row of their key (leased or set
-    # aside); the second, over rows whose earlier row a concurrent claim has locked.
+    # PostgreSQL: claim and read in one statement, whatever the size of the backlog, and in
+    # time that grows with the claim, not with the backlog or the length of a key's run:
+    # - held: each key's first waiting row (leased elsewhere, or set aside), found once per
+    #   claim (these rows are few); a due row behind one is passed over, so that held-back rows
+    #   never use up the LIMIT. A row of a key with none is let through by a hashed lookup.
+    # - gap: each claimed key's first row that this claim did not lock (a concurrent claim
+    #   locked it, or it is later); the claimed rows after it are dropped (a row SKIP LOCKED
+    #   passes over is invisible to the LIMIT). One index probe per key.
     connection = connections[settings.db_alias]
     table = _prepare(connection).table
     refused = "" if include_refused else f" AND c.attempts < {MAX_REFUSALS:d}"
-    set_aside = "" if include_refused else f" OR e.attempts >= {MAX_REFUSALS:d}"
+    set_aside = "" if include_refused else f" OR attempts >= {MAX_REFUSALS:d}"
     read = ", ".join(f"o.{column}" for column in _READ)
     sql = (
-        f"WITH due AS (SELECT c.id, c.ordering_key FROM {table} AS c "
-        f"WHERE c.locked_until <= %s{refused} AND (c.ordering_key IS NULL OR NOT EXISTS ("
-        f"SELECT 1 FROM {table} AS e WHERE e.ordering_key = c.ordering_key AND e.id < c.id "
-        f"AND (e.locked_until > %s{set_aside}))) "
-        "ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED) "
-        f"UPDATE {table} AS o SET locked_by = %s, locked_until = %s FROM due "
-        "WHERE o.id = due.id AND (due.ordering_key IS NULL OR NOT EXISTS ("
-        f"SELECT 1 FROM {table} AS e WHERE e.ordering_key = due.ordering_key "
-        "AND e.id < due.id AND e.id NOT IN (SELECT id FROM due))) "
+        f"WITH held AS MATERIALIZED (SELECT ordering_key, MIN(id) AS first FROM {table} "
+        f"WHERE ordering_key IS NOT NULL AND (locked_until > %s{set_aside}) "
+        "GROUP BY ordering_key), "
+        f"due AS (SELECT c.id, c.ordering_key FROM {table} AS c WHERE c.locked_until <= %s"
+        f"{refused} AND (c.ordering_key IS NULL "
+        "OR c.ordering_key NOT IN (SELECT ordering_key FROM held) "
+        "OR c.id < (SELECT first FROM held WHERE held.ordering_key = c.ordering_key)) "
+        "ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED), "
+        "gap AS (SELECT k.ordering_key, ("
+        f"SELECT e.id FROM {table} AS e WHERE e.ordering_key = k.ordering_key "
+        "AND e.id NOT IN (SELECT id FROM due) ORDER BY e.id LIMIT 1) AS first "
+        "FROM (SELECT DISTINCT ordering_key FROM due WHERE ordering_key IS NOT NULL) AS k) "
+        f"UPDATE {table} AS o SET locked_by = %s, locked_until = %s "
+        "FROM due LEFT JOIN gap ON gap.ordering_key = due.ordering_key "
+        "WHERE o.id = due.id AND (gap.first IS NULL OR due.id < gap.first) "
         f"RETURNING {read}"
     )
     until = now + timedelta(seconds=settings.outbox_lease)

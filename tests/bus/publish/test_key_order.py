@@ -179,6 +179,35 @@ def test_a_claim_passes_over_a_key_whose_earlier_row_a_concurrent_claim_has_lock
     assert claimed() == [first, second]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED: PostgreSQL")
+@pytest.mark.usefixtures("keyed", "submitted")
+def test_a_claim_takes_a_key_only_up_to_a_row_a_concurrent_claim_has_locked() -> None:
+    first, second, third, other = send(1, 1, 1, 2)
+    expire()
+    locked = threading.Event()
+    done = threading.Event()
+
+    def lock_second() -> None:
+        try:
+            with transaction.atomic():
+                list(OutboxMessage.objects.select_for_update().filter(id=second))
+                locked.set()
+                done.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=lock_second)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        assert claimed() == [first, other]  # ``third`` waits behind ``second``
+    finally:
+        done.set()
+        thread.join()
+    expire()
+    assert claimed() == [first, second, third, other]
+
+
 @pytest.mark.usefixtures("keyed")
 def test_the_writer_leaves_a_key_to_the_relays_when_an_earlier_row_is_not_its_own(
     submitted: list[Row],
