@@ -18,6 +18,11 @@ class OutboxMessage(models.Model):
     lease (``locked_by`` until ``locked_until``): first the process that wrote it, which
     publishes it right after the commit; once the lease has run out, any relay may claim it.
     A row is deleted once the broker has confirmed its message.
+
+    A row whose topic has an ``event_key_field`` carries its ordering key (a digest of the
+    topic and the key's value): of the rows of one ordering key, only the oldest still in the
+    table may be published, or a later one together with it, in order, by the same publisher
+    (see :mod:`events_celery.bus.publish.outbox`).
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -39,11 +44,21 @@ class OutboxMessage(models.Model):
         default="",
         help_text="the broker user that publishes it (the message's user_id); blank: none",
     )
+    ordering_key = models.CharField(
+        max_length=40,
+        null=True,
+        blank=True,
+        default=None,
+        help_text="digest of the topic and the partition key; blank: no order kept",
+    )
 
     class Meta:
         db_table = "events_celery_outbox"
         verbose_name = "outbox message"
-        indexes = [models.Index(fields=["locked_until", "id"], name="events_celery_outbox_claim")]
+        indexes = [
+            models.Index(fields=["locked_until", "id"], name="events_celery_outbox_claim"),
+            models.Index(fields=["ordering_key", "id"], name="events_celery_outbox_key"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id} -> {self.topic}"

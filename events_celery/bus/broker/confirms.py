@@ -11,6 +11,12 @@ publish that returns is taken as done there.
 
 A publish the broker refuses for permissions (see :mod:`.refusals`) closes the channel: that
 message is set aside as ``forbidden``, and the batch goes on with the others on a new channel.
+
+Messages may carry an ordering key: those of one key reach each queue in batch order, as
+publishes on one channel do. A message that is not confirmed holds back the later ones of its
+key: after a refusal they are ``blocked`` (not published, or published and to be published again
+after it), after a lost connection they are published again after it (``unknown``), never
+reported confirmed ahead of it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Outgoing:
     routing_key: str
     message: OutgoingMessage
     declare: topology.Topology
+    ordering_key: str | None = None
 
 
 @attrs.define
@@ -55,6 +62,8 @@ class Outcome:
         unknown: no answer came (connection lost, timed out); the broker may still deliver
             them.
         unsent: never handed to the broker.
+        blocked: messages after a refused (or forbidden) one of the same ordering key: not
+            published, or published but to be published again after it; they wait for it.
         error: what stopped the batch, if something did.
     """
 
@@ -63,11 +72,50 @@ class Outcome:
     forbidden: dict[int, str] = attrs.field(factory=dict)
     unknown: list[int] = attrs.field(factory=list)
     unsent: list[int] = attrs.field(factory=list)
+    blocked: list[int] = attrs.field(factory=list)
     error: BaseException | None = None
 
 
 #: Messages whose frames are sent together in one write.
 WRITE_BATCH = 64
+
+
+def keep_key_order(items: Iterable[Outgoing], outcome: Outcome) -> None:
+    """Hold back, in ``outcome``, what came after an unconfirmed message of its ordering key.
+
+    A confirmed message after a refused (or forbidden) one of its key moves to ``blocked``;
+    after one with no answer or never sent, to ``unknown``: either way it is published again
+    after the earlier one, so the last message of a key the broker delivers is its latest.
+    Messages already ``blocked`` make the later ones of their key ``blocked`` as well.
+    """
+    refused = outcome.refused.keys() | outcome.forbidden.keys() | set(outcome.blocked)
+    retried = set(outcome.unknown) | set(outcome.unsent)
+    if not refused and not retried:
+        return
+    confirmed = set(outcome.confirmed)
+    held: dict[str, bool] = {}  # ordering key -> blocked (True) or to publish again (False)
+    blocked: list[int] = []
+    again: list[int] = []
+    for item in items:
+        key, ordering_key = item.key, item.ordering_key
+        if ordering_key is None:
+            continue
+        state = held.get(ordering_key)
+        if key in refused:
+            held[ordering_key] = True
+        elif state is True and (key in confirmed or key in retried):
+            blocked.append(key)
+        elif state is False and key in confirmed:
+            again.append(key)
+        elif key in retried and state is None:
+            held[ordering_key] = False
+    if not blocked and not again:
+        return
+    moved = {*blocked, *again}
+    outcome.confirmed = [key for key in outcome.confirmed if key not in moved]
+    outcome.unknown = [key for key in outcome.unknown if key not in moved] + again
+    outcome.unsent = [key for key in outcome.unsent if key not in moved]
+    outcome.blocked += [key for key in blocked if key not in outcome.blocked]
 
 
 class BrokerBlockedError(ConnectionError):
@@ -200,6 +248,7 @@ class ConfirmingPublisher:
             outcome.confirmed.extend(self._confirmed)
             outcome.refused.update(self._refused)
             self._reset_batch()
+            keep_key_order(items, outcome)
             confirmed = set(outcome.confirmed)
             hooks.published(
                 [
@@ -260,6 +309,11 @@ class ConfirmingPublisher:
         outcome.forbidden[refused] = refusal.reason
         taken = [by_key[key] for key in waiting[: waiting.index(refused)]]
         after = todo[[item.key for item in todo].index(refused) + 1 :]
+        ordering_key = by_key[refused].ordering_key
+        if ordering_key is not None:
+            # The later messages of its key wait for it (the broker discarded them).
+            outcome.blocked += [item.key for item in after if item.ordering_key == ordering_key]
+            after = [item for item in after if item.ordering_key != ordering_key]
         if not self.resend_unknown:
             outcome.unknown += [item.key for item in taken]
             taken = []

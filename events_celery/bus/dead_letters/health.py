@@ -145,9 +145,10 @@ def _outbox(settings: BusSettings, max_age: float | None) -> Result:
     age = waiting.oldest_age()
     if age is None:
         return Result("outbox", True, "empty")
-    if waiting.forbidden:
-        # No retry helps these: an administrator must change the permissions first.
-        return Result("outbox", False, outbox.describe_forbidden(waiting))
+    if waiting.forbidden or waiting.blocked_keys:
+        # No retry helps these: an operator must fix the cause (or drop the rows) first.
+        told = [outbox.describe_forbidden(waiting), outbox.describe_blocked(waiting)]
+        return Result("outbox", False, "; ".join(text for text in told if text))
     if age > limit:
         return Result(
             "outbox",

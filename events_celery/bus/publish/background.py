@@ -7,6 +7,13 @@ and deletes the confirmed rows in batches. While the broker is unreachable or bl
 publishers, it keeps the rows (renewing their lease) and retries with backoff; rows it cannot
 keep, or still holds when the process dies, are published by a sweeper once their lease runs out
 (:mod:`events_celery.bus.publish.relay`).
+
+Rows of one ordering key (a topic's ``event_key_field``) leave this process in write order, on
+one channel. Before a batch, it looks for earlier rows of the batch's keys that are not its
+own (their writer died, a relay holds them, or the broker refused them): a key that has one is
+left to the relays at once (its rows' leases end now), which publish it in order once the
+earlier rows are gone. After a failure, a later row of the failed row's key is never confirmed
+ahead of it: it is published again after it, or left to the relays behind a refused one.
 """
 
 from __future__ import annotations
@@ -135,6 +142,7 @@ class BackgroundPublisher:
                 # The thread keeps its database connection (it is closed after an error): one
                 # connection per batch would cost more than the batch.
                 batch = self._keep_leased(settings, batch)
+                batch = self._leave_held_keys(settings, batch)
                 publisher = self._publisher_for(settings)
                 outcome = publisher.publish(batch)
                 publisher.set_aside(outcome)
@@ -153,10 +161,14 @@ class BackgroundPublisher:
             self._confirmed += [by_id[key] for key in outcome.confirmed]
             if outcome.refused:
                 self._release_refused(settings, outcome)
+            if outcome.blocked:
+                self._leave_to_relays(settings, outcome.blocked)
+            again = sorted([*outcome.unknown, *outcome.unsent])
             if outcome.error is None:
                 failures = 0
+                self._give_back([by_id[k] for k in again])
                 continue
-            self._give_back([by_id[k] for k in [*outcome.unknown, *outcome.unsent]])
+            self._give_back([by_id[k] for k in again])
             failures += 1
             delay = _pause(settings, failures)
             logger.log(
@@ -223,6 +235,30 @@ class BackgroundPublisher:
             for row in rows
             if row.leased_at > stale_before or row.id in renewed
         ]
+
+    def _leave_held_keys(self, settings: BusSettings, rows: list[Row]) -> list[Row]:
+        # Rows of a key with an earlier row that is not this process's: left to the relays.
+        # Raises DatabaseError like _keep_leased (the batch is then tried again).
+        held = outbox.held_elsewhere(settings, rows, self._confirmed)
+        if not held:
+            return rows
+        self._leave_to_relays(settings, [row.id for row in held])
+        left = {row.id for row in held}
+        logger.info(
+            "%d outbox row(s) left to the relays: an earlier row of their key is not this "
+            "process's",
+            len(left),
+        )
+        return [row for row in rows if row.id not in left]
+
+    @staticmethod
+    def _leave_to_relays(settings: BusSettings, ids: Sequence[int]) -> None:
+        # Their lease ends now: a relay claims them, in order, once the rows before them are gone.
+        # Should this fail, the lease runs out by itself.
+        try:
+            outbox.release(settings, ids, retry_in=0.0, refused={})
+        except DatabaseError:
+            logger.exception("could not leave outbox rows %s to the relays", sorted(ids))
 
     @staticmethod
     def _release_refused(settings: BusSettings, outcome: Outcome) -> None:

@@ -8,10 +8,21 @@ or cannot reach the broker, any relay may claim the row. Claims are conditional 
 relays never both own a row; where the database has ``SELECT ... FOR UPDATE SKIP LOCKED``
 (PostgreSQL, MySQL, Oracle) concurrent relays also skip each other's rows without waiting.
 Confirmed rows are deleted in batches, which keeps the table small.
+
+Rows of a topic with an ``event_key_field`` carry an ordering key (:func:`ordering_key`: the
+topic and the ``ce_partitionkey`` header), and reach the broker in outbox order per key: a
+keyed row is published only once every earlier row of its key has been confirmed and deleted,
+or together with them, after them on the same channel. So :func:`claim` never takes a row while
+an earlier one of its key is leased elsewhere, set aside, or in another claim, and the writer's
+background publisher leaves a row to the relays when an earlier one of its key, not its own, is
+still in the table (:func:`held_elsewhere`). A row the broker refuses holds back the later rows
+of its key until it is published or deleted; other keys go on. Rows without a key are
+published in no particular order, at no extra cost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -23,7 +34,7 @@ from typing import Any
 
 import attrs
 from django.db import connections, transaction
-from django.db.models import Count, F, Min, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -31,7 +42,12 @@ from events_celery.bus.broker.resources import PerProcess
 from events_celery.conf import BusSettings
 from events_celery.metadata import EventMetadata
 from events_celery.models import OutboxMessage
-from events_celery.wire import HEADER_SOURCE, OutgoingMessage, message_properties
+from events_celery.wire import (
+    HEADER_PARTITION_KEY,
+    HEADER_SOURCE,
+    OutgoingMessage,
+    message_properties,
+)
 
 #: Rows a relay leaves alone once the broker has refused them this many times (see
 #: :func:`claim`); ``manage.py relay_events --retry-refused`` offers them again.
@@ -55,6 +71,7 @@ class Row:
         message: body, headers and properties.
         leased_at: ``time.monotonic()`` when its current lease began.
         owner: who holds the lease (``locked_by``): the writing process, or a relay's claim.
+        ordering_key: see :func:`ordering_key`; ``None`` for a row published in no order.
     """
 
     id: int
@@ -62,6 +79,7 @@ class Row:
     message: OutgoingMessage
     leased_at: float
     owner: str
+    ordering_key: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -85,6 +103,9 @@ class Backlog:
         forbidden: rows set aside because the broker refused them for permissions.
         forbidden_reasons: the reasons of those, each with its number of rows, the most
             frequent first (at most five).
+        blocked_keys: ordering keys with a row set aside (refused or forbidden): none of their
+            later rows is published until it is.
+        blocked_rows: the rows of those keys that wait behind them.
     """
 
     count: int
@@ -92,6 +113,8 @@ class Backlog:
     refused: int
     forbidden: int = 0
     forbidden_reasons: tuple[tuple[str, int], ...] = ()
+    blocked_keys: int = 0
+    blocked_rows: int = 0
 
     def oldest_age(self, now: datetime | None = None) -> float | None:
         """Seconds the oldest row has waited, or ``None`` when none waits."""
@@ -108,6 +131,20 @@ _owner: PerProcess[str] = PerProcess(
 def process_owner() -> str:
     """The lease owner name of this process: host, pid and a random part."""
     return _owner.get()
+
+
+def ordering_key(topic: str, message: OutgoingMessage) -> str | None:
+    """The ordering key of a message to ``topic``: a digest of the topic and its partition key.
+
+    ``None`` when the message has no ``ce_partitionkey`` header (its topic names no
+    ``event_key_field``): such rows keep no order. The digest has a fixed length whatever the
+    key's, so that it can be indexed on every database.
+    """
+    key = message.headers.get(HEADER_PARTITION_KEY)
+    if key is None:
+        return None
+    text = f"{topic}\0{key}".encode()
+    return hashlib.sha1(text, usedforsecurity=False).hexdigest()
 
 
 #: One event's messages, by topic.
@@ -136,27 +173,29 @@ def write(settings: BusSettings, events: Sequence[tuple[EventMetadata, Messages]
     prepared = _prepare(connection)
     locked_until = prepared.time(until)
     values: list[tuple[Any, ...]] = []
-    written: list[tuple[str, OutgoingMessage]] = []
+    written: list[tuple[str, OutgoingMessage, str | None]] = []
     for metadata, messages in events:
         event_id = prepared.uuid(metadata.id)
         created_at = prepared.time(metadata.time)
         for topic, message in messages:
             headers = json.dumps(message.headers, separators=(",", ":"))
+            key = ordering_key(topic, message)
             values.append(
                 (
                     *(event_id, metadata.event_type, topic, headers, message.body),
                     *(created_at, locked_until, owner, 0, ""),
                     str(message.properties.get("user_id") or ""),
+                    key,
                 )
             )
-            written.append((topic, message))
+            written.append((topic, message, key))
     # Plain SQL, no ORM: this runs inside the caller's transaction, on the request path.
     with connection.cursor() as cursor:
         ids = prepared.insert(cursor, values)
     leased_at = time.monotonic()
     return [
-        Row(pk, topic, message, leased_at, owner)
-        for pk, (topic, message) in zip(ids, written, strict=True)
+        Row(pk, topic, message, leased_at, owner, key)
+        for pk, (topic, message, key) in zip(ids, written, strict=True)
     ]
 
 
@@ -172,6 +211,7 @@ _COLUMNS = (
     "attempts",
     "last_error",
     "user_id",
+    "ordering_key",
 )
 
 
@@ -234,8 +274,12 @@ def _prepare(connection: Any) -> _Prepared:
 def claim(settings: BusSettings, *, limit: int, include_refused: bool = False) -> list[Row]:
     """Take up to ``limit`` rows whose lease has run out, oldest first, under a new lease.
 
-    Where the database has ``SKIP LOCKED``, concurrent claims pass over each other's rows;
-    elsewhere the claim is one ``UPDATE``, which the database serializes.
+    A keyed row is taken only with every earlier row of its ordering key still in the table:
+    none of them may be leased elsewhere, set aside (unless ``include_refused``) or taken by a
+    concurrent claim. Rows held back that way do not count against ``limit``, so a blocked key
+    never holds up the others. Where the database has ``SKIP LOCKED``, concurrent claims pass
+    over each other's rows; elsewhere the claim is one ``UPDATE``, which the database
+    serializes.
 
     Returns:
         the rows now owned by this claim, in write order.
@@ -245,62 +289,157 @@ def claim(settings: BusSettings, *, limit: int, include_refused: bool = False) -
     owner = f"{process_owner()}:{uuid.uuid4().hex[:8]}"
     if connections[alias].vendor == "postgresql":
         return _claim_returning(settings, now, owner, limit, include_refused)
-    due = OutboxMessage.objects.using(alias).filter(locked_until__lte=now)
+    objects = OutboxMessage.objects.using(alias)
+    waiting = Q(locked_until__gt=now)
+    due = objects.filter(locked_until__lte=now)
     if not include_refused:
+        waiting |= Q(attempts__gte=MAX_REFUSALS)
         due = due.filter(attempts__lt=MAX_REFUSALS)
+    held_back = objects.filter(ordering_key=OuterRef("ordering_key"), id__lt=OuterRef("id"))
+    due = due.filter(Q(ordering_key__isnull=True) | ~Exists(held_back.filter(waiting)))
     lease = {"locked_by": owner, "locked_until": now + timedelta(seconds=settings.outbox_lease)}
     if connections[alias].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=alias):
-            ids = list(
+            found = list(
                 due.select_for_update(skip_locked=True)
                 .order_by("id")
-                .values_list("id", flat=True)[:limit]
+                .values_list("id", "ordering_key")[:limit]
             )
+            ids = _in_key_order(settings, found)
             if not ids:
                 return []
-            OutboxMessage.objects.using(alias).filter(id__in=ids).update(**lease)
+            objects.filter(id__in=ids).update(**lease)
     else:
         # One statement: the database takes its write lock before reading, so two relays
         # (SQLite allows one writer) wait for each other instead of both reading the same rows.
-        claimed = OutboxMessage.objects.using(alias).filter(
-            id__in=Subquery(due.order_by("id").values("id")[:limit])
-        )
+        claimed = objects.filter(id__in=Subquery(due.order_by("id").values("id")[:limit]))
         if not claimed.update(**lease):
             return []
     leased_at = time.monotonic()
-    fields = ("id", "event_id", "event_type", "topic", "headers", "body", "created_at", "user_id")
-    found = (
-        OutboxMessage.objects.using(alias)
-        .filter(locked_by=owner)
-        .order_by("id")
-        .values_list(*fields)
+    found_rows = objects.filter(locked_by=owner).order_by("id").values_list(*_READ)
+    return [_row(values, leased_at, owner) for values in found_rows]
+
+
+#: The columns a claim reads back.
+_READ = (
+    *("id", "event_id", "event_type", "topic", "headers", "body", "created_at"),
+    *("ordering_key", "user_id"),
+)
+
+
+def _in_key_order(settings: BusSettings, found: list[tuple[int, str | None]]) -> list[int]:
+    # Rows locked by a SKIP LOCKED claim, without those that an earlier row of their key, which
+    # a concurrent claim has locked, must precede.
+    mine = [pk for pk, _ in found]
+    keys = {key for _, key in found if key is not None}
+    if not keys:
+        return mine
+    first: dict[str | None, int] = dict(
+        OutboxMessage.objects.using(settings.db_alias)
+        .filter(ordering_key__in=keys)
+        .exclude(id__in=mine)
+        .values("ordering_key")
+        .annotate(first=Min("id"))
+        .values_list("ordering_key", "first")
     )
-    return [_row(values, leased_at, owner) for values in found]
+    return [pk for pk, key in found if key is None or key not in first or pk < first[key]]
 
 
 def _claim_returning(
     settings: BusSettings, now: datetime, owner: str, limit: int, include_refused: bool
 ) -> list[Row]:
-    # PostgreSQL: claim and read in one statement, whatever the size of the backlog.
+    # PostgreSQL: claim and read in one statement, whatever the size of the backlog, and in
+    # time that grows with the claim, not with the backlog or the length of a key's run:
+    # - held: each key's first waiting row (leased elsewhere, or set aside), found once per
+    #   claim (these rows are few); a due row behind one is passed over, so that held-back rows
+    #   never use up the LIMIT. A row of a key with none is let through by a hashed lookup.
+    # - gap: each claimed key's first row that this claim did not lock (a concurrent claim
+    #   locked it, or it is later); the claimed rows after it are dropped (a row SKIP LOCKED
+    #   passes over is invisible to the LIMIT). One index probe per key.
     connection = connections[settings.db_alias]
     table = _prepare(connection).table
-    refused = "" if include_refused else f" AND attempts < {MAX_REFUSALS:d}"
+    refused = "" if include_refused else f" AND c.attempts < {MAX_REFUSALS:d}"
+    set_aside = "" if include_refused else f" OR attempts >= {MAX_REFUSALS:d}"
+    read = ", ".join(f"o.{column}" for column in _READ)
     sql = (
-        f"UPDATE {table} SET locked_by = %s, locked_until = %s WHERE id IN ("
-        f"SELECT id FROM {table} WHERE locked_until <= %s{refused} "
-        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, event_id, event_type, topic, headers, body, created_at, user_id"
+        f"WITH held AS MATERIALIZED (SELECT ordering_key, MIN(id) AS first FROM {table} "
+        f"WHERE ordering_key IS NOT NULL AND (locked_until > %s{set_aside}) "
+        "GROUP BY ordering_key), "
+        f"due AS (SELECT c.id, c.ordering_key FROM {table} AS c WHERE c.locked_until <= %s"
+        f"{refused} AND (c.ordering_key IS NULL "
+        "OR c.ordering_key NOT IN (SELECT ordering_key FROM held) "
+        "OR c.id < (SELECT first FROM held WHERE held.ordering_key = c.ordering_key)) "
+        "ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED), "
+        "gap AS (SELECT k.ordering_key, ("
+        f"SELECT e.id FROM {table} AS e WHERE e.ordering_key = k.ordering_key "
+        "AND e.id NOT IN (SELECT id FROM due) ORDER BY e.id LIMIT 1) AS first "
+        "FROM (SELECT DISTINCT ordering_key FROM due WHERE ordering_key IS NOT NULL) AS k) "
+        f"UPDATE {table} AS o SET locked_by = %s, locked_until = %s "
+        "FROM due LEFT JOIN gap ON gap.ordering_key = due.ordering_key "
+        "WHERE o.id = due.id AND (gap.first IS NULL OR due.id < gap.first) "
+        f"RETURNING {read}"
     )
     until = now + timedelta(seconds=settings.outbox_lease)
     with transaction.atomic(using=settings.db_alias), connection.cursor() as cursor:
-        cursor.execute(sql, [owner, until, now, limit])
+        cursor.execute(sql, [now, now, limit, owner, until])
         found = sorted(cursor.fetchall())  # RETURNING follows no particular order
     leased_at = time.monotonic()
     return [_row(values, leased_at, owner) for values in found]
 
 
+def held_elsewhere(settings: BusSettings, rows: Sequence[Row], mine: Sequence[Row]) -> list[Row]:
+    """The keyed ``rows`` that must wait for an earlier row of their key, not one of ``mine``.
+
+    The writer's background publisher asks before it publishes a batch: a row of its batch may
+    go only if every earlier row of its key still in the table is in the batch too or in
+    ``mine`` (published by it, not deleted yet). When another row comes first (its writer
+    died, or it is leased to a relay or set aside), every row of that key in ``rows`` is
+    returned, to be left to the relays, which publish the key in order.
+
+    Raises:
+        django.db.DatabaseError: the table could not be read.
+    """
+    last: dict[str, int] = {}
+    for row in rows:
+        if row.ordering_key is not None:
+            last[row.ordering_key] = max(row.id, last.get(row.ordering_key, 0))
+    if not last:
+        return []
+    known = sorted({row.id for row in (*rows, *mine) if row.ordering_key in last})
+    # A plain statement (the ORM's cost of building it would count for more than the
+    # database's of running it): it runs before every batch the writer publishes.
+    connection = connections[settings.db_alias]
+    table = _prepare(connection).table
+    blocked: set[str] = set()
+    keys = sorted(last)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One index probe per key, from its first row up: an index scan passes over the
+            # entries of deleted rows at little cost (a bitmap scan visits them all again).
+            cursor.execute(
+                "SELECT k.key FROM unnest(%s::varchar[], %s::bigint[]) AS k(key, last) "
+                f"WHERE EXISTS (SELECT 1 FROM {table} AS e WHERE e.ordering_key = k.key "
+                "AND e.id < k.last AND e.id <> ALL(%s::bigint[]))",
+                [keys, [last[key] for key in keys], known],
+            )
+            blocked.update(key for (key,) in cursor.fetchall())
+        for start in range(0, len(keys) if connection.vendor != "postgresql" else 0, CHUNK):
+            chunk = keys[start : start + CHUNK]
+            below = max(last[key] for key in chunk)
+            exclude = [pk for pk in known if pk < below]
+            sql = (
+                f"SELECT ordering_key, MIN(id) FROM {table} WHERE ordering_key IN "
+                f"({', '.join(['%s'] * len(chunk))}) AND id < %s"
+            )
+            if exclude:
+                sql += f" AND id NOT IN ({', '.join(['%s'] * len(exclude))})"
+            cursor.execute(f"{sql} GROUP BY ordering_key", [*chunk, below, *exclude])
+            blocked.update(key for key, pk in cursor.fetchall() if pk < last[key])
+    return [row for row in rows if row.ordering_key in blocked]
+
+
 def _row(values: tuple[Any, ...], leased_at: float, owner: str) -> Row:
-    pk, event_id, event_type, topic, headers, body, created_at, user_id = values
+    pk, event_id, event_type, topic, headers, body, created_at, key, user_id = values
     headers = json.loads(headers)
     properties = message_properties(
         str(event_id), event_type, created_at, str(headers.get(HEADER_SOURCE, ""))
@@ -310,7 +449,8 @@ def _row(values: tuple[Any, ...], leased_at: float, owner: str) -> Row:
         # the row is set aside, rather than publishing the event under a user it was not
         # written by.
         properties["user_id"] = user_id
-    return Row(pk, topic, OutgoingMessage(bytes(body), headers, properties), leased_at, owner)
+    message = OutgoingMessage(bytes(body), headers, properties)
+    return Row(pk, topic, message, leased_at, owner, key)
 
 
 def delete(settings: BusSettings, ids: Iterable[int]) -> None:
@@ -380,6 +520,19 @@ def describe_forbidden(waiting: Backlog) -> str:
     )
 
 
+def describe_blocked(waiting: Backlog) -> str:
+    """The keys held up by rows set aside, and what to do, in one sentence ("" for none)."""
+    if not waiting.blocked_keys:
+        return ""
+    return (
+        f"{waiting.blocked_keys} partition key(s) blocked: a row of each is set aside, and "
+        f"{waiting.blocked_rows} later row(s) of those keys wait behind it, in order. Once the "
+        "cause is fixed, manage.py relay_events --retry-refused publishes them in order; or "
+        "delete the set-aside rows (attempts >= "
+        f"{MAX_REFUSALS}) from {OutboxMessage._meta.db_table} to let their keys go on without them"
+    )
+
+
 def set_aside(settings: BusSettings, forbidden: dict[int, str]) -> None:
     """Set aside rows the broker refused for permissions (id → reason), at once.
 
@@ -414,12 +567,21 @@ def backlog(settings: BusSettings) -> Backlog:
     )
     reasons = [(row["last_error"][len(FORBIDDEN) :], row["rows"]) for row in forbidden]
     total = sum(rows for _, rows in reasons)
+    keys = set_aside.filter(ordering_key__isnull=False).values("ordering_key").distinct()
+    blocked_keys = keys.count()
+    blocked_rows = (
+        objects.filter(ordering_key__in=Subquery(keys), attempts__lt=MAX_REFUSALS).count()
+        if blocked_keys
+        else 0
+    )
     return Backlog(
         count=found["count"],
         oldest=found["oldest"],
         refused=set_aside.count() - total,
         forbidden=total,
         forbidden_reasons=tuple(reasons[:5]),
+        blocked_keys=blocked_keys,
+        blocked_rows=blocked_rows,
     )
 
 

@@ -2,8 +2,10 @@
 
 * :func:`relay_pass`: claims rows whose lease ran out (their writer died, or gave them back),
   publishes them (:class:`~events_celery.bus.publish.rows.RowPublisher`) and deletes the
-  confirmed ones. The :class:`Sweeper` thread of every Celery worker of a publishing
-  service runs it, and so does ``manage.py relay_events``.
+  confirmed ones. A claim takes the rows of one ordering key only from the oldest one still in
+  the table, and together, so that they go out in outbox order on one channel, whichever of
+  the concurrent relays claims them. The :class:`Sweeper` thread of every Celery worker of a
+  publishing service runs it, and so does ``manage.py relay_events``.
 
 Delivery is at least once: a relay that dies between the broker's confirm and the delete
 leaves rows that another relay publishes again, under the same event id.
@@ -63,7 +65,9 @@ def relay_pass(
                 # once).
                 outbox.delete(settings, outcome.confirmed)
             published += len(outcome.confirmed)
-            retry = [*outcome.unknown, *outcome.unsent]
+            # Rows blocked behind a refused row of their key go back too: no claim takes them
+            # before that row, which waits a lease (or is set aside).
+            retry = sorted([*outcome.unknown, *outcome.unsent, *outcome.blocked])
             if retry:
                 outbox.release(
                     settings,

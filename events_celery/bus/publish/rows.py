@@ -78,7 +78,10 @@ class RowPublisher:
         """Publish ``rows`` in order and say what became of each; deleting is the caller's.
 
         The relay deletes the confirmed rows at once; the background publisher a little later,
-        in batches.
+        in batches. Rows of one ordering key go out in the order given, and none is confirmed
+        ahead of an earlier one of its key that was not (see
+        :func:`~events_celery.bus.broker.confirms.keep_key_order`): ``outcome.blocked`` are rows
+        that wait for an earlier one the broker refused.
         """
         settings = self.settings
         prefix = settings.topic_prefix
@@ -91,6 +94,7 @@ class RowPublisher:
                     routing_key=row.event_type,
                     message=row.message,
                     declare=topology.topic_topology(settings, row.topic),
+                    ordering_key=row.ordering_key,
                 )
                 for row in rows
             ),

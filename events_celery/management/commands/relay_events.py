@@ -95,3 +95,5 @@ class Command(BaseCommand):
         )
         if waiting.forbidden:
             self.stderr.write(outbox.describe_forbidden(waiting))
+        if waiting.blocked_keys:
+            self.stderr.write(outbox.describe_blocked(waiting))

@@ -124,6 +124,8 @@ class Command(BaseCommand):
         refused = f", {waiting.refused} refused by the broker" if waiting.refused else ""
         if waiting.forbidden:
             refused += f"; {outbox.describe_forbidden(waiting)}"
+        if waiting.blocked_keys:
+            refused += f"; {outbox.describe_blocked(waiting)}"
         late = ""
         if age > settings.outbox_warn_after:
             ids, total = outbox.overdue(settings)

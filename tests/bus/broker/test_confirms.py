@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection
 
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
+from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing, keep_key_order
 from events_celery.wire import OutgoingMessage
 
 
@@ -183,3 +183,49 @@ def test_without_resending_what_the_broker_took_before_a_refusal_is_unknown(
     assert max(outcome.unknown, default=0) < 30  # after the refusal, all are confirmed
     bodies = probe_bodies(rabbitmq_url, names["queue"])
     assert bodies == [f"body {n}".encode() for n in range(40) if n != 30]  # none twice
+
+
+@pytest.mark.rabbitmq
+def test_a_forbidden_message_holds_back_the_later_ones_of_its_ordering_key_only(
+    rabbitmq_url: str, names: dict[str, str]
+) -> None:
+    publisher = ConfirmingPublisher(Connection(rabbitmq_url), window=16)
+    batch = [
+        attrs.evolve(outgoing(n, names["exchange"]), ordering_key=f"k{n % 3}") for n in range(30)
+    ]
+    batch[10] = attrs.evolve(foreign(10, names["exchange"]), ordering_key="k1")
+    try:
+        outcome = publisher.publish(batch, timeout=10)
+    finally:
+        publisher.close()
+
+    held = [n for n in range(11, 30) if n % 3 == 1]
+    assert list(outcome.forbidden) == [10]
+    assert outcome.blocked == held
+    assert sorted(outcome.confirmed) == [n for n in range(30) if n != 10 and n not in held]
+    bodies = list(dict.fromkeys(probe_bodies(rabbitmq_url, names["queue"])))
+    assert bodies == [f"body {n}".encode() for n in range(30) if n != 10 and n not in held]
+
+
+def test_a_confirmed_message_after_a_refused_one_of_its_key_is_blocked_not_confirmed() -> None:
+    batch = [attrs.evolve(outgoing(n, "x"), ordering_key=key) for n, key in enumerate("aabab")]
+    outcome = Outcome(confirmed=[1, 2, 3, 4], refused={0: "basic.nack"})
+
+    keep_key_order(batch, outcome)
+
+    assert outcome.confirmed == [2, 4]  # key b had no failure
+    assert outcome.blocked == [1, 3]
+    assert outcome.refused == {0: "basic.nack"}
+    assert outcome.unknown == []
+
+
+def test_a_confirmed_message_after_an_unanswered_one_of_its_key_is_published_again() -> None:
+    batch = [attrs.evolve(outgoing(n, "x"), ordering_key=key) for n, key in enumerate("aab")]
+    batch.append(outgoing(3, "x"))  # no key: no order
+    outcome = Outcome(confirmed=[1, 2, 3], unknown=[0], error=TimeoutError("no confirm"))
+
+    keep_key_order(batch, outcome)
+
+    assert outcome.confirmed == [2, 3]
+    assert outcome.unknown == [0, 1]
+    assert outcome.blocked == []
