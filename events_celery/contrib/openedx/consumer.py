@@ -274,7 +274,13 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if self.ordered is not None:
             return [self.ordered.presence_consumer(channel)]
         channel.basic_qos(0, 1, False)
-        return [consumer_class(queues=[self.queue], on_message=self.on_message, no_ack=False)]
+        # Declared above; kombu's own declaration would configure the topic exchange, which a
+        # least-privilege broker user may not (topology.declare checks it passively instead).
+        return [
+            consumer_class(
+                queues=[self.queue], on_message=self.on_message, no_ack=False, auto_declare=False
+            )
+        ]
 
     def on_consume_ready(
         self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
