@@ -292,6 +292,7 @@ class Bus:
         exchanges += [f"{s}.events_celery.dead_letters" for s in self.services]
         exchanges += [f"{s}.events_celery.tasks" for s in self.services]
         exchanges += [f"{s}.celery" for s in self.services]
+        exchanges += [f"{s}.events_celery.put-back" for s in self.services]  # consume_events
         exchanges += [f"{s}.{t}.ordered" for s in self.services for t in self.topics]
         for queue in [*queues, *self.probes]:
             channel.queue_delete(queue)

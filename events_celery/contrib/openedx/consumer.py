@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-from kombu import Connection, Consumer, Exchange, Queue
+from kombu import Connection, Consumer, Exchange, Queue, binding
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 from openedx_events.event_bus import EventBusConsumer
@@ -65,24 +65,39 @@ from events_celery.wire import (
 logger = logging.getLogger(__name__)
 
 
+def put_back_exchange(group: str) -> Exchange:
+    """The direct exchange by which ``group`` puts events back: into a retry queue, or its queue.
+
+    An exchange of the group's own names, not the default exchange: a broker user allowed to
+    publish to the default exchange could publish to every queue of the virtual host, so the
+    least-privilege permissions (``manage.py event_bus_permissions``) grant it to no one.
+    """
+    return Exchange(f"{group}.{topology.RESERVED_SEGMENT}.put-back", type="direct", durable=True)
+
+
 def retry_queue(group: str, topic: str, delay: float, queue_type: str = "classic") -> Queue:
     """The queue where events of ``group`` wait ``delay`` seconds before their next attempt.
 
     Every message in it waits as long (``x-message-ttl``), so they leave in order; then the
-    broker dead-letters them straight back to the queue ``<group>.<topic>``.
+    broker dead-letters them back to the queue ``<group>.<topic>`` by
+    :func:`put_back_exchange`, by which events reach it too (routing key: its name).
     """
     milliseconds = max(round(delay * 1000), 1)
-    name = f"{group}.{topology.RESERVED_SEGMENT}.{topic}.retry-{milliseconds}ms"
+    name = f"{group}.{topology.RESERVED_SEGMENT}.{topic}.wait-{milliseconds}ms"
     arguments: dict[str, object] = {
         "x-queue-type": queue_type,
         "x-message-ttl": milliseconds,
-        "x-dead-letter-exchange": "",
+        # Not the default exchange: declaring a queue needs the right to write to its
+        # dead-letter exchange, which no service's broker user has on the default one.
+        "x-dead-letter-exchange": put_back_exchange(group).name,
         "x-dead-letter-routing-key": f"{group}.{topic}",
     }
     if queue_type == "quorum":
         arguments["x-dead-letter-strategy"] = "at-least-once"
         arguments["x-overflow"] = "reject-publish"
-    return Queue(name, Exchange(""), routing_key=name, durable=True, queue_arguments=arguments)
+    return Queue(
+        name, put_back_exchange(group), routing_key=name, durable=True, queue_arguments=arguments
+    )
 
 
 class _StopRequestedError(Exception):
@@ -125,8 +140,16 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             bus_settings(), service_name=group_id, consumer_config=(subscription,)
         )
         self.exchange = topology.exchange_name(self.settings.topic_prefix, topic)
-        self.queue = topology.service_queue(
+        self.put_back = put_back_exchange(group_id)
+        queue = topology.service_queue(
             group_id, self.settings.topic_prefix, subscription, self.queue_type
+        )
+        #: ``<group>.<topic>``: bound to the topic's exchange, and to :attr:`put_back` by name.
+        self.queue = Queue(
+            queue.name,
+            bindings=[*queue.bindings, binding(self.put_back, routing_key=queue.name)],
+            durable=True,
+            queue_arguments=queue.queue_arguments,
         )
         #: The topic is ordered by key (``None``: it is not).
         self.ordered = OrderedGroup(self, subscription) if subscription.order_by_key else None
@@ -274,7 +297,13 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         if self.ordered is not None:
             return [self.ordered.presence_consumer(channel)]
         channel.basic_qos(0, 1, False)
-        return [consumer_class(queues=[self.queue], on_message=self.on_message, no_ack=False)]
+        # Declared above; kombu's own declaration would configure the topic exchange, which a
+        # least-privilege broker user may not (topology.declare checks it passively instead).
+        return [
+            consumer_class(
+                queues=[self.queue], on_message=self.on_message, no_ack=False, auto_declare=False
+            )
+        ]
 
     def on_consume_ready(
         self, connection: Any, channel: Any, consumers: Any, **kwargs: Any
@@ -307,7 +336,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         headers = dict(message.headers or {})
         info = message.delivery_info
         exchange, routing_key = str(info.get("exchange") or ""), info.get("routing_key")
-        if not exchange:  # put back on the queue by this consumer: where did it come from?
+        if self.was_put_back(exchange):  # by this consumer: where did it come from at first?
             exchange, _, routing_key = header_text(headers.get(HEADER_ORIGIN, "")).rpartition("/")
         origin = f"{exchange}/{routing_key}"
         if not self.came_by(message, exchange, self.exchange, origin):
@@ -437,14 +466,22 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         carries the original ``user_id`` count.
         """
         user_id = message.properties.get("user_id")
-        exchange = message.delivery_info.get("exchange")
-        put_back = not exchange or (
+        exchange = str(message.delivery_info.get("exchange") or "")
+        put_back = self.was_put_back(exchange) or (
             self.ordered is not None and exchange == self.ordered.exchange.name
         )
         if put_back and user_id == publisher_user(self.settings):
             kept = headers.get(HEADER_USER_ID)
             return header_text(kept) if kept is not None else None
         return None if user_id is None else str(user_id)
+
+    def was_put_back(self, exchange: str) -> bool:
+        """Whether a message that came by ``exchange`` was put back by this group.
+
+        It came by :attr:`put_back` (a return, or a retry queue's message that expired), or
+        by the default exchange (a retry queue declared by an earlier release).
+        """
+        return exchange in ("", self.put_back.name)
 
     def _count_return(self, message: Message, headers: dict[str, Any], origin: str) -> None:
         # A message that comes back unfinished goes to the back of the queue with a count, so
@@ -496,9 +533,9 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         try:
             retrying_publisher(self.settings).publish(
                 copy,
-                exchange="",
+                exchange=self.put_back.name,
                 routing_key=queue.name,
-                declare=topology.Topology(exchanges=(), queues=(queue,)),
+                declare=topology.Topology(exchanges=(self.put_back,), queues=(queue,)),
                 stop=self._stopping,
             )
         except PublishError:
