@@ -148,14 +148,18 @@ def service_queue(
     service: str, prefix: str, subscription: Subscription, queue_type: str = "classic"
 ) -> Queue:
     """The queue ``<service>.<topic>``, bound to the topic exchange with the subscribed types."""
-    exchange = topic_exchange(prefix, subscription.topic)
-    keys = subscription.event_types or ("#",)
     return Queue(
         f"{service}.{subscription.topic}",
-        bindings=[binding(exchange, routing_key=key) for key in keys],
+        bindings=_subscribed(prefix, subscription),
         durable=True,
         queue_arguments=_dead_lettered(queue_type, service),
     )
+
+
+def _subscribed(prefix: str, subscription: Subscription) -> list[binding]:
+    """Bindings to the topic exchange for the subscribed event types (``#``: all)."""
+    exchange = topic_exchange(prefix, subscription.topic)
+    return [binding(exchange, routing_key=key) for key in subscription.event_types or ("#",)]
 
 
 #: Times a partition queue on a quorum queue delivers a message before dead-lettering it. The
@@ -181,11 +185,9 @@ def intake_queue(
     service: str, prefix: str, subscription: Subscription, queue_type: str = "classic"
 ) -> Queue:
     """The queue an ordered subscription takes its events from, in the order they came."""
-    exchange = topic_exchange(prefix, subscription.topic)
-    keys = subscription.event_types or ("#",)
     return Queue(
         ordered_name(service, subscription.topic),
-        bindings=[binding(exchange, routing_key=key) for key in keys],
+        bindings=_subscribed(prefix, subscription),
         durable=True,
         queue_arguments=_single_active(queue_type, service),
     )

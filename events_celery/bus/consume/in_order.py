@@ -16,7 +16,12 @@ from celery.exceptions import Reject
 from django.db.models import Q
 
 from events_celery.bus.consume.handoff import Envelope
-from events_celery.bus.consume.receiver import attempt_receiver, dead_letter_event, decode
+from events_celery.bus.consume.receiver import (
+    attempt_receiver,
+    dead_letter_event,
+    dead_letter_unfinished,
+    decode,
+)
 from events_celery.bus.dead_letters.store import Failure, Reason
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.receivers import names_of
@@ -169,24 +174,9 @@ def _hold(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> None:
 
 def give_up(item: Envelope, crashes: int, limit: int) -> None:
     """Dead-letter an event whose runs killed a pool process more than ``limit`` times."""
-    settings = bus_settings()
-    event = decode(settings, item)
-    if event is None:
-        return
-    dead_letter_event(
-        settings,
-        event,
+    dead_letter_unfinished(
+        bus_settings(),
         item,
-        Failure(
-            Reason.REDELIVERED,
-            f"a pool process died running its receivers {crashes} time(s) "
-            f"(EVENT_BUS_MAX_REDELIVERIES is {limit})",
-            origin=item.get("origin"),
-        ),
-    )
-    logger.error(
-        "%s: event %s killed %d pool process(es); dead-lettered",
-        event.metadata.event_type,
-        event.metadata.id,
-        crashes,
+        f"came back unfinished {crashes} time(s): a pool process died running its receivers "
+        f"(EVENT_BUS_MAX_REDELIVERIES is {limit})",
     )

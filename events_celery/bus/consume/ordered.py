@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -43,7 +44,7 @@ from kombu.message import Message
 
 from events_celery.bus import hooks
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
+from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
 from events_celery.bus.broker.connection import bus_connection, is_amqp, raw_body
 from events_celery.bus.consume.handoff import Envelope, deliver_later, envelope
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
@@ -397,10 +398,12 @@ class Router:
         self._batch: list[tuple[Message, Outgoing]] = []
         self._flush_entry: Any = None
         self._failures = 0  # routing failures in a row (see _reopen)
+        self.multiple_acks = True
         self.paused = False
 
     def open(self) -> None:
         self.paused = False
+        self.multiple_acks = is_amqp(self.topic.step.connection)
         self.channel = self.topic.step.connection.channel()
         self.channel.basic_qos(0, self.topic.settings.consumer_batch_size * 2, False)
         Consumer(
@@ -458,30 +461,9 @@ class Router:
         outcome = self.publisher.publish(
             [outgoing for _, outgoing in batch], timeout=self.topic.settings.publish_timeout
         )
-        confirmed = set(outcome.confirmed)
-        done = 0
-        while done < len(batch) and batch[done][1].key in confirmed:
-            done += 1
-        if done:
-            # One frame for the batch where the transport honours ``multiple``.
-            if is_amqp(self.topic.step.connection):
-                batch[done - 1][0].ack(multiple=True)
-            else:
-                for message, _ in batch[:done]:
-                    message.ack()
-        if done == len(batch):
+        if acknowledge_routed(batch, outcome, self.queue.name, multiple=self.multiple_acks):
             self._failures = 0
             return
-        # Acknowledging past an unconfirmed event would let later events of its key overtake
-        # it: the rest goes back to the intake, in order, with this channel, and this worker
-        # registers again.
-        logger.warning(
-            "routing %d event(s) of %s to their partitions was not confirmed (%s); they go "
-            "back to the intake queue",
-            len(batch) - len(confirmed),
-            self.queue.name,
-            outcome.error or outcome.refused or "no answer",
-        )
         self._reopen()
 
     def _unordered(self, message: Message, item: Envelope) -> None:
@@ -643,6 +625,37 @@ class Partition:
         # queue in their order before the next consumer gets any; then register again.
         _close(self.channel)
         self.open()
+
+
+def acknowledge_routed(
+    batch: Sequence[tuple[Message, Outgoing]], outcome: Outcome, queue: str, *, multiple: bool
+) -> bool:
+    """Acknowledge the intake messages of ``batch`` the broker confirmed, from its start on.
+
+    Acknowledging past an unconfirmed event would let later events of its key overtake it:
+    the caller gives the rest back to the intake (in order, by closing the channel). Returns
+    whether the whole batch was confirmed. ``multiple``: one frame for the run, where the
+    transport honours it.
+    """
+    confirmed = set(outcome.confirmed)
+    done = 0
+    while done < len(batch) and batch[done][1].key in confirmed:
+        done += 1
+    if done and multiple:
+        batch[done - 1][0].ack(multiple=True)
+    elif done:
+        for message, _ in batch[:done]:
+            message.ack()
+    if done == len(batch):
+        return True
+    logger.warning(
+        "routing %d event(s) of %s to their partitions was not confirmed (%s); they go back "
+        "to the intake queue",
+        len(batch) - done,
+        queue,
+        outcome.error or outcome.refused or "no answer",
+    )
+    return False
 
 
 def _forwarded(headers: dict[str, Any], message: Message) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -206,6 +206,28 @@ def attempt_receiver(
         return Ran(False)
 
 
+def dead_letter_unfinished(
+    settings: BusSettings, item: Envelope, why: str, *, receiver: str | None = None
+) -> None:
+    """Dead-letter an event whose runs kept killing their worker (``why`` says how often).
+
+    Raises:
+        Reject: see :func:`dead_letter_event`.
+    """
+    event = decode(settings, item)
+    if event is None:
+        return
+    dead_letter_event(
+        settings,
+        event,
+        item,
+        Failure(Reason.REDELIVERED, why, receiver=receiver, origin=item.get("origin")),
+    )
+    logger.error(
+        "%s: event %s dead-lettered: %s", event.metadata.event_type, event.metadata.id, why
+    )
+
+
 def dead_letter_event(
     settings: BusSettings, event: ReceivedEvent, item: Envelope, failure: Failure
 ) -> None:

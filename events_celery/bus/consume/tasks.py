@@ -26,7 +26,12 @@ from events_celery.bus.consume.handoff import (
     deliver_later,
     retry_later,
 )
-from events_celery.bus.consume.receiver import dead_letter_event, decode, run
+from events_celery.bus.consume.receiver import (
+    dead_letter_event,
+    dead_letter_unfinished,
+    decode,
+    run,
+)
 from events_celery.bus.dead_letters.store import Failure, Reason, mark_replayed
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PublishError
@@ -183,25 +188,11 @@ def _dead_letter_redelivered(
     settings: BusSettings, item: Envelope, receiver: str | None, redeliveries: int
 ) -> None:
     """Dead-letter an event that came back unfinished too often (a receiver kills workers)."""
-    event = decode(settings, item)
-    if event is None:
-        return
-    dead_letter_event(
+    dead_letter_unfinished(
         settings,
-        event,
         item,
-        Failure(
-            Reason.REDELIVERED,
-            f"came back unfinished {redeliveries} time(s): a worker died while running "
-            f"{'receiver ' + receiver if receiver else 'its receivers'}, or handing it on to "
-            f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})",
-            receiver=receiver,
-            origin=item.get("origin"),
-        ),
-    )
-    logger.error(
-        "%s: event %s came back unfinished %d time(s); dead-lettered",
-        event.metadata.event_type,
-        event.metadata.id,
-        redeliveries,
+        f"came back unfinished {redeliveries} time(s): a worker died while running "
+        f"{'receiver ' + receiver if receiver else 'its receivers'}, or handing it on to "
+        f"the broker failed (EVENT_BUS_MAX_REDELIVERIES is {settings.max_redeliveries})",
+        receiver=receiver,
     )

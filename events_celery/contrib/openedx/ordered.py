@@ -37,8 +37,14 @@ from kombu.message import Message
 
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
-from events_celery.bus.broker.connection import bus_connection, publisher_user, raw_body
+from events_celery.bus.broker.connection import (
+    bus_connection,
+    is_amqp,
+    publisher_user,
+    raw_body,
+)
 from events_celery.bus.consume.keys import Recent, partition_of
+from events_celery.bus.consume.ordered import acknowledge_routed
 from events_celery.bus.dead_letters.store import Failure, Reason
 from events_celery.conf import Subscription
 from events_celery.wire import (
@@ -203,22 +209,8 @@ class Router:
         outcome = self.publisher.publish(
             [outgoing for _, outgoing in batch], timeout=settings.publish_timeout
         )
-        confirmed = set(outcome.confirmed)
-        for message, outgoing in batch:
-            if outgoing.key not in confirmed:
-                break
-            message.ack()
-        else:
+        if acknowledge_routed(batch, outcome, self.queue.name, multiple=is_amqp(connection)):
             return
-        # Acknowledging past an unconfirmed event would let later events of its key overtake
-        # it: the rest goes back to the intake, in order, with this channel.
-        logger.warning(
-            "routing %d event(s) of %s to their partitions was not confirmed (%s); they go "
-            "back to the intake queue",
-            len(batch) - len(confirmed),
-            self.queue.name,
-            outcome.error or outcome.refused or "no answer",
-        )
         _close(self.channel)
         self.open(connection)
 
