@@ -110,3 +110,17 @@ def publish_frames(
         piece = body[start : start + chunk]
         parts += (_FRAME.pack(3, channel, len(piece)), piece, FRAME_END)
     return b"".join(parts)
+
+
+#: ``basic.ack``: class, method, delivery tag, the ``multiple`` bit.
+ACK_METHOD = 80
+_ACK = struct.Struct(">HHQB")
+
+
+def ack_frame(channel: int, delivery_tag: int, *, multiple: bool = False) -> bytes:
+    """The frame of one ``basic.ack`` on ``channel``, as py-amqp writes it.
+
+    Acknowledgements of many messages are written together (one system call) this way.
+    """
+    payload = _ACK.pack(BASIC_CLASS, ACK_METHOD, delivery_tag, 1 if multiple else 0)
+    return _FRAME.pack(1, channel, len(payload)) + payload + FRAME_END

@@ -124,13 +124,13 @@ class Recent:
 
 
 class Acks:
-    """Acknowledges one channel's messages in few frames.
+    """The acknowledgements one channel owes, in few frames.
 
-    Messages are acknowledged once settled (finished, dead-lettered, or skipped), at the next
-    :meth:`flush`: the run of settled ones at the head of the delivery order with one
+    Messages are acknowledged once settled (finished, dead-lettered, or skipped), when
+    :meth:`due` is asked: the run of settled ones at the head of the delivery order with one
     ``multiple`` acknowledgement, the others one by one, so a message waiting for a retry never
     holds back the acknowledgement of those after it. ``multiple`` is used only where the
-    transport honours it (``multiple=False``: one frame per message).
+    transport honours it (``multiple=False``: one acknowledgement per message).
     """
 
     def __init__(self, *, multiple: bool = True) -> None:
@@ -143,21 +143,26 @@ class Acks:
         self._unsettled[message.delivery_tag] = message
 
     def settle(self, message: Any) -> None:
-        """Acknowledge ``message`` at the next :meth:`flush`."""
+        """Acknowledge ``message`` with the next :meth:`due`."""
         self._settled.append(message)
 
     def reject(self, message: Any) -> None:
         """Reject ``message`` now, without requeueing: the queue's dead-letter exchange takes it."""
-        self._unsettled.pop(message.delivery_tag, None)
+        tag = message.delivery_tag
+        if self._unsettled.get(tag) is message:
+            del self._unsettled[tag]
         message.reject(requeue=False)
 
-    def flush(self) -> int:
-        """Send the acknowledgements due; returns how many frames it sent."""
+    def due(self) -> list[tuple[Any, bool]]:
+        """The acknowledgements to send now: ``(message, multiple)`` pairs, in tag order.
+
+        A message this channel did not deliver (or has settled already) is passed over.
+        """
         if not self._settled:
-            return 0
-        settled = {message.delivery_tag for message in self._settled}
+            return []
+        settled = {tag for tag, message in self._tags() if self._unsettled.get(tag) is message}
         self._settled = []
-        frames = 0
+        due: list[tuple[Any, bool]] = []
         if self.multiple:
             last = None
             for tag in list(self._unsettled):
@@ -166,11 +171,19 @@ class Acks:
                 last = self._unsettled.pop(tag)
                 settled.discard(tag)
             if last is not None:
-                last.ack(multiple=True)
-                frames += 1
-        for tag in sorted(settled):
-            message = self._unsettled.pop(tag, None)
-            if message is not None:
+                due.append((last, True))
+        due += [(self._unsettled.pop(tag), False) for tag in sorted(settled)]
+        return due
+
+    def _tags(self) -> list[tuple[int, Any]]:
+        return [(message.delivery_tag, message) for message in self._settled]
+
+    def flush(self) -> int:
+        """Send the acknowledgements due with the messages' own ``ack``; how many it sent."""
+        due = self.due()
+        for message, multiple in due:
+            if multiple:
+                message.ack(multiple=True)
+            else:
                 message.ack()
-                frames += 1
-        return frames
+        return len(due)

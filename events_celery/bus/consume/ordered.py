@@ -46,6 +46,7 @@ from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
 from events_celery.bus.broker.connection import bus_connection, is_amqp, raw_body
+from events_celery.bus.broker.frames import ack_frame
 from events_celery.bus.consume.handoff import Envelope, deliver_later, envelope
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
 from events_celery.bus.consume.keys import Acks, Entry, KeyQueues, Recent, partition_of
@@ -163,6 +164,15 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         for topic in self.topics:
             topic.pause()
 
+    def write(self, frames: bytes) -> None:
+        """Send frames (acknowledgements) on the worker's connection, in one system call."""
+        if not frames:
+            return
+        try:
+            self.connection.connection.transport.write(frames)
+        except Exception as exc:  # the connection is gone: the broker delivers them again
+            logger.warning("could not acknowledge finished events (%s); they may run again", exc)
+
     def _finish_running(self, c: Any) -> None:
         """Let the events running in the pool finish, and acknowledge them, before stopping.
 
@@ -210,7 +220,12 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self._feed()
 
     def _feed(self) -> None:
-        while self.ready_to_run and self.in_pool < 2 * self.slots and self.ready:
+        while self.ready and self.ready_to_run and (
+            self.in_pool < self.slots
+            # A second job per process only once a full one waits: under load the events
+            # that wait meanwhile make the next jobs larger, and each job's cost is shared.
+            or (self.in_pool < 2 * self.slots and len(self.ready_to_run) >= MAX_BATCH)
+        ):
             # Share what waits between the processes; an event that crashed a process runs
             # alone, so that only its own runs count its crashes.
             size = min(MAX_BATCH, max(1, len(self.ready_to_run) // self.slots))
@@ -234,8 +249,13 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                     run.partition.crashed(run.entry)
                 else:
                     run.partition.done(run.entry, results[n])
-            for partition in {id(run.partition): run.partition for run in batch}.values():
-                partition.flush_acks()
+            # The acknowledgements of the whole job, in one write.
+            self.write(
+                b"".join(
+                    partition.ack_frames()
+                    for partition in {id(run.partition): run.partition for run in batch}.values()
+                )
+            )
             for run in batch:
                 self.kick(run.topic.subscription.topic, run.entry.key)
             self._feed()
@@ -551,10 +571,21 @@ class Partition:
 
     def flush_acks(self) -> None:
         """Send the acknowledgements of the events finished so far."""
+        self.topic.step.write(self.ack_frames())
+
+    def ack_frames(self) -> bytes:
+        """The frames of the acknowledgements due (sent here already on a virtual transport)."""
         try:
-            self.acks.flush()
+            if not self.acks.multiple:
+                self.acks.flush()
+                return b""
+            return b"".join(
+                ack_frame(self.channel.channel_id, message.delivery_tag, multiple=multiple)
+                for message, multiple in self.acks.due()
+            )
         except Exception as exc:  # the channel is gone: the broker delivers them again
             logger.warning("could not acknowledge finished events (%s); they may run again", exc)
+            return b""
 
     def _busy(self, key: str) -> bool:
         return self.releasing or (self.topic.subscription.topic, key) in self.topic.step.running

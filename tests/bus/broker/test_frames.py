@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 from typing import Any
 
 import amqp
+import pytest
 from amqp import spec
 from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events_celery.bus.broker.frames import encode_properties, publish_frames
+from events_celery.bus.broker.frames import ack_frame, encode_properties, publish_frames
 
 text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
 short_text = text.filter(lambda t: len(t.encode()) < 256)
@@ -80,3 +82,11 @@ def test_headers_of_other_types_use_py_amqps_serializer() -> None:
     properties = {"application_headers": {"count": 3, "flag": True, "text": "x"}}
 
     assert encode_properties(properties) == amqp.Message(b"", **properties)._serialize_properties()
+
+
+@pytest.mark.parametrize(("tag", "multiple"), [(1, False), (2**40 + 7, True)])
+def test_an_ack_frame_is_the_one_py_amqp_writes(tag: int, multiple: bool) -> None:
+    payload = struct.pack(">HH", 60, 80) + dumps("Lb", (tag, multiple))
+    expected = struct.pack(">BHI", 1, 7, len(payload)) + payload + b"\xce"
+
+    assert ack_frame(7, tag, multiple=multiple) == expected
