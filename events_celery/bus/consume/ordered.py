@@ -220,11 +220,15 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self._feed()
 
     def _feed(self) -> None:
-        while self.ready and self.ready_to_run and (
-            self.in_pool < self.slots
-            # A second job per process only once a full one waits: under load the events
-            # that wait meanwhile make the next jobs larger, and each job's cost is shared.
-            or (self.in_pool < 2 * self.slots and len(self.ready_to_run) >= MAX_BATCH)
+        while (
+            self.ready
+            and self.ready_to_run
+            and (
+                self.in_pool < self.slots
+                # A second job per process only once a full one waits: under load the events
+                # that wait meanwhile make the next jobs larger, and each job's cost is shared.
+                or (self.in_pool < 2 * self.slots and len(self.ready_to_run) >= MAX_BATCH)
+            )
         ):
             # Share what waits between the processes; an event that crashed a process runs
             # alone, so that only its own runs count its crashes.
