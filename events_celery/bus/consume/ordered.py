@@ -184,12 +184,23 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         hub = getattr(c, "hub", None)
         if hub is None or not self.in_pool or c.connection is None:
             return
+        started = time.monotonic()
         deadline = time.monotonic() + FINISH_WITHIN
         try:
+            # Celery flushes the pool as it closes the consumer: the jobs no process took yet
+            # are dropped without a result (their events go back with the channel).
+            self._forget_flushed()
             while self.in_pool and time.monotonic() < deadline:
                 hub.run_once()
+                self._forget_flushed()
         except Exception as exc:  # the connection is gone: the broker has them back anyway
             logger.warning("stopped waiting for %d running event(s): %s", self.in_pool, exc)
+            return
+        logger.info(
+            "events_celery: ordered events finished and acknowledged in %.1fs (%d not)",
+            time.monotonic() - started,
+            self.in_pool,
+        )
 
     def shutdown(self, c: Any) -> None:
         """Close every channel: what was not finished goes back to the broker, in order."""
@@ -583,6 +594,11 @@ class Partition:
             if not self.acks.multiple:
                 self.acks.flush()
                 return b""
+            if not self._channel_current():
+                # Its channel is gone (a lost connection): the broker delivers them again, and
+                # a frame for its number would reach another channel of the new connection.
+                self.acks.due()
+                return b""
             return b"".join(
                 ack_frame(self.channel.channel_id, message.delivery_tag, multiple=multiple)
                 for message, multiple in self.acks.due()
@@ -590,6 +606,16 @@ class Partition:
         except Exception as exc:  # the channel is gone: the broker delivers them again
             logger.warning("could not acknowledge finished events (%s); they may run again", exc)
             return b""
+
+    def _channel_current(self) -> bool:
+        channel = self.channel
+        connection = self.topic.step.connection
+        return bool(
+            channel is not None
+            and channel.is_open
+            and connection is not None
+            and channel.connection is connection.connection
+        )
 
     def _busy(self, key: str) -> bool:
         return self.releasing or (self.topic.subscription.topic, key) in self.topic.step.running
