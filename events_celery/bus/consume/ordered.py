@@ -24,7 +24,8 @@ so ``celery -A proj worker`` is still all it takes. Its path (``docs/decisions/0
    (``when_exhausted: "continue"``) or holds its later events as dead letters
    (``"stop"``).
 
-Receivers run in the worker's pool (prefork or solo).
+Receivers run in the worker's pool (prefork or solo). This module holds the bootstep and the
+subscription; the router is :mod:`.router`, a partition :mod:`.partition`.
 """
 
 from __future__ import annotations
@@ -34,42 +35,24 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
 from celery import bootsteps
-from kombu import Consumer, Queue
-from kombu.message import Message
+from kombu import Consumer
 
-from events_celery.bus import hooks
 from events_celery.bus.broker import topology
-from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
-from events_celery.bus.broker.connection import bus_connection, is_amqp, raw_body
-from events_celery.bus.broker.frames import ack_frame
-from events_celery.bus.consume.handoff import Envelope, deliver_later, envelope
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
-from events_celery.bus.consume.keys import Acks, Entry, KeyQueues, Recent, partition_of
-from events_celery.bus.consume.step import dead_letter_poison, origin, poison_reason
+from events_celery.bus.consume.keys import Entry, Recent, partition_of
+from events_celery.bus.consume.partition import Partition, close_channel
+from events_celery.bus.consume.router import Router
 from events_celery.conf import BusSettings, Subscription, bus_settings
-from events_celery.exceptions import ConfigurationError, PublishError
-from events_celery.wire import (
-    HEADER_ID,
-    HEADER_PARTITION_KEY,
-    HEADER_TYPE,
-    HEADER_USER_ID,
-    OutgoingMessage,
-    plain_headers,
-)
+from events_celery.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two counts of the workers (and hand-overs of partitions past a share).
 REBALANCE_EVERY = 2.0
-
-#: Unacknowledged messages a worker takes from each partition it holds: the events its pool
-#: chooses from. A key that waits (a retry) keeps its events in this window.
-PARTITION_PREFETCH = 64
 
 #: Most events one pool job runs one after the other (of different keys).
 MAX_BATCH = 16
@@ -395,10 +378,10 @@ class OrderedTopic:
 
     def close(self) -> None:
         for channel in (self._presence_channel, self.router.channel):
-            _close(channel)
+            close_channel(channel)
         for partition in self.partitions:
             partition.flush_acks()
-            _close(partition.channel)
+            close_channel(partition.channel)
 
     def kick(self, key: str) -> None:
         """A run of ``key`` finished: its next event may start, whichever partition holds it."""
@@ -415,329 +398,3 @@ class OrderedTopic:
         held = [p for p in self.partitions if p.active and not p.releasing]
         for partition in sorted(held, key=lambda p: (len(p.keys), -p.number))[: len(held) - share]:
             partition.release()
-
-
-class Router:
-    """Routes the intake queue's events to the partitions of their keys (when this worker is
-    the intake's active consumer)."""
-
-    def __init__(self, topic: OrderedTopic, queue: Queue, partitions: topology.Topology) -> None:
-        self.topic = topic
-        self.queue = queue
-        self.declare = partitions
-        self.channel: Any = None
-        self.publisher = ConfirmingPublisher(
-            bus_connection(topic.settings, confirm_publish=False),
-            window=topic.settings.publish_window,
-        )
-        self._batch: list[tuple[Message, Outgoing]] = []
-        self._flush_entry: Any = None
-        self._failures = 0  # routing failures in a row (see _reopen)
-        self.multiple_acks = True
-        self.paused = False
-
-    def open(self) -> None:
-        self.paused = False
-        self.multiple_acks = is_amqp(self.topic.step.connection)
-        self.channel = self.topic.step.connection.channel()
-        self.channel.basic_qos(0, self.topic.settings.consumer_batch_size * 2, False)
-        Consumer(
-            self.channel, queues=[self.queue], on_message=self.on_message, auto_declare=False
-        ).consume()
-
-    def pause(self) -> None:
-        self.paused = True
-        self._cancel_flush()
-        self._batch = []  # unacknowledged: back to the intake, in order, with the channel
-
-    def on_message(self, message: Message) -> None:
-        """Check an event and queue it for the partition of its key."""
-        if self.paused:
-            return
-        topic, settings = self.topic, self.topic.settings
-        body = raw_body(message)
-        routing_key = message.delivery_info.get("routing_key")
-        reason = poison_reason(settings, message, body)
-        if reason is not None:
-            dead_letter_poison(settings, message, reason)
-            return
-        hooks.consumed(settings, topic.subscription.topic, str(routing_key))
-        headers = plain_headers(message.headers)
-        key = headers.get(HEADER_PARTITION_KEY)
-        if key is None:
-            user_id = message.properties.get("user_id")
-            self._unordered(
-                message, envelope(headers, body, origin=origin(message), user_id=user_id)
-            )
-            return
-        number = partition_of(str(key), len(topic.partitions))
-        partition = topic.partitions[number]
-        outgoing = Outgoing(
-            len(self._batch),
-            partition.queue.exchange.name,
-            partition.queue.routing_key,
-            OutgoingMessage(body, *_forwarded(headers, message)),
-            self.declare,
-        )
-        self._batch.append((message, outgoing))
-        if len(self._batch) >= settings.consumer_batch_size:
-            self.flush()
-        elif self._flush_entry is None:
-            self._flush_entry = topic.step.timer.call_after(
-                settings.consumer_flush_interval, self.flush
-            )
-
-    def flush(self) -> None:
-        """Publish the batch to the partitions; acknowledge what the broker confirmed in order."""
-        self._cancel_flush()
-        batch, self._batch = self._batch, []
-        if not batch or self.paused:
-            return
-        outcome = self.publisher.publish(
-            [outgoing for _, outgoing in batch], timeout=self.topic.settings.publish_timeout
-        )
-        if acknowledge_routed(batch, outcome, self.queue.name, multiple=self.multiple_acks):
-            self._failures = 0
-            return
-        self._reopen()
-
-    def _unordered(self, message: Message, item: Envelope) -> None:
-        # An event without a key keeps no order (as a Kafka record without a key): the
-        # unordered receiver tasks run it.
-        try:
-            deliver_later(self.topic.step.app, self.topic.settings, [item])
-        except PublishError:
-            logger.exception("handing an event without a key to the receiver tasks failed")
-            self._reopen()
-            return
-        message.ack()
-
-    def _reopen(self) -> None:
-        """Give the intake's events back (in order) and register again after a backoff."""
-        _close(self.channel)
-        self.channel = None
-        self._failures += 1
-        pause = min(2.0 ** (self._failures - 1) * 0.5, 30.0)
-        logger.warning("routing %s again in %.1fs", self.queue.name, pause)
-        self.topic.step.timer.call_after(pause, self._open_unless_paused)
-
-    def _open_unless_paused(self) -> None:
-        if not self.paused and self.channel is None:
-            self.open()
-
-    def _cancel_flush(self) -> None:
-        if self._flush_entry is not None:
-            self._flush_entry.cancel()
-            self._flush_entry = None
-
-
-class Partition:
-    """One partition queue in one worker: its key queues, while this worker holds it."""
-
-    def __init__(self, topic: OrderedTopic, number: int, queue: Queue) -> None:
-        self.topic = topic
-        self.number = number
-        self.queue = queue
-        self.channel: Any = None
-        self.running = 0
-        #: It delivered an event since this worker registered: this worker is its active one.
-        self.active = False
-        self.releasing = False
-        self.keys = KeyQueues(self._start, self._busy)
-        self.acks = Acks()
-
-    def open(self) -> None:
-        """Register on the partition queue (last in line when others are registered)."""
-        self.active = self.releasing = False
-        self.keys = KeyQueues(self._start, self._busy)
-        self.keys.paused = not self.topic.step.ready
-        self.channel = self.topic.step.connection.channel()
-        self.acks = Acks(multiple=is_amqp(self.topic.step.connection))
-        self.channel.basic_qos(0, PARTITION_PREFETCH, False)
-        Consumer(
-            self.channel, queues=[self.queue], on_message=self.on_message, auto_declare=False
-        ).consume()
-
-    def on_message(self, message: Message) -> None:
-        """Line an event up behind the earlier events of its key."""
-        if self.releasing or (self.keys.paused and self.topic.step.ready):
-            return  # stopping: it stays unacknowledged, and goes back to the queue
-        self.active = True
-        self.acks.delivered(message)
-        headers = plain_headers(message.headers)
-        event_id = str(headers.get(HEADER_ID))
-        if event_id in self.topic.step.recent:
-            # A copy of an event this worker finished (the router published it twice).
-            self.settle(message)
-            return
-        user_id = headers.pop(HEADER_USER_ID, None)  # set by the router (see _forwarded)
-        item = envelope(
-            headers,
-            raw_body(message),
-            origin=f"{self.topic.exchange}/{headers.get(HEADER_TYPE)}",
-            user_id=user_id,
-        )
-        self.keys.add(Entry(str(headers.get(HEADER_PARTITION_KEY)), event_id, message, item))
-
-    def settle(self, message: Message) -> None:
-        """Acknowledge ``message`` now."""
-        self.acks.settle(message)
-        self.flush_acks()
-
-    def flush_acks(self) -> None:
-        """Send the acknowledgements of the events finished so far."""
-        self.topic.step.write(self.ack_frames())
-
-    def ack_frames(self) -> bytes:
-        """The frames of the acknowledgements due (sent here already on a virtual transport)."""
-        try:
-            if not self.acks.multiple:
-                self.acks.flush()
-                return b""
-            if not self._channel_current():
-                # Its channel is gone (a lost connection): the broker delivers them again, and
-                # a frame for its number would reach another channel of the new connection.
-                self.acks.due()
-                return b""
-            return b"".join(
-                ack_frame(self.channel.channel_id, message.delivery_tag, multiple=multiple)
-                for message, multiple in self.acks.due()
-            )
-        except Exception as exc:  # the channel is gone: the broker delivers them again
-            logger.warning("could not acknowledge finished events (%s); they may run again", exc)
-            return b""
-
-    def _channel_current(self) -> bool:
-        channel = self.channel
-        connection = self.topic.step.connection
-        return bool(
-            channel is not None
-            and channel.is_open
-            and connection is not None
-            and channel.connection is connection.connection
-        )
-
-    def _busy(self, key: str) -> bool:
-        return self.releasing or (self.topic.subscription.topic, key) in self.topic.step.running
-
-    def _start(self, entry: Entry) -> None:
-        if entry.event_id in self.topic.step.recent and not entry.attempts:
-            # A copy of an event this worker finished while this one waited behind it (the
-            # router published it twice): running it now would put it after later events.
-            self.settle(entry.message)
-            self.keys.finish(entry)
-            return
-        self.topic.step.submit(self.topic, self, entry)
-
-    def done(self, entry: Entry, result: Result) -> None:
-        """An event's run came back: finished, or to run again after a backoff."""
-        if result.get("again") and not self.keys.paused:
-            entry.receivers = result["receivers"]
-            entry.attempts = result["attempts"]
-            entry.timer = self.topic.step.timer.call_after(
-                float(result["retry_in"]), lambda: self._retry(entry)
-            )
-        elif result.get("reject"):
-            self.acks.reject(entry.message)
-            self.keys.finish(entry)
-        elif not result.get("again"):
-            self.acks.settle(entry.message)  # sent once the whole job is settled
-            self.topic.step.recent.add(entry.event_id)
-            self.keys.finish(entry)
-        self._maybe_hand_on()
-
-    def crashed(self, entry: Entry) -> None:
-        """A pool process died running ``entry``: run it again, or dead-letter it past the limit."""
-        entry.crashes += 1
-        logger.error(
-            "a pool process died running event %s (key %r), %d time(s)",
-            entry.event_id,
-            entry.key,
-            entry.crashes,
-        )
-        if entry.crashes > self.topic.settings.max_redeliveries:
-            self.keys.finish(entry)
-            self.topic.step.dead_letter_crashed(self, entry, self.topic.settings)
-        self._maybe_hand_on()
-
-    def _retry(self, entry: Entry) -> None:
-        entry.timer = None
-        self.keys.kick(entry.key)
-
-    def cancel_timers(self) -> None:
-        for entry in self.keys:
-            if entry.timer is not None:
-                entry.timer.cancel()
-                entry.timer = None
-
-    def release(self) -> None:
-        """Hand this partition on once its running events are finished."""
-        logger.info("events_celery: handing %s on to another worker", self.queue.name)
-        self.releasing = True
-        self._maybe_hand_on()
-
-    def _maybe_hand_on(self) -> None:
-        if not self.releasing or self.running:
-            return
-        self.cancel_timers()
-        self.keys.clear()
-        self.flush_acks()  # the events finished last: acknowledged before the channel goes
-        # Closing the channel (not basic.cancel) returns its unacknowledged messages to the
-        # queue in their order before the next consumer gets any; then register again.
-        _close(self.channel)
-        self.open()
-
-
-def acknowledge_routed(
-    batch: Sequence[tuple[Message, Outgoing]], outcome: Outcome, queue: str, *, multiple: bool
-) -> bool:
-    """Acknowledge the intake messages of ``batch`` the broker confirmed, from its start on.
-
-    Acknowledging past an unconfirmed event would let later events of its key overtake it:
-    the caller gives the rest back to the intake (in order, by closing the channel). Returns
-    whether the whole batch was confirmed. ``multiple``: one frame for the run, where the
-    transport honours it.
-    """
-    confirmed = set(outcome.confirmed)
-    done = 0
-    while done < len(batch) and batch[done][1].key in confirmed:
-        done += 1
-    if done and multiple:
-        batch[done - 1][0].ack(multiple=True)
-    elif done:
-        for message, _ in batch[:done]:
-            message.ack()
-    if done == len(batch):
-        return True
-    logger.warning(
-        "routing %d event(s) of %s to their partitions was not confirmed (%s); they go back "
-        "to the intake queue",
-        len(batch) - done,
-        queue,
-        outcome.error or outcome.refused or "no answer",
-    )
-    return False
-
-
-def _forwarded(headers: dict[str, Any], message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Headers and properties of an event the router republishes to a partition.
-
-    The broker checks ``user_id`` against the publishing user, here the router's: the user the
-    event came from (checked by the router) travels in a header instead.
-    """
-    properties = dict(message.properties)
-    properties.pop("application_headers", None)
-    user_id = properties.pop("user_id", None)
-    headers = {k: v for k, v in headers.items() if k != HEADER_USER_ID}
-    if user_id is not None:
-        headers[HEADER_USER_ID] = str(user_id)
-    return headers, properties
-
-
-def _close(channel: Any) -> None:
-    if channel is None:
-        return
-    try:
-        channel.close()
-    except Exception as exc:
-        logger.debug("closing a channel failed: %s", exc)

@@ -44,7 +44,7 @@ from events_celery.bus.broker.connection import (
     raw_body,
 )
 from events_celery.bus.consume.keys import Recent, partition_of
-from events_celery.bus.consume.ordered import acknowledge_routed
+from events_celery.bus.consume.router import acknowledge_routed
 from events_celery.bus.dead_letters.store import Failure, Reason
 from events_celery.conf import Subscription
 from events_celery.wire import (
