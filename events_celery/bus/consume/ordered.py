@@ -204,7 +204,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
 
         Events whose turn it is wait here in the order they became ready. Each pool job runs
         a few of them (of different keys) one after the other, so the cost of a job is shared
-        under load; the pool holds at most two jobs per process, so a warm shutdown has few to
+        under load; the pool holds at most one job per process, so a warm shutdown has few to
         finish.
         """
         key = (topic.subscription.topic, entry.key)
@@ -214,16 +214,11 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self._feed()
 
     def _feed(self) -> None:
-        while (
-            self.ready
-            and self.ready_to_run
-            and (
-                self.in_pool < self.slots
-                # A second job per process only once a full one waits: under load the events
-                # that wait meanwhile make the next jobs larger, and each job's cost is shared.
-                or (self.in_pool < 2 * self.slots and len(self.ready_to_run) >= MAX_BATCH)
-            )
-        ):
+        # One job per pool process: Celery hands a job to an idle process only, which takes it
+        # at once. A job queued behind a busy process would be dropped from the pool's books
+        # when Celery flushes the pool at shutdown, yet still run, with no result to
+        # acknowledge its events by: they would run again.
+        while self.ready and self.ready_to_run and self.in_pool < self.slots:
             # Share what waits between the processes; an event that crashed a process runs
             # alone, so that only its own runs count its crashes.
             size = min(MAX_BATCH, max(1, len(self.ready_to_run) // self.slots))
