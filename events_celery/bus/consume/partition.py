@@ -195,6 +195,7 @@ class Partition:
 
 
 def close_channel(channel: Any) -> None:
+    """Close ``channel`` if it is there; a failure (the connection is gone) is only logged."""
     if channel is None:
         return
     try:

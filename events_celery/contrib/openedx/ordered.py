@@ -44,6 +44,7 @@ from events_celery.bus.broker.connection import (
     raw_body,
 )
 from events_celery.bus.consume.keys import Recent, partition_of
+from events_celery.bus.consume.partition import close_channel
 from events_celery.bus.consume.router import acknowledge_routed
 from events_celery.bus.dead_letters.store import Failure, Reason
 from events_celery.conf import Subscription
@@ -121,7 +122,7 @@ class Partition:
 
     def close(self) -> None:
         """Close its channel: its unacknowledged events go back to the queue, in order."""
-        _close(self.channel)
+        close_channel(self.channel)
         self.channel = None
         self.waiting.clear()
         self.active = False
@@ -211,12 +212,12 @@ class Router:
         )
         if acknowledge_routed(batch, outcome, self.queue.name, multiple=is_amqp(connection)):
             return
-        _close(self.channel)
+        close_channel(self.channel)
         self.open(connection)
 
     def close(self) -> None:
         self.batch = []
-        _close(self.channel)
+        close_channel(self.channel)
         self.channel = None
 
 
@@ -386,12 +387,3 @@ class OrderedGroup:
             ),
         )
         self.recent.add(waiting.event_id)
-
-
-def _close(channel: Any) -> None:
-    if channel is None:
-        return
-    try:
-        channel.close()
-    except Exception as exc:
-        logger.debug("closing a channel failed: %s", exc)
