@@ -388,8 +388,13 @@ class OrderedTopic:
         return max(int(consumers), 1)
 
     def rebalance(self) -> None:
-        """Hand on the partitions past this worker's share, those with the least work first."""
+        """Hand on the partitions past this worker's share, those with the least work first.
+
+        An event waiting for its next attempt counts its attempts only in the worker holding
+        it, so partitions with such an event are handed on last.
+        """
         share = math.ceil(len(self.partitions) / self.workers())
         held = [p for p in self.partitions if p.active and not p.releasing]
-        for partition in sorted(held, key=lambda p: (len(p.keys), -p.number))[: len(held) - share]:
+        held.sort(key=lambda p: (p.retrying(), len(p.keys), -p.number))
+        for partition in held[: len(held) - share]:
             partition.release()

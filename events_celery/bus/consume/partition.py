@@ -170,6 +170,10 @@ class Partition:
         entry.timer = None
         self.keys.kick(entry.key)
 
+    def retrying(self) -> bool:
+        """Whether one of its events waits for its next attempt."""
+        return any(entry.timer is not None for entry in self.keys)
+
     def cancel_timers(self) -> None:
         for entry in self.keys:
             if entry.timer is not None:

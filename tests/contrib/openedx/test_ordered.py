@@ -84,8 +84,10 @@ def test_two_processes_of_a_group_keep_each_keys_order_through_retries(
     failed = [r for runs in by_key.values() for r in runs if r["failed"]]
     assert failed, "no first attempt failed: the retries were not exercised"
     assert all(r["call"] == 1 for r in failed), "an event failed twice"
-    # Each failed event ran again in the process that held it, after its backoff.
-    assert all(len(bus.records(event_id=r["event_id"], pid=r["pid"])) == 2 for r in failed)
+    # Each failed event ran once more and succeeded: in the process that held it, after its
+    # backoff, or in the other one when its partition was handed on meanwhile.
+    for run in failed:
+        assert [r["failed"] for r in bus.records(event_id=run["event_id"])] == [True, False]
     assert {r["pid"] for runs in by_key.values() for r in runs} == {
         first.process.pid,
         second.process.pid,
