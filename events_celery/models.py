@@ -142,3 +142,34 @@ class DeadLetter(models.Model):
     def __str__(self) -> str:
         who = self.receiver or "all receivers"
         return f"{self.event_type or '(no type)'} {self.event_id or ''} -> {who}: {self.reason}"
+
+
+class ReturnedEvent(models.Model):
+    """An event of an ordered partition that came back unfinished and was started again.
+
+    A partition's events cannot go back to the end of their queue with a count, as unordered
+    ones do: later events of their key would overtake them. So before a worker (or a
+    ``consume_events`` process) starts an event its queue delivered again, it counts the start
+    here, and dead-letters the event once the count passes ``EVENT_BUS_MAX_REDELIVERIES``: an
+    event that kills whatever runs it stops coming back. The row goes when the event is
+    finished or dead-lettered.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    consumer = models.CharField(
+        max_length=255, help_text="the service (or consume_events group) that runs it"
+    )
+    event_id = models.CharField(max_length=64, help_text="metadata.id")
+    starts = models.PositiveIntegerField(default=0, help_text="starts after it came back")
+    last_started_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "events_celery_returned_event"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "event_id"], name="events_celery_returned_one_per_event"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} in {self.consumer}: started {self.starts} time(s) after a return"

@@ -18,7 +18,8 @@ import amqp
 import pytest
 from django.core.management import call_command
 
-from tests.integration.conftest import Bus, wait_for
+from events_celery.models import ReturnedEvent
+from tests.integration.conftest import WORKER_OPTIONS, Bus, wait_for
 from tests.testapp.events import STEPPED, StepData
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
@@ -181,6 +182,40 @@ def test_a_stopped_key_holds_its_later_events_as_dead_letters(bus: Bus, producer
     assert doomed == [0, 0, 0], "only the first step of the stopped key ran"
     reasons = [d.reason for d in bus.dead_letters(service)]
     assert reasons == ["receiver-failed"] + ["key-held"] * 4
+
+
+def test_an_event_that_kills_a_solo_worker_is_dead_lettered_after_its_redeliveries(
+    bus: Bus, producer: None
+) -> None:
+    # With the solo pool the event kills the whole worker, and a classic partition queue counts
+    # no deliveries: the starts of the returned event are counted in the database instead.
+    service = bus.service_name("ledger")
+    env = {"TEST_CRASH_STEP": "k1/1", "TEST_MAX_REDELIVERIES": "1"}
+    options = (*WORKER_OPTIONS, "--pool", "solo")
+    worker = bus.start(service, ordered_config(), env=env, options=options)
+    send_interleaved(keys=3, steps=3)
+
+    # Each run kills the worker; it is started again, as a process manager would.
+    for runs in (1, 2):
+        wait_for(lambda w=worker: w.process.poll() is not None, f"the worker to die ({runs})")
+        crashed = bus.records(service=service, key="k1", seq=1)
+        assert [r["outcome"] for r in crashed] == ["started"] * runs
+        worker = bus.start(service, ordered_config(), env=env, options=options)
+    wait_for(lambda: successes(bus, service) == 3 * 3 - 1, "every other step to run")
+    [letter] = wait_for(lambda: bus.dead_letters(service), "the dead letter")
+    assert letter.reason == "redelivered"
+    assert "started again 2 time(s)" in letter.error
+    assert "EVENT_BUS_MAX_REDELIVERIES is 1" in letter.error
+    by_key = runs_by_key(bus, service)
+    assert [(r["seq"], r["outcome"]) for r in by_key["k1"]] == [
+        (0, "ok"),
+        (1, "started"),
+        (1, "started"),
+        (2, "ok"),
+    ]
+    assert all(inversions(runs) == 0 for runs in by_key.values())
+    assert worker.process.poll() is None
+    assert not ReturnedEvent.objects.exists()
 
 
 def test_an_event_without_a_key_runs_unordered(bus: Bus, settings: Any) -> None:

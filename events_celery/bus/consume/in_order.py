@@ -15,6 +15,7 @@ from typing import Any
 from celery.exceptions import Reject
 from django.db.models import Q
 
+from events_celery.bus.consume import returns
 from events_celery.bus.consume.handoff import Envelope
 from events_celery.bus.consume.receiver import (
     attempt_receiver,
@@ -22,10 +23,11 @@ from events_celery.bus.consume.receiver import (
     dead_letter_unfinished,
     decode,
 )
+from events_celery.bus.consume.returns import Returned
 from events_celery.bus.dead_letters.store import Failure, Reason
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.receivers import names_of
-from events_celery.wire import HEADER_PARTITION_KEY, ReceivedEvent
+from events_celery.wire import HEADER_ID, HEADER_PARTITION_KEY, ReceivedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +40,10 @@ Result = dict[str, Any]
 
 DONE: Result = {"again": False, "dead_lettered": False}
 
-#: One event to run: the event, the receivers still to succeed (``None``: all of them) and
-#: the attempt each of those is at (1 when left out).
-Job = tuple[Envelope, "list[str] | None", dict[str, int]]
+#: One event to run: the event, the receivers still to succeed (``None``: all of them), the
+#: attempt each of those is at (1 when left out), and whether its message came back
+#: (:mod:`.returns`).
+Job = tuple[Envelope, "list[str] | None", dict[str, int], Returned]
 
 
 def run_in_order(jobs: list[Job], stop_on_dead_letter: bool) -> list[Result]:
@@ -54,10 +57,50 @@ def run_in_order(jobs: list[Job], stop_on_dead_letter: bool) -> list[Result]:
     Never raises for a receiver's error: every outcome is in the results, one per event.
     """
     settings = bus_settings()
-    return [
-        _run_one(settings, item, receivers, attempts, stop_on_dead_letter)
-        for item, receivers, attempts in jobs
-    ]
+    results = []
+    for item, receivers, attempts, returned in jobs:
+        event_id = str(item["headers"].get(HEADER_ID) or "")
+        given_up = (
+            _started_too_often(settings, item, event_id) if returned == Returned.START else None
+        )
+        if given_up is not None:
+            results.append(given_up)
+            continue
+        result = _run_one(settings, item, receivers, attempts, stop_on_dead_letter)
+        if returned != Returned.NO and not result["again"]:
+            _forget_returns(settings, event_id)
+        results.append(result)
+    return results
+
+
+def _started_too_often(settings: BusSettings, item: Envelope, event_id: str) -> Result | None:
+    """Count a start of an event that came back; dead-letter it past the limit (its result).
+
+    The count is committed before the event runs, so a run that kills this process counts. If
+    the database cannot count, the event runs (and is counted at a later return).
+    """
+    limit = settings.max_redeliveries
+    try:
+        starts = returns.count_start(settings.db_alias, settings.service_name or "", event_id)
+    except Exception:
+        logger.exception("counting a start of event %s, which came back, failed", event_id)
+        return None
+    if starts <= limit:
+        return None
+    try:
+        dead_letter_unfinished(settings, item, returns.unfinished_why(starts, limit))
+    except Reject as exc:  # see _run_one
+        logger.error("%s", exc)
+        return {"again": False, "dead_lettered": True, "reject": True}
+    _forget_returns(settings, event_id)
+    return {**DONE, "dead_lettered": True}
+
+
+def _forget_returns(settings: BusSettings, event_id: str) -> None:
+    try:
+        returns.forget(settings.db_alias, settings.service_name or "", event_id)
+    except Exception:  # it stays; a later return of the event counts on from it
+        logger.exception("dropping the count of event %s, which came back, failed", event_id)
 
 
 def _run_one(
@@ -174,8 +217,10 @@ def _hold(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> None:
 
 def give_up(item: Envelope, crashes: int, limit: int) -> None:
     """Dead-letter an event whose runs killed a pool process more than ``limit`` times."""
+    settings = bus_settings()
+    _forget_returns(settings, str(item["headers"].get(HEADER_ID) or ""))
     dead_letter_unfinished(
-        bus_settings(),
+        settings,
         item,
         f"came back unfinished {crashes} time(s): a pool process died running its receivers "
         f"(EVENT_BUS_MAX_REDELIVERIES is {limit})",

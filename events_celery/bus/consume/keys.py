@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from events_celery.bus.consume.returns import Returned
+
 
 def partition_of(key: str, partitions: int) -> int:
     """The partition (``0`` to ``partitions - 1``) of a key: CRC-32 of its UTF-8 bytes, modulo.
@@ -37,6 +39,7 @@ class Entry:
         attempts: the attempt each of those is at.
         crashes: times a pool process died running it.
         timer: the pending retry, if one is scheduled.
+        returned: whether its message came back, and whether its start was counted.
     """
 
     key: str
@@ -47,6 +50,7 @@ class Entry:
     attempts: dict[str, int] = attrs.Factory(dict)
     crashes: int = 0
     timer: Any = None
+    returned: Returned = Returned.NO
 
 
 class KeyQueues:

@@ -45,6 +45,7 @@ from events_celery.bus.broker import topology
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
 from events_celery.bus.consume.keys import Entry, Recent, partition_of
 from events_celery.bus.consume.partition import Partition, close_channel
+from events_celery.bus.consume.returns import Returned
 from events_celery.bus.consume.router import Router
 from events_celery.conf import BusSettings, Subscription, bus_settings
 from events_celery.exceptions import ConfigurationError
@@ -255,15 +256,21 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
 
         self.in_pool += 1
         self.jobs[job_id] = (None, batch)
+        returned = [r.entry for r in batch if r.entry.returned == Returned.START]
         job = self.pool.apply_async(
             run_in_order,
             args=(
-                [(r.entry.item, r.entry.receivers, r.entry.attempts) for r in batch],
+                [
+                    (r.entry.item, r.entry.receivers, r.entry.attempts, r.entry.returned)
+                    for r in batch
+                ],
                 batch[0].topic.subscription.when_exhausted == "stop",
             ),
             callback=settle,
             error_callback=lambda *_: settle(None),
         )
+        for entry in returned:  # the job counts their start: their next runs here do not
+            entry.returned = Returned.COUNTED
         if job_id in self.jobs:  # not run already (the solo pool runs it inline)
             self.jobs[job_id] = (job, batch)
 
@@ -299,20 +306,28 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
     def dead_letter_crashed(
         self, partition: Partition, entry: Entry, settings: BusSettings
     ) -> None:
-        """Dead-letter an event whose runs kept killing pool processes (in the pool too)."""
+        """Dead-letter an event whose runs kept killing pool processes (in the pool too).
+
+        If neither the dead-letter store nor the broker's dead-letter queue takes it, its
+        message is rejected to the partition queue's dead-letter exchange.
+        """
         finished = False
 
-        def settle(*_: Any) -> None:
+        def finish(dead_lettered: bool) -> None:
             nonlocal finished
-            if not finished:
-                finished = True
+            if finished:
+                return
+            finished = True
+            if dead_lettered:
                 partition.settle(entry.message)
+            else:
+                partition.acks.reject(entry.message)
 
         self.pool.apply_async(
             give_up,
             args=(entry.item, entry.crashes, settings.max_redeliveries),
-            callback=settle,
-            error_callback=settle,
+            callback=lambda *_: finish(True),
+            error_callback=lambda *_: finish(False),
         )
 
 

@@ -19,6 +19,7 @@ from events_celery.bus.broker.frames import ack_frame
 from events_celery.bus.consume.handoff import envelope
 from events_celery.bus.consume.in_order import Result
 from events_celery.bus.consume.keys import Acks, Entry, KeyQueues
+from events_celery.bus.consume.returns import Returned
 from events_celery.wire import (
     HEADER_ID,
     HEADER_PARTITION_KEY,
@@ -83,7 +84,10 @@ class Partition:
             origin=f"{self.topic.exchange}/{headers.get(HEADER_TYPE)}",
             user_id=user_id,
         )
-        self.keys.add(Entry(str(headers.get(HEADER_PARTITION_KEY)), event_id, message, item))
+        entry = Entry(str(headers.get(HEADER_PARTITION_KEY)), event_id, message, item)
+        if message.delivery_info.get("redelivered"):
+            entry.returned = Returned.START  # counted when it starts (see .returns)
+        self.keys.add(entry)
 
     def settle(self, message: Message) -> None:
         """Acknowledge ``message`` now."""

@@ -43,6 +43,7 @@ from events_celery.bus.broker.connection import (
     publisher_user,
     raw_body,
 )
+from events_celery.bus.consume import returns
 from events_celery.bus.consume.keys import Recent, partition_of
 from events_celery.bus.consume.partition import close_channel
 from events_celery.bus.consume.router import acknowledge_routed
@@ -82,6 +83,8 @@ class Waiting:
     attempt: int = 1
     #: ``time.monotonic()`` before which it does not run (its backoff).
     not_before: float = 0.0
+    #: Its message came back (``redelivered``): its first start here is counted.
+    returned: bool = False
 
 
 class Partition:
@@ -113,6 +116,7 @@ class Partition:
                 message,
                 str(headers.get(HEADER_ID)),
                 str(headers.get(HEADER_PARTITION_KEY, "")),
+                returned=bool(message.delivery_info.get("redelivered")),
             )
         )
 
@@ -330,6 +334,9 @@ class OrderedGroup:
             partition.waiting.popleft()
             self._hold(waiting, origin)
             return
+        if waiting.returned and waiting.attempt == 1 and self._started_too_often(waiting, origin):
+            partition.waiting.popleft()
+            return
         failures = consumer.run_receivers(event)
         if failures and waiting.attempt < consumer.settings.retry_policy.max_attempts:
             delay = consumer.retry_in(waiting.attempt)
@@ -342,7 +349,45 @@ class OrderedGroup:
             consumer.give_up(message, failures, waiting.attempt, origin)
         else:
             message.ack()
+        if waiting.returned:
+            self._forget_returns(waiting)
         self.recent.add(waiting.event_id)
+
+    def _started_too_often(self, waiting: Waiting, origin: str) -> bool:
+        """Count this start of an event that came back; dead-letter it past the limit.
+
+        ``consume_events`` runs events in its own process, so an event that kills what runs
+        it would otherwise come back for ever on a classic queue (see
+        :mod:`events_celery.bus.consume.returns`).
+        """
+        settings = self.consumer.settings
+        limit = settings.max_redeliveries
+        try:
+            starts = returns.count_start(
+                settings.db_alias, self.consumer.group_id, waiting.event_id
+            )
+        except Exception:  # it runs; a later return counts it
+            logger.exception(
+                "counting a start of event %s, which came back, failed", waiting.event_id
+            )
+            return False
+        if starts <= limit:
+            return False
+        self.consumer.dead_letter_message(
+            waiting.message,
+            Failure(Reason.REDELIVERED, returns.unfinished_why(starts, limit), origin=origin),
+        )
+        self._forget_returns(waiting)
+        self.recent.add(waiting.event_id)
+        return True
+
+    def _forget_returns(self, waiting: Waiting) -> None:
+        try:
+            returns.forget(
+                self.consumer.settings.db_alias, self.consumer.group_id, waiting.event_id
+            )
+        except Exception:  # it stays; a later return of the event counts on from it
+            logger.exception("dropping the count of event %s failed", waiting.event_id)
 
     def rebalance(self) -> None:
         """Hand on the partitions past this process's share, those with the least work first."""

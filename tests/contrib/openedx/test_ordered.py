@@ -19,6 +19,7 @@ from tests.contrib.openedx import require_openedx_events
 
 require_openedx_events()
 
+from events_celery.models import ReturnedEvent  # noqa: E402
 from tests.contrib.openedx import test_bus  # noqa: E402
 from tests.contrib.openedx.enrollments import TOPIC  # noqa: E402
 from tests.contrib.openedx.test_bus import ConsumeEvents, Groups, send  # noqa: E402
@@ -154,3 +155,34 @@ def test_a_stopped_key_holds_its_later_events_as_dead_letters(bus: Bus, groups: 
     # SIGTERM stops it cleanly (its channels closed, nothing left unacknowledged).
     assert consumer.stop() == 0
     assert "stopping" in consumer.log.read_text()
+
+
+def test_an_event_that_kills_the_process_is_dead_lettered_after_its_redeliveries_in_order(
+    bus: Bus, groups: Groups
+) -> None:
+    # Classic partition queues count no deliveries: the starts of a returned event are
+    # counted in the database instead.
+    consumer = groups.start("ledger", {**ordered(), "TEST_MAX_REDELIVERIES": "1"})
+
+    sent = send(bus, "s0@k1", "crash@k1", "s2@k1", "s0@k2")
+
+    # Each run SIGKILLs the process; it is restarted, as a process manager would.
+    crash = sent["crash@k1"]["id"]
+    for calls in (1, 2):
+        wait_for(lambda: consumer.process.poll() is not None, f"the process to die ({calls})")
+        assert len(bus.records(event_id=crash)) == calls
+        consumer.start()
+    wait_for(lambda: bus.records(username="s2@k1"), "k1's next step")
+    [letter] = wait_for(lambda: bus.dead_letters(consumer.group), "the dead letter")
+    assert str(letter.event_id) == crash
+    assert letter.reason == "redelivered"
+    assert "started again 2 time(s)" in letter.error
+    assert [r["username"] for r in bus.records() if r["username"].endswith("@k1")] == [
+        "s0@k1",
+        "crash@k1",
+        "crash@k1",
+        "s2@k1",
+    ]
+    wait_for(lambda: bus.records(username="s0@k2"), "k2's step")
+    assert consumer.process.poll() is None
+    assert not ReturnedEvent.objects.filter(consumer=consumer.group).exists()

@@ -157,8 +157,12 @@ def persistent(metadata: Any, n: int, **kwargs: Any) -> None:
 @receiver(STEPPED)
 def stepped(metadata: Any, step: Any, **kwargs: Any) -> None:
     """Records each run; fails the first attempt of 1 event in ``TEST_FAIL_ONE_IN``, and every
-    attempt of the key ``TEST_DOOMED_KEY``; sleeps ``TEST_STEP_SLEEP`` seconds."""
+    attempt of the key ``TEST_DOOMED_KEY``; kills its own process on the step
+    ``TEST_CRASH_STEP`` (``key/seq``); sleeps ``TEST_STEP_SLEEP`` seconds."""
     extra = {"key": step.key, "seq": step.seq, "attempt": current_attempt()}
+    if f"{step.key}/{step.seq}" == os.environ.get("TEST_CRASH_STEP"):
+        record("stepped", metadata, "started", **extra)
+        os.kill(os.getpid(), signal.SIGKILL)
     pause = float(os.environ.get("TEST_STEP_SLEEP", "0") or 0)
     if pause:
         time.sleep(pause)
