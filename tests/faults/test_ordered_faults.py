@@ -21,8 +21,8 @@ import pytest
 
 from tests.faults.node import RabbitMQNode
 from tests.faults.report import report
-from tests.integration.conftest import Bus, open_bus, wait_for
-from tests.integration.test_ordered import inversions, ordered_config
+from tests.integration.conftest import Bus, inversions, open_bus, wait_for
+from tests.integration.test_ordered import ordered_config
 from tests.testapp.events import STEPPED, StepData
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]

@@ -107,6 +107,16 @@ class Worker:
                 self.process.wait()
 
 
+def inversions(runs: list[dict[str, Any]]) -> int:
+    """Runs of one key (attempts included) that came after a run of a later ``seq``."""
+    highest, count = -1, 0
+    for run in runs:
+        if run["seq"] < highest:
+            count += 1
+        highest = max(highest, run["seq"])
+    return count
+
+
 class Bus:
     """Services of one test, a plain AMQP client, and what the receivers recorded."""
 

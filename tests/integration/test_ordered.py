@@ -19,7 +19,7 @@ import pytest
 from django.core.management import call_command
 
 from events_celery.models import ReturnedEvent
-from tests.integration.conftest import WORKER_OPTIONS, Bus, wait_for
+from tests.integration.conftest import WORKER_OPTIONS, Bus, inversions, wait_for
 from tests.testapp.events import STEPPED, StepData
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
@@ -86,16 +86,6 @@ def runs_by_key(bus: Bus, service: str) -> dict[str, list[dict[str, Any]]]:
     for record in bus.records(service=service, receiver="stepped"):
         by_key[record["key"]].append(record)
     return by_key
-
-
-def inversions(runs: list[dict[str, Any]]) -> int:
-    """Runs (attempts included) that came after a run of a later step of the same key."""
-    highest, count = -1, 0
-    for run in runs:
-        if run["seq"] < highest:
-            count += 1
-        highest = max(highest, run["seq"])
-    return count
 
 
 def successes(bus: Bus, service: str) -> int:

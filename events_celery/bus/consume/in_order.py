@@ -20,6 +20,7 @@ from events_celery.bus.consume.handoff import Envelope
 from events_celery.bus.consume.receiver import (
     attempt_receiver,
     dead_letter_event,
+    dead_letter_gone,
     dead_letter_unfinished,
     decode,
 )
@@ -151,18 +152,7 @@ def _run_receivers(
             dead_lettered = True
     for name in sorted((wanted or set()) - {event.signal.receiver_name(f) for f in funcs}):
         if names.find(name) is None:
-            dead_letter_event(
-                settings,
-                event,
-                item,
-                Failure(
-                    Reason.RECEIVER_GONE,
-                    f"receiver {name} is no longer connected to {event.metadata.event_type}",
-                    receiver=name,
-                    attempts=attempts.get(name, 1) - 1,
-                    origin=item.get("origin"),
-                ),
-            )
+            dead_letter_gone(settings, event, item, name, attempts.get(name, 1) - 1)
     if retry:
         return {
             "again": True,

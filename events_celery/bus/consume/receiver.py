@@ -228,6 +228,28 @@ def dead_letter_unfinished(
     )
 
 
+def dead_letter_gone(
+    settings: BusSettings, event: ReceivedEvent, item: Envelope, receiver: str, attempts: int
+) -> None:
+    """Dead-letter an event for a receiver (by name) no longer connected to its signal.
+
+    Raises:
+        Reject: see :func:`dead_letter_event`.
+    """
+    dead_letter_event(
+        settings,
+        event,
+        item,
+        Failure(
+            Reason.RECEIVER_GONE,
+            f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
+            receiver=receiver,
+            attempts=attempts,
+            origin=item.get("origin"),
+        ),
+    )
+
+
 def dead_letter_event(
     settings: BusSettings, event: ReceivedEvent, item: Envelope, failure: Failure
 ) -> None:

@@ -27,12 +27,12 @@ from events_celery.bus.consume.handoff import (
     retry_later,
 )
 from events_celery.bus.consume.receiver import (
-    dead_letter_event,
+    dead_letter_gone,
     dead_letter_unfinished,
     decode,
     run,
 )
-from events_celery.bus.dead_letters.store import Failure, Reason, mark_replayed
+from events_celery.bus.dead_letters.store import mark_replayed
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import PublishError
 from events_celery.receivers import names_of
@@ -164,18 +164,7 @@ def _retry_receiver(
         if run(app, settings, event, item, func, attempt) and item.get("dead_letter"):
             mark_replayed(settings, item["dead_letter"])
         return
-    dead_letter_event(
-        settings,
-        event,
-        item,
-        Failure(
-            Reason.RECEIVER_GONE,
-            f"receiver {receiver} is no longer connected to {event.metadata.event_type}",
-            receiver=receiver,
-            attempts=attempt - 1,
-            origin=item.get("origin"),
-        ),
-    )
+    dead_letter_gone(settings, event, item, receiver, attempt - 1)
     logger.error(
         "%s: receiver %s to retry is no longer connected; event %s dead-lettered",
         event.metadata.event_type,

@@ -23,7 +23,7 @@ from events_celery.models import ReturnedEvent  # noqa: E402
 from tests.contrib.openedx import test_bus  # noqa: E402
 from tests.contrib.openedx.enrollments import TOPIC  # noqa: E402
 from tests.contrib.openedx.test_bus import ConsumeEvents, Groups, send  # noqa: E402
-from tests.integration.conftest import Bus, wait_for  # noqa: E402
+from tests.integration.conftest import Bus, inversions, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
 
@@ -49,18 +49,8 @@ def runs_by_key(bus: Bus) -> dict[str, list[dict[str, Any]]]:
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in bus.records():
         name, _, key = record["username"].partition("@")
-        by_key[key].append({**record, "step": int(name[1:]) if name[1:].isdigit() else -1})
+        by_key[key].append({**record, "seq": int(name[1:]) if name[1:].isdigit() else -1})
     return by_key
-
-
-def inversions(runs: list[dict[str, Any]]) -> int:
-    """Runs that came after a run of a later step of the same key."""
-    highest, count = -1, 0
-    for run in runs:
-        if run["step"] < highest:
-            count += 1
-        highest = max(highest, run["step"])
-    return count
 
 
 def succeeded(bus: Bus) -> int:
@@ -81,7 +71,7 @@ def test_two_processes_of_a_group_keep_each_keys_order_through_retries(
     by_key = runs_by_key(bus)
     assert {key: inversions(runs) for key, runs in by_key.items() if inversions(runs)} == {}
     for key, runs in by_key.items():
-        assert [r["step"] for r in runs if not r["failed"]] == list(range(STEPS)), key
+        assert [r["seq"] for r in runs if not r["failed"]] == list(range(STEPS)), key
     failed = [r for runs in by_key.values() for r in runs if r["failed"]]
     assert failed, "no first attempt failed: the retries were not exercised"
     assert all(r["call"] == 1 for r in failed), "an event failed twice"
@@ -118,7 +108,7 @@ def test_a_killed_process_hands_its_keys_to_the_other_in_order(bus: Bus, groups:
     by_key = runs_by_key(bus)
     assert {key: inversions(runs) for key, runs in by_key.items() if inversions(runs)} == {}
     for key, runs in by_key.items():
-        assert sorted({r["step"] for r in runs}) == list(range(STEPS)), key
+        assert sorted({r["seq"] for r in runs}) == list(range(STEPS)), key
     twice = [r for runs in by_key.values() for r in runs if r["call"] > 1]
     # Only the event the killed process was running may run again (in the other process).
     assert len(twice) <= 1, twice
