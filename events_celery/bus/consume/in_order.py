@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from celery.exceptions import Reject
-from django.db.models import Q
 
 from events_celery.bus.consume import returns
 from events_celery.bus.consume.handoff import Envelope
@@ -25,7 +24,7 @@ from events_celery.bus.consume.receiver import (
     decode,
 )
 from events_celery.bus.consume.returns import Returned
-from events_celery.bus.dead_letters.store import Failure, Reason
+from events_celery.bus.dead_letters.store import Failure, Reason, key_held
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.receivers import names_of
 from events_celery.wire import HEADER_ID, HEADER_PARTITION_KEY, ReceivedEvent
@@ -69,39 +68,24 @@ def run_in_order(jobs: list[Job], stop_on_dead_letter: bool) -> list[Result]:
             continue
         result = _run_one(settings, item, receivers, attempts, stop_on_dead_letter)
         if returned != Returned.NO and not result["again"]:
-            _forget_returns(settings, event_id)
+            returns.forget(settings.db_alias, settings.service_name or "", event_id)
         results.append(result)
     return results
 
 
 def _started_too_often(settings: BusSettings, item: Envelope, event_id: str) -> Result | None:
-    """Count a start of an event that came back; dead-letter it past the limit (its result).
-
-    The count is committed before the event runs, so a run that kills this process counts. If
-    the database cannot count, the event runs (and is counted at a later return).
-    """
-    limit = settings.max_redeliveries
-    try:
-        starts = returns.count_start(settings.db_alias, settings.service_name or "", event_id)
-    except Exception:
-        logger.exception("counting a start of event %s, which came back, failed", event_id)
-        return None
-    if starts <= limit:
+    """Count a start of an event that came back; past the limit, dead-letter it (its result)."""
+    consumer = settings.service_name or ""
+    why = returns.past_limit(settings.db_alias, consumer, event_id, settings.max_redeliveries)
+    if why is None:
         return None
     try:
-        dead_letter_unfinished(settings, item, returns.unfinished_why(starts, limit))
+        dead_letter_unfinished(settings, item, why)
     except Reject as exc:  # see _run_one
         logger.error("%s", exc)
         return {"again": False, "dead_lettered": True, "reject": True}
-    _forget_returns(settings, event_id)
+    returns.forget(settings.db_alias, consumer, event_id)
     return {**DONE, "dead_lettered": True}
-
-
-def _forget_returns(settings: BusSettings, event_id: str) -> None:
-    try:
-        returns.forget(settings.db_alias, settings.service_name or "", event_id)
-    except Exception:  # it stays; a later return of the event counts on from it
-        logger.exception("dropping the count of event %s, which came back, failed", event_id)
 
 
 def _run_one(
@@ -166,21 +150,9 @@ def _run_receivers(
 
 def _key_stopped(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> bool:
     """Whether an earlier event of this event's key is a pending dead letter of this topic."""
-    from events_celery.models import DeadLetter
-
-    key = item["headers"].get(HEADER_PARTITION_KEY)
+    key = str(item["headers"].get(HEADER_PARTITION_KEY))
     exchange = str(item.get("origin") or "").partition("/")[0]
-    return (
-        DeadLetter.objects.using(settings.db_alias)
-        .filter(
-            Q(origin__startswith=f"{exchange}/"),
-            service=settings.service_name,
-            status=DeadLetter.Status.PENDING,
-            **{f"headers__{HEADER_PARTITION_KEY}": key},
-        )
-        .exclude(event_id=event.metadata.id)
-        .exists()
-    )
+    return key_held(settings, exchange, key, event.metadata.id)
 
 
 def _hold(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> None:
@@ -208,7 +180,9 @@ def _hold(settings: BusSettings, event: ReceivedEvent, item: Envelope) -> None:
 def give_up(item: Envelope, crashes: int, limit: int) -> None:
     """Dead-letter an event whose runs killed a pool process more than ``limit`` times."""
     settings = bus_settings()
-    _forget_returns(settings, str(item["headers"].get(HEADER_ID) or ""))
+    returns.forget(
+        settings.db_alias, settings.service_name or "", str(item["headers"].get(HEADER_ID))
+    )
     dead_letter_unfinished(
         settings,
         item,

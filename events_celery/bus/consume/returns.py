@@ -35,12 +35,40 @@ class Returned(enum.IntEnum):
     COUNTED = 2
 
 
-def count_start(db_alias: str, consumer: str, event_id: str) -> int:
-    """Count a start of a redelivered event; how many starts after a return it has had.
+def past_limit(db_alias: str, consumer: str, event_id: str, limit: int) -> str | None:
+    """Count a start of an event that came back; past ``limit``, why to dead-letter it.
 
-    One worker holds a partition at a time, so two counts of one event hardly ever race; when
-    they do, both count.
+    The count is committed before the event runs, so a run that kills the process counts. If
+    the database cannot count, the event runs (and counts at its next return).
     """
+    try:
+        starts = _count_start(db_alias, consumer, event_id)
+    except Exception:
+        logger.exception("counting a start of event %s, which came back, failed", event_id)
+        return None
+    if starts <= limit:
+        return None
+    return (
+        f"came back unfinished and was started again {starts} time(s): whatever ran it stopped "
+        f"before it finished (EVENT_BUS_MAX_REDELIVERIES is {limit})"
+    )
+
+
+def forget(db_alias: str, consumer: str, event_id: str) -> None:
+    """The event is finished or dead-lettered: drop its count (if that fails, it stays, and a
+    later return of the event counts on from it)."""
+    from events_celery.models import ReturnedEvent
+
+    try:
+        rows = ReturnedEvent.objects.using(db_alias)
+        rows.filter(consumer=consumer, event_id=event_id).delete()
+    except Exception:
+        logger.exception("dropping the count of event %s, which came back, failed", event_id)
+
+
+def _count_start(db_alias: str, consumer: str, event_id: str) -> int:
+    # One worker holds a partition at a time, so two counts of one event hardly ever race;
+    # when they do, both count.
     from events_celery.models import ReturnedEvent
 
     rows = ReturnedEvent.objects.using(db_alias).filter(consumer=consumer, event_id=event_id)
@@ -53,18 +81,3 @@ def count_start(db_alias: str, consumer: str, event_id: str) -> int:
             return 1
         rows.update(starts=F("starts") + 1, last_started_at=now)
     return int(rows.values_list("starts", flat=True)[0])
-
-
-def forget(db_alias: str, consumer: str, event_id: str) -> None:
-    """The event is finished or dead-lettered: drop its count."""
-    from events_celery.models import ReturnedEvent
-
-    ReturnedEvent.objects.using(db_alias).filter(consumer=consumer, event_id=event_id).delete()
-
-
-def unfinished_why(starts: int, limit: int) -> str:
-    """The dead-letter text of an event whose starts after a return passed ``limit``."""
-    return (
-        f"came back unfinished and was started again {starts} time(s): whatever ran it stopped "
-        f"before it finished (EVENT_BUS_MAX_REDELIVERIES is {limit})"
-    )

@@ -34,6 +34,7 @@ from events_celery.exceptions import PublishError
 from events_celery.models import DeadLetter
 from events_celery.wire import (
     HEADER_ID,
+    HEADER_PARTITION_KEY,
     HEADER_TYPE,
     HEADER_USER_ID,
     MAX_ERROR,
@@ -330,3 +331,19 @@ def mark_replayed(settings: BusSettings, dead_letter_id: int) -> None:
             type(exc).__name__,
             exc,
         )
+
+
+def key_held(settings: BusSettings, exchange: str, key: str, event_id: uuid.UUID | str) -> bool:
+    """Whether an event of ``key`` other than ``event_id`` that came by ``exchange`` is a
+    pending dead letter of this service (a key stopped by ``when_exhausted: "stop"``)."""
+    return (
+        DeadLetter.objects.using(settings.db_alias)
+        .filter(
+            origin__startswith=f"{exchange}/",
+            service=settings.service_name,
+            status=DeadLetter.Status.PENDING,
+            **{f"headers__{HEADER_PARTITION_KEY}": key},
+        )
+        .exclude(event_id=event_id)
+        .exists()
+    )

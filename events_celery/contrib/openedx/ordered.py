@@ -47,7 +47,7 @@ from events_celery.bus.consume import returns
 from events_celery.bus.consume.keys import Recent, partition_of
 from events_celery.bus.consume.partition import close_channel
 from events_celery.bus.consume.router import acknowledge_routed
-from events_celery.bus.dead_letters.store import Failure, Reason
+from events_celery.bus.dead_letters.store import Failure, Reason, key_held
 from events_celery.conf import Subscription
 from events_celery.wire import (
     HEADER_ID,
@@ -330,7 +330,11 @@ class OrderedGroup:
         if event is None:
             partition.waiting.popleft()
             return
-        if self.subscription.when_exhausted == "stop" and self._key_stopped(waiting):
+        # "stop": while an earlier event of the key is a pending dead letter, this one is held.
+        stopped = self.subscription.when_exhausted == "stop"
+        if stopped and key_held(
+            consumer.settings, consumer.exchange, waiting.key, waiting.event_id
+        ):
             partition.waiting.popleft()
             self._hold(waiting, origin)
             return
@@ -350,44 +354,27 @@ class OrderedGroup:
         else:
             message.ack()
         if waiting.returned:
-            self._forget_returns(waiting)
+            returns.forget(consumer.settings.db_alias, consumer.group_id, waiting.event_id)
         self.recent.add(waiting.event_id)
 
     def _started_too_often(self, waiting: Waiting, origin: str) -> bool:
-        """Count this start of an event that came back; dead-letter it past the limit.
+        """Count this start of an event that came back; past the limit, dead-letter it.
 
         ``consume_events`` runs events in its own process, so an event that kills what runs
         it would otherwise come back for ever on a classic queue (see
         :mod:`events_celery.bus.consume.returns`).
         """
-        settings = self.consumer.settings
-        limit = settings.max_redeliveries
-        try:
-            starts = returns.count_start(
-                settings.db_alias, self.consumer.group_id, waiting.event_id
-            )
-        except Exception:  # it runs; a later return counts it
-            logger.exception(
-                "counting a start of event %s, which came back, failed", waiting.event_id
-            )
-            return False
-        if starts <= limit:
-            return False
-        self.consumer.dead_letter_message(
-            waiting.message,
-            Failure(Reason.REDELIVERED, returns.unfinished_why(starts, limit), origin=origin),
+        settings, group = self.consumer.settings, self.consumer.group_id
+        why = returns.past_limit(
+            settings.db_alias, group, waiting.event_id, settings.max_redeliveries
         )
-        self._forget_returns(waiting)
+        if why is None:
+            return False
+        failure = Failure(Reason.REDELIVERED, why, origin=origin)
+        self.consumer.dead_letter_message(waiting.message, failure)
+        returns.forget(settings.db_alias, group, waiting.event_id)
         self.recent.add(waiting.event_id)
         return True
-
-    def _forget_returns(self, waiting: Waiting) -> None:
-        try:
-            returns.forget(
-                self.consumer.settings.db_alias, self.consumer.group_id, waiting.event_id
-            )
-        except Exception:  # it stays; a later return of the event counts on from it
-            logger.exception("dropping the count of event %s failed", waiting.event_id)
 
     def rebalance(self) -> None:
         """Hand on the partitions past this process's share, those with the least work first."""
@@ -402,23 +389,6 @@ class OrderedGroup:
         held.sort(key=lambda p: (bool(p.waiting) and p.waiting[0].attempt > 1, len(p.waiting)))
         for partition in held[: len(held) - share]:
             partition.hand_on(self.connection)
-
-    def _key_stopped(self, waiting: Waiting) -> bool:
-        """Whether an earlier event of the key is a pending dead letter of this group's topic."""
-        from events_celery.models import DeadLetter
-
-        settings = self.consumer.settings
-        return (
-            DeadLetter.objects.using(settings.db_alias)
-            .filter(
-                origin__startswith=f"{self.consumer.exchange}/",
-                service=settings.service_name,
-                status=DeadLetter.Status.PENDING,
-                **{f"headers__{HEADER_PARTITION_KEY}": waiting.key},
-            )
-            .exclude(event_id=waiting.event_id)
-            .exists()
-        )
 
     def _hold(self, waiting: Waiting, origin: str) -> None:
         self.consumer.dead_letter_message(
