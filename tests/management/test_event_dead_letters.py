@@ -18,7 +18,13 @@ from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
 from events_celery.conf import bus_settings
 from events_celery.metadata import EventMetadata
 from events_celery.models import DeadLetter
-from events_celery.wire import HEADER_DEAD_LETTERED_AT, HEADER_REASON, HEADER_RECEIVER, encode_event
+from events_celery.wire import (
+    HEADER_DEAD_LETTERED_AT,
+    HEADER_REASON,
+    HEADER_RECEIVER,
+    HEADER_USER_ID,
+    encode_event,
+)
 from tests.bus.conftest import DeadLetterStore
 from tests.testapp.events import PING
 
@@ -308,3 +314,46 @@ def table_missing_then_back() -> Any:
                 cursor.execute(f"ALTER TABLE {_AWAY} RENAME TO {DeadLetter._meta.db_table}")
 
     return gone
+
+
+def _rejected_whole(service: str, queue: str, user_id: str, claimed: str) -> None:
+    """A PING the broker dead-lettered from ``queue`` (no reason of ours recorded), published
+    by ``user_id``, with a header that claims ``claimed``."""
+    metadata = EventMetadata.create(PING.event_type, source="command-tests")
+    message = encode_event(PING, metadata, PING.serializer.encode({"n": 9}))
+    death = {"queue": queue, "reason": "rejected", "count": 1, "exchange": "pings"}
+    with Connection("memory://") as connection:
+        connection.Producer().publish(
+            message.body,
+            exchange=topology.dead_letter_exchange(service),
+            routing_key="",
+            content_type=AVRO,
+            content_encoding="binary",
+            headers={**message.headers, HEADER_USER_ID: claimed, "x-death": [death]},
+            user_id=user_id,
+            declare=[topology.dead_letter_queue(service)],
+        )
+
+
+def test_import_keeps_the_publisher_the_broker_checked_not_a_header_claiming_one(
+    service: str,
+) -> None:
+    _rejected_whole(service, f"{service}.pings", user_id="shop", claimed="payments")
+
+    run("import")
+
+    row = DeadLetter.objects.get()
+    assert row.reason == "poison"
+    assert row.headers[HEADER_USER_ID] == "shop"
+
+
+def test_import_keeps_the_publisher_a_partition_message_carries_from_its_router(
+    service: str, settings: Any
+) -> None:
+    settings.EVENT_BUS_CONSUMER_CONFIG = {"pings": {"order_by_key": True}}
+    # The router publishes as the service's own user, the event's publisher in the header.
+    _rejected_whole(service, f"{service}.pings.ordered.3", user_id=service, claimed="shop")
+
+    run("import")
+
+    assert DeadLetter.objects.get().headers[HEADER_USER_ID] == "shop"

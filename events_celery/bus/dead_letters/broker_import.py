@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.bus.consume.handoff import DELIVER_EVENTS, RUN_RECEIVER, task_events
 from events_celery.bus.dead_letters.store import Failure, Reason, record
 from events_celery.conf import BusSettings
+from events_celery.conf.routing import MAX_PARTITIONS
 from events_celery.wire import (
     AVRO_CONTENT_TYPE,
     HEADER_ATTEMPTS,
@@ -86,6 +87,7 @@ def import_dead_letters(
             if isinstance(exc, NotFound) or "NOT_FOUND" in str(exc):
                 return 0  # nothing was ever dead-lettered to the broker
             raise
+        routed_by_us = partition_queue_names(settings)
         waiting = int(declared.message_count)
         total = waiting if limit is None else min(waiting, limit)
         imported = 0
@@ -94,7 +96,7 @@ def import_dead_letters(
             if message is None:
                 break
             try:
-                for found in read_message(message):
+                for found in read_message(message, routed_by_us):
                     record(
                         settings,
                         service,
@@ -114,8 +116,24 @@ def import_dead_letters(
         return imported
 
 
-def read_message(message: Message) -> list[BrokerDeadLetter]:
-    """What a message of the broker dead-letter queue says, as dead letters."""
+def partition_queue_names(settings: BusSettings) -> frozenset[str]:
+    """The partition queues this service's ordered subscriptions may have (any count)."""
+    service = settings.require_service_name()
+    return frozenset(
+        f"{topology.ordered_name(service, subscription.topic)}.{number}"
+        for subscription in settings.subscriptions
+        if subscription.order_by_key
+        for number in range(MAX_PARTITIONS)
+    )
+
+
+def read_message(
+    message: Message, partition_queues: Collection[str] = frozenset()
+) -> list[BrokerDeadLetter]:
+    """What a message of the broker dead-letter queue says, as dead letters.
+
+    ``partition_queues``: this service's partition queues, whose messages its routers wrote.
+    """
     headers: dict[str, Any] = dict(message.headers or {})
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     content_type = message.content_type
@@ -145,7 +163,29 @@ def read_message(message: Message) -> list[BrokerDeadLetter]:
         else None
     )
     reason = Reason.REDELIVERED if death.get("reason") == "delivery_limit" else Reason.POISON
+    from_partition = header_text(death.get("queue") or "") in partition_queues
+    headers = _with_publisher(headers, message, from_partition)
     return [BrokerDeadLetter(body, headers, Failure(reason, why, origin=origin), content_type, at)]
+
+
+def _with_publisher(
+    headers: dict[str, Any], message: Message, from_partition: bool
+) -> dict[str, Any]:
+    """The headers of a whole message, with the broker user that published the event.
+
+    A message dead-lettered from an ordered subscription's partition queue carries that user in
+    the header its router sets (:func:`~events_celery.bus.consume.router._forwarded`); any other
+    message in its ``user_id`` property, which the broker checked, while a header of that name
+    is only the publisher's claim and is dropped. (The newest ``x-death`` entry, first, is the
+    broker's own.)
+    """
+    if from_partition:
+        return headers
+    kept = {k: v for k, v in headers.items() if k != HEADER_USER_ID}
+    user_id = (message.properties or {}).get("user_id")
+    if user_id:
+        kept[HEADER_USER_ID] = header_text(user_id)
+    return kept
 
 
 def _ours(body: bytes, headers: dict[str, Any], content_type: str | None) -> BrokerDeadLetter:
