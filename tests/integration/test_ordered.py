@@ -208,6 +208,28 @@ def test_an_event_that_kills_a_solo_worker_is_dead_lettered_after_its_redeliveri
     assert not ReturnedEvent.objects.exists()
 
 
+def test_copies_the_broker_returns_go_back_to_the_intake_and_are_routed_again_in_order(
+    bus: Bus, producer: None
+) -> None:
+    service = bus.service_name("ledger")
+    worker = bus.start(service, ordered_config())
+    send_interleaved(keys=10, steps=1)
+    wait_for(lambda: successes(bus, service) == 10, "the first steps to run")
+    # Partition 1 loses its binding: the router's copies for it come back (mandatory) until
+    # the router declares its partitions again, after a backoff.
+    exchange = f"{service}.{TOPIC}.ordered"
+    bus.channel.queue_unbind(f"{exchange}.1", exchange, routing_key="1")
+    for seq in range(1, 5):
+        for k in range(10):
+            STEPPED.send_event(step=StepData(key=f"k{k}", seq=seq))
+
+    wait_for(lambda: successes(bus, service) == 10 * 5, "every step to run")
+    assert "unroutable: the broker returned it (mandatory)" in worker.log.read_text()
+    by_key = runs_by_key(bus, service)
+    assert all(inversions(runs) == 0 for runs in by_key.values())
+    assert all([r["seq"] for r in runs] == list(range(5)) for runs in by_key.values())
+
+
 def test_an_event_without_a_key_runs_unordered(bus: Bus, settings: Any) -> None:
     settings.EVENT_BUS_PRODUCER_CONFIG = {STEPPED.event_type: {TOPIC: {}}}
     service = bus.service_name("ledger")

@@ -90,6 +90,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self.slots = 1
         self._rebalance: Any = None
         self.connection: Any = None
+        self.hub: Any = None
         self.timer: Any = None
         self.pool: Any = None
 
@@ -107,10 +108,12 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                 "--pool prefork (the default) or --pool solo"
             )
         self.connection, self.timer, self.pool = c.connection, c.timer, c.pool
+        self.hub = getattr(c, "hub", None)
         self.slots = max(int(getattr(c.pool, "num_processes", 1) or 1), 1)
         self.ready = False
         for old in self.topics:  # from before a reconnection: their channels are gone
             old.router.publisher.close()
+            old.router.pause()
         self._forget_flushed()
         topology.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
         self.topics = [OrderedTopic(self, settings, s) for s in subscriptions]
@@ -138,6 +141,8 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         gone anyway, and their messages back on the broker.
         """
         self.ready = False
+        for topic in self.topics:
+            topic.router.hold()
         self._finish_running(c)
         if self._rebalance is not None:
             self._rebalance.cancel()
@@ -166,7 +171,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         and runs again.
         """
         hub = getattr(c, "hub", None)
-        if hub is None or not self.in_pool or c.connection is None:
+        if hub is None or not self._unsettled() or c.connection is None:
             return
         started = time.monotonic()
         deadline = time.monotonic() + FINISH_WITHIN
@@ -174,7 +179,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             # Celery flushes the pool as it closes the consumer: the jobs no process took yet
             # are dropped without a result (their events go back with the channel).
             self._forget_flushed()
-            while self.in_pool and time.monotonic() < deadline:
+            while self._unsettled() and time.monotonic() < deadline:
                 hub.run_once()
                 self._forget_flushed()
         except Exception as exc:  # the connection is gone: the broker has them back anyway
@@ -185,6 +190,10 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             time.monotonic() - started,
             self.in_pool,
         )
+
+    def _unsettled(self) -> bool:
+        # Events running in the pool, or routed copies whose confirms have not come yet.
+        return bool(self.in_pool or any(topic.router.in_flight for topic in self.topics))
 
     def shutdown(self, c: Any) -> None:
         """Close every channel: what was not finished goes back to the broker, in order."""
