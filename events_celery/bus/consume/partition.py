@@ -29,7 +29,7 @@ from events_celery.wire import (
 )
 
 if TYPE_CHECKING:
-    from events_celery.bus.consume.ordered import OrderedTopic
+    from events_celery.bus.consume.ordered_topic import OrderedTopic
 
 logger = logging.getLogger(__name__)
 
