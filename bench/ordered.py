@@ -27,14 +27,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import attrs
-import django
 from kombu import Connection, Exchange, Producer, Queue
 
 from bench.receivers import timings
@@ -47,10 +45,11 @@ from bench.throughput import (
     print_table,
     publish_raw,
     rate_row,
+    set_up_run,
     wire_message,
 )
 from events_celery.bus.broker import topology
-from events_celery.conf import BusSettings, bus_settings
+from events_celery.conf import BusSettings
 
 ORDERED_TARGET = 0.7  # ordered / unordered events per second, 4 pool processes, 50 keys
 KEYS = 50
@@ -161,14 +160,7 @@ def rows(figures: dict[str, Figures]) -> list[Row]:
 
 def run(args: argparse.Namespace) -> int:
     """Measure the four services, print the table; 1 when the target is missed."""
-    run_id = uuid.uuid4().hex[:8]
-    os.environ["BENCH_RUN_ID"] = run_id
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ["BENCH_BROKER_URL"] = args.broker
-    django.setup()
-    settings = bus_settings()
-    settings.raise_for_problems()
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-"))
+    run_id, settings, work = set_up_run(args)
     print(f"run {run_id}: ordered subscriptions, --events {args.events:,}; logs in {work}")
     began = time.monotonic()
     figures: dict[str, Figures] = {}

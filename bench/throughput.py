@@ -578,13 +578,8 @@ def report(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every measurement, print the table; 1 when a target is missed."""
-    args = parse_args(argv)
-    if args.ordered:
-        from bench.ordered import run  # it builds on this module
-
-        return run(args)
+def set_up_run(args: argparse.Namespace) -> tuple[str, BusSettings, Path]:
+    """A new run id, the benchmark's Django settings checked, and a folder for its logs."""
     run_id = uuid.uuid4().hex[:8]
     os.environ["BENCH_RUN_ID"] = run_id
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
@@ -592,7 +587,17 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     settings = bus_settings()
     settings.raise_for_problems()
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-"))
+    return run_id, settings, Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement, print the table; 1 when a target is missed."""
+    args = parse_args(argv)
+    if args.ordered:
+        from bench.ordered import run  # it builds on this module
+
+        return run(args)
+    run_id, settings, work = set_up_run(args)
     interval = args.latency_interval / 1000
     order = build_order()
     print(
