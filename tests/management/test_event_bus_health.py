@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.publish import claims
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter, OutboxMessage
@@ -60,7 +60,7 @@ def service(rabbitmq_url: str, settings: Any) -> Iterator[str]:
 
 def declare_topology(rabbitmq_url: str) -> None:
     with Connection(rabbitmq_url) as connection:
-        topology.declare(connection, topology.service_topology(bus_settings()))
+        declaring.declare(connection, topology.service_topology(bus_settings()))
 
 
 def closed_port() -> int:
