@@ -81,7 +81,7 @@ from bench.throughput import (  # noqa: E402
     wire_message,
 )
 from events_celery import batch_events  # noqa: E402
-from events_celery.bus.broker import topology  # noqa: E402
+from events_celery.bus.broker import declaring, topology  # noqa: E402
 from events_celery.bus.publish import background, relay  # noqa: E402
 from events_celery.conf import BusSettings, bus_settings  # noqa: E402
 from events_celery.models import OutboxMessage  # noqa: E402
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         # Only the topic exchange: the service's own queue is declared by its worker in the
         # latency figure, so until then everything published is kept in one queue, the sink,
         # as the baselines' messages are.
-        topology.declare(connection, topology.producer_topology(settings, ["orders"]))
+        declaring.declare(connection, topology.producer_topology(settings, ["orders"]))
         sink = Queue(
             f"{settings.topic_prefix}sink",
             exchange=topology.topic_exchange(settings.topic_prefix, "orders"),

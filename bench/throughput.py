@@ -67,7 +67,7 @@ from bench.receivers import timings
 from bench.receivers.events import ORDER_PLACED, CustomerData, OrderData
 from bench.receivers.tasks import noop
 from events_celery import EventMetadata
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.wire import OutgoingMessage, encode_event
 
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         with Connection(args.broker) as connection:
-            topology.declare(connection, topology.service_topology(settings))
+            declaring.declare(connection, topology.service_topology(settings))
         print("1/4 publishing", flush=True)
         publishing = measure_publishing(settings, args.broker, args.events, args.rounds)
         print("2/4 end to end: events", flush=True)

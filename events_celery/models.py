@@ -22,7 +22,7 @@ class OutboxMessage(models.Model):
     A row whose topic has an ``event_key_field`` carries its ordering key (a digest of the
     topic and the key's value): of the rows of one ordering key, only the oldest still in the
     table may be published, or a later one together with it, in order, by the same publisher
-    (see :mod:`events_celery.bus.publish.outbox`).
+    (see :mod:`events_celery.bus.publish.claims`).
     """
 
     id = models.BigAutoField(primary_key=True)

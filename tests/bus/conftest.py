@@ -14,7 +14,7 @@ from kombu import Connection
 from kombu.message import Message
 
 from events_celery.bus.broker import connection as bus_connection_module
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.retrying import retrying_publisher
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter
@@ -128,7 +128,7 @@ def probe(rabbitmq_url: str, settings: Any) -> Iterator[str]:
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"pings": {"enabled": True}}}
     queue = f"{prefix}probe"
     with Connection(rabbitmq_url) as connection:
-        topology.declare(connection, topology.producer_topology(bus_settings(), ["pings"]))
+        declaring.declare(connection, topology.producer_topology(bus_settings(), ["pings"]))
         channel: Any = connection.default_channel
         channel.queue_declare(queue, auto_delete=False)
         channel.queue_bind(queue, f"{prefix}pings", routing_key="#")

@@ -26,7 +26,7 @@ from django.db import connection as db_connection
 from django.db import transaction
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.publish import background
 from events_celery.conf import bus_settings
 from events_celery.models import OutboxMessage
@@ -69,7 +69,7 @@ def probe(rabbitmq_node: RabbitMQNode, settings: Any) -> Iterator[str]:
     settings.EVENT_BUS_PRODUCER_CONFIG = ROUTE
     queue = f"{prefix}probe"
     with Connection(rabbitmq_node.url) as connection:
-        topology.declare(connection, topology.producer_topology(bus_settings(), [TOPIC]))
+        declaring.declare(connection, topology.producer_topology(bus_settings(), [TOPIC]))
         channel: Any = connection.default_channel
         channel.queue_declare(queue, auto_delete=False)
         channel.queue_bind(queue, f"{prefix}{TOPIC}", routing_key="#")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from events_celery import registry
 from events_celery.avro import fingerprint
-from events_celery.bus.publish import outbox
+from events_celery.bus.publish import claims, outbox
 from events_celery.conf import bus_settings
 from events_celery.exceptions import ConfigurationError
 from events_celery.models import DeadLetter, OutboxMessage
@@ -267,7 +267,7 @@ def test_show_event_bus_names_rows_refused_for_permissions_apart_from_other_refu
     settings = bus_settings()
     topic = "403 ACCESS_REFUSED - access to topic 'k' in exchange 'x' in vhost '/' refused"
     exchange = "403 ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused"
-    outbox.set_aside(settings, {rows[0].id: topic, rows[1].id: exchange, rows[2].id: topic})
+    claims.set_aside(settings, {rows[0].id: topic, rows[1].id: exchange, rows[2].id: topic})
     OutboxMessage.objects.filter(id=rows[3].id).update(
         attempts=outbox.MAX_REFUSALS, last_error="the broker refused it (basic.nack)"
     )

@@ -16,8 +16,8 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus.broker import topology
-from events_celery.bus.publish import outbox
+from events_celery.bus.broker import declaring, topology
+from events_celery.bus.publish import claims
 from events_celery.conf import bus_settings
 from events_celery.models import DeadLetter, OutboxMessage
 from tests.testapp.events import PING
@@ -60,7 +60,7 @@ def service(rabbitmq_url: str, settings: Any) -> Iterator[str]:
 
 def declare_topology(rabbitmq_url: str) -> None:
     with Connection(rabbitmq_url) as connection:
-        topology.declare(connection, topology.service_topology(bus_settings()))
+        declaring.declare(connection, topology.service_topology(bus_settings()))
 
 
 def closed_port() -> int:
@@ -282,8 +282,8 @@ def test_rows_refused_for_permissions_fail_naming_their_reason(service: str) -> 
     add_outbox_row(age=1)
     first, second, third = OutboxMessage.objects.order_by("id").values_list("id", flat=True)
     reason = "403 ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused for user 'u'"
-    outbox.set_aside(bus_settings(), {first: reason, second: reason})
-    outbox.release(bus_settings(), [third], retry_in=0, refused={third: "basic.nack"})
+    claims.set_aside(bus_settings(), {first: reason, second: reason})
+    claims.release(bus_settings(), [third], retry_in=0, refused={third: "basic.nack"})
 
     status, out = health("--skip", "broker", "--skip", "topology", "--skip", "dead-letters")
 

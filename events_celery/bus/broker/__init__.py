@@ -2,8 +2,9 @@
 
 - :mod:`.connection`: the bus's broker URL, connections and deadlines, and the bytes of a
   received message.
-- :mod:`.topology`: exchanges, queues and bindings, declared once per connection
-  (:class:`~.topology.Declarations`, the one declaration cache), and the queue-depth probe.
+- :mod:`.topology`: exchanges, queues and bindings, and their names.
+- :mod:`.declaring`: declaring them, once per connection (:class:`~.declaring.Declarations`,
+  the one declaration cache), and the queue-depth probe.
 - :mod:`.frames`: AMQP ``basic.publish`` frames built once per message.
 - :mod:`.confirms`: publishing with a window of outstanding publisher confirms.
 - :mod:`.retrying`: the retrying publisher that carries tasks and dead letters.

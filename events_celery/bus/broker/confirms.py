@@ -31,7 +31,7 @@ import attrs
 from kombu import Connection, Producer
 
 from events_celery.bus import hooks
-from events_celery.bus.broker import refusals, topology
+from events_celery.bus.broker import declaring, refusals, topology
 from events_celery.bus.broker.connection import Deadline, connect, drop, is_amqp
 from events_celery.bus.broker.frames import publish_frames
 from events_celery.wire import OutgoingMessage
@@ -181,7 +181,7 @@ class ConfirmingPublisher:
         self._unblocked = False
         self._channel: Any = None
         self._producer: Producer | None = None
-        self._declarations = topology.Declarations()
+        self._declarations = declaring.Declarations()
         self.blocked: str | None = None
         self._outstanding: OrderedDict[int, tuple[int, str]] = OrderedDict()
         self._returned: set[str] = set()
@@ -368,7 +368,7 @@ class ConfirmingPublisher:
                 name = queue.name
                 if name.endswith(".unrouted") and now - self._parked_checked.get(name, -1e9) > 60:
                     self._parked_checked[name] = now
-                    topology.warn_parked(self.connection, name)
+                    declaring.warn_parked(self.connection, name)
 
     def _declare(self, declare: topology.Topology) -> None:
         # What is published after a declaration must follow it: send the frames written first.

@@ -11,7 +11,7 @@ Measured on RabbitMQ 3.10.8, this module's rules follow from three facts:
   every exchange the user may write to or bind from gets a row;
 * configuring is needed only to declare: the topic exchanges and their parking queues are
   declared once by an administrator (``manage.py declare_event_topology``), and the services
-  then declare them passively (:func:`events_celery.bus.broker.topology.declare`).
+  then declare them passively (:func:`events_celery.bus.broker.declaring.declare`).
 
 What a service gets:
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from kombu import Connection, Producer
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.backoff import publish_pause
 from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.bus.broker.resources import PerThread
@@ -34,7 +34,7 @@ class RetryingPublisher:
         self.settings = settings
         self._connection: Connection | None = None
         self._producer: Producer | None = None
-        self._declarations = topology.Declarations()
+        self._declarations = declaring.Declarations()
 
     def _ensure(self) -> Producer:
         if self._producer is None:

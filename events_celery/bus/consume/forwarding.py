@@ -26,7 +26,7 @@ from typing import Any
 
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring
 from events_celery.bus.broker.confirms import Outgoing
 from events_celery.bus.broker.connection import bus_connection, connect, drop
 from events_celery.bus.broker.frames import publish_frames
@@ -68,7 +68,7 @@ class Forwarder:
         self._amqp: Any = None
         self._channel: Any = None
         self._fd: int | None = None
-        self._declarations = topology.Declarations()
+        self._declarations = declaring.Declarations()
         #: Delivery tag -> what became of it, and when it was sent (``time.monotonic()``).
         self.sent: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self._returned: set[str] = set()

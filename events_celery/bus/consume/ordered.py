@@ -40,7 +40,7 @@ from typing import Any
 import attrs
 from celery import bootsteps
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring
 from events_celery.bus.consume.in_order import Result, give_up, run_in_order
 from events_celery.bus.consume.keys import Entry, Recent
 from events_celery.bus.consume.ordered_topic import OrderedTopic
@@ -114,7 +114,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             old.router.publisher.close()
             old.router.pause()
         self._forget_flushed()
-        topology.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
+        declaring.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
         self.topics = [OrderedTopic(self, settings, s) for s in subscriptions]
         for topic in self.topics:
             topic.open()

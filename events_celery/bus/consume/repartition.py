@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from kombu import Connection, Queue
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outgoing
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.consume.keys import partition_of
@@ -58,7 +58,7 @@ def repartition(
         raise ConfigurationError(f"topic {subscription.topic!r} is not ordered by key")
     service = settings.require_service_name()
     name = topology.ordered_name(service, subscription.topic)
-    before = topology.declared_partitions(connection, service, subscription)
+    before = declaring.declared_partitions(connection, service, subscription)
     busy = _consumers(connection, [name, *(f"{name}.{n}" for n in range(before))])
     if busy:
         raise ConfigurationError(
@@ -77,7 +77,7 @@ def repartition(
         # Phase 1: the old partitions, each in its order, to the holding queue. A run that
         # stopped in phase 2 (``spreading`` exists) must not do it again: the new partitions
         # then hold the first events of their keys, and the holding queue the rest.
-        if topology.queue_stats(connection, spreading.name) is None:
+        if declaring.queue_stats(connection, spreading.name) is None:
             holding.bind(channel).declare()
             for number in range(before):
                 _move(
@@ -90,7 +90,7 @@ def repartition(
             spreading.bind(channel).declare()
         # Phase 2: from the holding queue to the new partitions, in that order.
         wanted = topology.partition_queues(service, subscription, settings.queue_type)
-        topology.declare(connection, topology.Topology((), wanted))
+        declaring.declare(connection, topology.Topology((), wanted))
         exchange = topology.partition_exchange(service, subscription.topic).name
 
         def route(key: str) -> tuple[str, str]:
@@ -110,7 +110,7 @@ def repartition(
 def _consumers(connection: Connection, queues: list[str]) -> list[str]:
     busy = []
     for queue in queues:
-        stats = topology.queue_stats(connection, queue)
+        stats = declaring.queue_stats(connection, queue)
         if stats is not None and stats[1]:
             busy.append(queue)
     return busy

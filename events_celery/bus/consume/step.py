@@ -21,7 +21,7 @@ from kombu.message import Message
 
 from events_celery import schema_store
 from events_celery.bus import hooks
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.connection import raw_body
 from events_celery.bus.consume.handoff import deliver_later, envelope
 from events_celery.bus.dead_letters.store import Failure, Reason, dead_letter
@@ -71,7 +71,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         settings = self.settings = bus_settings()
         refuse_misconfiguration()
         service = settings.require_service_name()
-        topology.declare_consumer(
+        declaring.declare_consumer(
             channel.connection.client, settings, self.app.conf.task_queue_max_priority
         )
         queues = [

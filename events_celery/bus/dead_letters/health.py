@@ -22,9 +22,9 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.connection import bus_connection, connect, drop
-from events_celery.bus.broker.topology import reply_code
+from events_celery.bus.broker.declaring import reply_code
 from events_celery.bus.publish import outbox
 from events_celery.conf import BusSettings
 from events_celery.exceptions import BrokerTLSError
@@ -164,7 +164,7 @@ def _waiting_on_broker(connection: Connection, settings: BusSettings) -> int | N
     if not settings.service_name:
         return None
     try:
-        depth = topology.queue_depth(
+        depth = declaring.queue_depth(
             connection, topology.dead_letter_queue(settings.service_name).name
         )
     except Exception as exc:  # the broker answered the connection check; report, don't fail

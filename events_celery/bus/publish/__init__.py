@@ -5,5 +5,6 @@
 (:mod:`.outbox`) for this process's background publisher (:mod:`.background`) to publish after
 the commit, or publishes it at once with confirms (:mod:`.direct`). Rows whose writer died are
 published by the relay (:mod:`.relay`): the ``relay_events`` command, or a worker's sweeper.
-Both publish rows with :mod:`.rows`; :mod:`.routes` says which topics an event goes to.
+Both publish rows with :mod:`.rows`; :mod:`.claims` claims rows for the relay, keeps rows'
+leases and deletes published ones; :mod:`.routes` says which topics an event goes to.
 """

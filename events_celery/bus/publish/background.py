@@ -30,7 +30,7 @@ from django.db import DatabaseError, connections
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
 from events_celery.bus.broker.confirms import Outcome
 from events_celery.bus.broker.resources import PerProcess
-from events_celery.bus.publish import outbox
+from events_celery.bus.publish import claims
 from events_celery.bus.publish.outbox import Row
 from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
@@ -197,7 +197,7 @@ class BackgroundPublisher:
 
     def _delete_confirmed(self, settings: BusSettings) -> None:
         try:
-            outbox.delete(settings, [row.id for row in self._confirmed])
+            claims.delete(settings, [row.id for row in self._confirmed])
         except DatabaseError:
             # Kept for a later try, after a pause; if this process dies first, the rows are
             # published again once their lease runs out (at least once).
@@ -229,7 +229,7 @@ class BackgroundPublisher:
         stale = [row for row in rows if row.leased_at <= stale_before]
         if not stale:
             return rows
-        renewed = {row.id: row for row in outbox.renew(settings, stale)}
+        renewed = {row.id: row for row in claims.renew(settings, stale)}
         return [
             renewed.get(row.id, row)
             for row in rows
@@ -239,7 +239,7 @@ class BackgroundPublisher:
     def _leave_held_keys(self, settings: BusSettings, rows: list[Row]) -> list[Row]:
         # Rows of a key with an earlier row that is not this process's: left to the relays.
         # Raises DatabaseError like _keep_leased (the batch is then tried again).
-        held = outbox.held_elsewhere(settings, rows, self._confirmed)
+        held = claims.held_elsewhere(settings, rows, self._confirmed)
         if not held:
             return rows
         self._leave_to_relays(settings, [row.id for row in held])
@@ -256,7 +256,7 @@ class BackgroundPublisher:
         # Their lease ends now: a relay claims them, in order, once the rows before them are gone.
         # Should this fail, the lease runs out by itself.
         try:
-            outbox.release(settings, ids, retry_in=0.0, refused={})
+            claims.release(settings, ids, retry_in=0.0, refused={})
         except DatabaseError:
             logger.exception("could not leave outbox rows %s to the relays", sorted(ids))
 
@@ -264,7 +264,7 @@ class BackgroundPublisher:
     def _release_refused(settings: BusSettings, outcome: Outcome) -> None:
         refused = outcome.refused
         try:
-            outbox.release(settings, refused, retry_in=settings.outbox_lease, refused=refused)
+            claims.release(settings, refused, retry_in=settings.outbox_lease, refused=refused)
         except DatabaseError:
             logger.exception("could not record that the broker refused outbox rows %s", refused)
 

@@ -21,7 +21,7 @@ import attrs
 from django.db import connections
 
 from events_celery.bus.broker.backoff import MIN_PAUSE, publish_pause
-from events_celery.bus.publish import outbox
+from events_celery.bus.publish import claims, outbox
 from events_celery.bus.publish.rows import RowPublisher
 from events_celery.conf import BusSettings, bus_settings
 from events_celery.exceptions import BrokerTLSError
@@ -53,7 +53,7 @@ def relay_pass(
     published = 0
     try:
         while stop is None or not stop.is_set():
-            rows = outbox.claim(
+            rows = claims.claim(
                 settings, limit=settings.outbox_batch_size, include_refused=include_refused
             )
             if not rows:
@@ -63,13 +63,13 @@ def relay_pass(
             if outcome.confirmed:
                 # Deleting fails with DatabaseError: they will be published again (at least
                 # once).
-                outbox.delete(settings, outcome.confirmed)
+                claims.delete(settings, outcome.confirmed)
             published += len(outcome.confirmed)
             # Rows blocked behind a refused row of their key go back too: no claim takes them
             # before that row, which waits a lease (or is set aside).
             retry = sorted([*outcome.unknown, *outcome.unsent, *outcome.blocked])
             if retry:
-                outbox.release(
+                claims.release(
                     settings,
                     retry,
                     retry_in=publish_pause(settings.publish_retry_policy, 1, at_least=MIN_PAUSE),
@@ -78,7 +78,7 @@ def relay_pass(
             if outcome.refused:
                 # Refused rows wait a lease before any relay tries them again, as the
                 # background publisher's do; this pass goes on with other rows only.
-                outbox.release(
+                claims.release(
                     settings,
                     list(outcome.refused),
                     retry_in=settings.outbox_lease,

@@ -17,7 +17,7 @@ from django.db import DatabaseError, connections
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
 from events_celery.bus.broker.connection import bus_connection
-from events_celery.bus.publish import outbox
+from events_celery.bus.publish import claims
 from events_celery.bus.publish.outbox import Row
 from events_celery.conf import BusSettings
 
@@ -66,7 +66,7 @@ class RowPublisher:
     def _renew(self) -> None:
         rows = [*self._publishing, *(self._holding() if self._holding else ())]
         try:
-            outbox.renew(self.settings, rows)
+            claims.renew(self.settings, rows)
         except DatabaseError:
             logger.exception("could not renew the lease of %d outbox row(s)", len(rows))
 
@@ -122,7 +122,7 @@ class RowPublisher:
         if not outcome.forbidden:
             return
         try:
-            outbox.set_aside(self.settings, outcome.forbidden)
+            claims.set_aside(self.settings, outcome.forbidden)
         except DatabaseError:
             # They keep their lease, and are tried (and set aside) again once it runs out.
             connections[self.settings.db_alias].close()

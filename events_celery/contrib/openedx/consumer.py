@@ -37,7 +37,7 @@ from openedx_events.event_bus import EventBusConsumer
 from openedx_events.tooling import prepare_for_new_work_cycle
 
 from events_celery.bus import hooks
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.backoff import retry_delay
 from events_celery.bus.broker.connection import bus_connection, publisher_user, raw_body
 from events_celery.bus.broker.retrying import retrying_publisher
@@ -280,10 +280,10 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
         connection = channel.connection.client
         queues: tuple[Queue, ...] = (self.queue,)
         if self.ordered is not None:
-            topology.refuse_changed_partitions(connection, self.settings)
+            declaring.refuse_changed_partitions(connection, self.settings)
             queues = self.ordered.queues()
         producer = topology.producer_topology(self.settings, [self.topic])
-        topology.declare(
+        declaring.declare(
             connection,
             topology.Topology(
                 exchanges=(*producer.exchanges, topology.dead_letter_exchange(self.group_id)),
@@ -298,7 +298,7 @@ class EventsCeleryConsumer(EventBusConsumer, ConsumerMixin):  # type: ignore[mis
             return [self.ordered.presence_consumer(channel)]
         channel.basic_qos(0, 1, False)
         # Declared above; kombu's own declaration would configure the topic exchange, which a
-        # least-privilege broker user may not (topology.declare checks it passively instead).
+        # least-privilege broker user may not (declaring.declare checks it passively instead).
         return [
             consumer_class(
                 queues=[self.queue], on_message=self.on_message, no_ack=False, auto_declare=False

@@ -7,7 +7,7 @@ from typing import Any
 from celery import current_app
 from django.core.management.base import BaseCommand, CommandError
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.conf import bus_settings
 from events_celery.exceptions import BrokerTLSError, ConfigurationError
@@ -35,10 +35,10 @@ class Command(BaseCommand):
                 ) from exc
             if settings.subscriptions:
                 try:
-                    topology.refuse_changed_partitions(connection, settings)
+                    declaring.refuse_changed_partitions(connection, settings)
                 except ConfigurationError as exc:
                     raise CommandError(str(exc)) from exc
-            topology.declare(connection, wanted)
+            declaring.declare(connection, wanted)
         for exchange in wanted.exchanges:
             self.stdout.write(f"declared exchange {exchange.name} ({exchange.type})")
         for queue in wanted.queues:

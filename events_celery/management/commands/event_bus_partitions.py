@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring
 from events_celery.bus.broker.connection import bus_connection
 from events_celery.bus.consume.repartition import repartition
 from events_celery.conf import bus_settings
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         with bus_connection(settings) as connection:
             for topic in topics or sorted(ordered):
                 subscription = ordered[topic]
-                found = topology.declared_partitions(connection, service, subscription)
+                found = declaring.declared_partitions(connection, service, subscription)
                 self.stdout.write(
                     f"{topic}: {found} partition(s) on the broker, {subscription.partitions} "
                     "in the settings"

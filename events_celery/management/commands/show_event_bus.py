@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.connection import bus_connection, connect
 from events_celery.bus.publish import outbox
 from events_celery.conf import bus_settings
@@ -88,7 +88,7 @@ class Command(BaseCommand):
     @staticmethod
     def _workers(settings: Any, service: str, topic: str) -> str:
         try:
-            stats = topology.queue_stats(
+            stats = declaring.queue_stats(
                 bus_connection(settings), topology.presence_queue(service, topic).name
             )
         except Exception as exc:  # broker down: say so, never fail
@@ -145,7 +145,7 @@ class Command(BaseCommand):
 
         def depth(name: str) -> str:
             try:
-                count = topology.queue_depth(connection, name)
+                count = declaring.queue_depth(connection, name)
             except Exception as exc:  # broker down: say so, never fail
                 return f"n/a ({type(exc).__name__}: {exc})"
             if count is None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.conf import bus_settings
 from events_celery.exceptions import ConfigurationError
 from tests.conftest import BrokerUser
@@ -33,7 +33,7 @@ def service(broker_user: BrokerUser, settings: Any) -> BrokerUser:
 
 def as_administrator(topology_: topology.Topology, user: BrokerUser) -> None:
     with Connection(user.url) as connection:
-        topology.declare(connection, topology_)
+        declaring.declare(connection, topology_)
 
 
 def test_an_exchange_the_user_may_not_configure_is_used_as_declared(service: BrokerUser) -> None:
@@ -43,7 +43,7 @@ def test_an_exchange_the_user_may_not_configure_is_used_as_declared(service: Bro
     service.set_permissions(configure=own, write=own, read=r"^(?:lpsvc\..+|lp\.pings)$")
 
     with Connection(service.url) as connection:
-        topology.declare(connection, wanted)  # no 403 escapes
+        declaring.declare(connection, wanted)  # no 403 escapes
         channel: Any = connection.channel()
         channel.queue_declare(f"{SERVICE}.pings", passive=True)
         channel.close()
@@ -54,6 +54,6 @@ def test_a_missing_exchange_the_user_may_not_declare_names_the_fix(service: Brok
     service.set_permissions(configure=own, write=own, read=own)
 
     with Connection(service.url) as connection, pytest.raises(ConfigurationError) as error:
-        topology.declare(connection, topology.consumer_topology(bus_settings()))
+        declaring.declare(connection, topology.consumer_topology(bus_settings()))
     assert "exchange 'lp.pings' does not exist" in str(error.value)
     assert "declare_event_topology" in str(error.value)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kombu import Producer
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.broker.retrying import RetryingPublisher, retrying_publisher
 from events_celery.conf import bus_settings
 from events_celery.exceptions import PublishError
@@ -73,13 +73,13 @@ def test_what_a_publish_needs_is_declared_once_per_connection(
 ) -> None:
     queue = topology.dead_letter_queue("publisher-test")
     declared: list[str] = []
-    real_declare = topology.declare
+    real_declare = declaring.declare
 
     def declare(connection: Any, what: topology.Topology) -> None:
         declared.extend(what.names)
         real_declare(connection, what)
 
-    monkeypatch.setattr(topology, "declare", declare)
+    monkeypatch.setattr(declaring, "declare", declare)
     current = RetryingPublisher(bus_settings())
     needs = topology.Topology(exchanges=(), queues=(queue,))
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.dead_letters.store import (
     MAX_HEADER_VALUE,
     MAX_HEADERS,
@@ -476,4 +476,4 @@ def test_on_rabbitmq_the_store_is_created_with_the_configured_queue_type(
         Connection(rabbitmq_url) as connection,
         pytest.raises(ConfigurationError, match="already exists on the broker"),
     ):
-        topology.declare(connection, topology.Topology(exchanges=(), queues=(classic,)))
+        declaring.declare(connection, topology.Topology(exchanges=(), queues=(classic,)))

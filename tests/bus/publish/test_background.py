@@ -62,7 +62,7 @@ def test_the_process_that_parks_an_event_says_so(
     settings.EVENT_BUS_TOPIC_PREFIX = prefix
     settings.EVENT_BUS_PUBLISH_MODE = "outbox"
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"lonely": {"enabled": True}}}
-    caplog.set_level(logging.WARNING, logger="events_celery.bus.broker.topology")
+    caplog.set_level(logging.WARNING, logger="events_celery.bus.broker.declaring")
     try:
         PING.send_event(n=1)  # nobody subscribes to "lonely"
         assert background.background_publisher().flush(timeout=30)

@@ -75,7 +75,7 @@ def test_a_direct_publish_that_parks_an_event_says_so_in_the_sending_process(
     settings.EVENT_BUS_TOPIC_PREFIX = prefix
     settings.EVENT_BUS_PUBLISH_MODE = "direct"
     settings.EVENT_BUS_PRODUCER_CONFIG = {PING.event_type: {"lonely": {"enabled": True}}}
-    caplog.set_level(logging.WARNING, logger="events_celery.bus.broker.topology")
+    caplog.set_level(logging.WARNING, logger="events_celery.bus.broker.declaring")
     try:
         PING.send_event(n=1)  # confirmed at once; nobody subscribes to "lonely"
     finally:

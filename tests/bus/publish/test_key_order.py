@@ -17,7 +17,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events_celery.bus.publish import background, outbox, relay
+from events_celery.bus.publish import background, claims, outbox, relay
 from events_celery.bus.publish.outbox import Row
 from events_celery.conf import bus_settings
 from events_celery.models import OutboxMessage
@@ -61,7 +61,7 @@ def expire(ids: list[int] | None = None) -> None:
 
 def claimed(**options: Any) -> list[int]:
     return [
-        row.id for row in outbox.claim(bus_settings(), limit=options.pop("limit", 100), **options)
+        row.id for row in claims.claim(bus_settings(), limit=options.pop("limit", 100), **options)
     ]
 
 
@@ -104,7 +104,7 @@ def test_a_claim_never_takes_a_later_row_of_a_key_while_an_earlier_one_waits_to_
 ):
     first, second = send(1, 1)
     expire()
-    outbox.release(bus_settings(), [first], retry_in=30.0, refused={first: "basic.nack"})
+    claims.release(bus_settings(), [first], retry_in=30.0, refused={first: "basic.nack"})
 
     assert claimed() == []
 
@@ -116,11 +116,11 @@ def test_a_claim_never_takes_a_later_row_of_a_key_while_an_earlier_one_waits_to_
 def test_a_row_set_aside_blocks_its_key_only_and_the_backlog_says_so() -> None:
     first, second, other, third = send(1, 1, 2, 1)
     settings = bus_settings()
-    outbox.set_aside(settings, {first: "403 ACCESS_REFUSED"})
+    claims.set_aside(settings, {first: "403 ACCESS_REFUSED"})
     expire()
 
     assert claimed() == [other]
-    outbox.delete(settings, [other])  # published
+    claims.delete(settings, [other])  # published
     waiting = outbox.backlog(settings)
     assert (waiting.forbidden, waiting.blocked_keys, waiting.blocked_rows) == (1, 1, 2)
     told = outbox.describe_blocked(waiting)
@@ -136,7 +136,7 @@ def test_a_row_set_aside_blocks_its_key_only_and_the_backlog_says_so() -> None:
 def test_rows_held_back_by_their_key_do_not_count_against_the_claim_limit() -> None:
     blocked = send(*[1] * 5)
     free = send(2, 3)
-    outbox.set_aside(bus_settings(), {blocked[0]: "403"})
+    claims.set_aside(bus_settings(), {blocked[0]: "403"})
     expire()
 
     assert claimed(limit=2) == free
@@ -216,10 +216,10 @@ def test_the_writer_leaves_a_key_to_the_relays_when_an_earlier_row_is_not_its_ow
     rows = [row for row in submitted if row.id != dead]
     settings = bus_settings()
 
-    assert [row.id for row in outbox.held_elsewhere(settings, rows, mine=[])] == [mine]
-    assert outbox.held_elsewhere(settings, submitted, mine=[]) == []  # the batch has them all
+    assert [row.id for row in claims.held_elsewhere(settings, rows, mine=[])] == [mine]
+    assert claims.held_elsewhere(settings, submitted, mine=[]) == []  # the batch has them all
     published = [row for row in submitted if row.id == dead]  # confirmed, not deleted yet
-    assert outbox.held_elsewhere(settings, rows, mine=published) == []
+    assert claims.held_elsewhere(settings, rows, mine=published) == []
 
 
 # --- on the real broker -------------------------------------------------------------------

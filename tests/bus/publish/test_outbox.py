@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from events_celery.bus.publish import background, outbox, relay
+from events_celery.bus.publish import background, claims, outbox, relay
 from events_celery.bus.publish.outbox import Row
 from events_celery.bus.publish.producer import batch_events
 from events_celery.conf import bus_settings
@@ -115,12 +115,12 @@ def test_rows_are_claimed_only_once_their_lease_has_run_out(submitted: list[Row]
         PING.send_event(n=n)
     settings = bus_settings()
 
-    assert outbox.claim(settings, limit=10) == []
+    assert claims.claim(settings, limit=10) == []
 
     expire_leases()
-    claimed = outbox.claim(settings, limit=10)
+    claimed = claims.claim(settings, limit=10)
     assert [r.id for r in claimed] == sorted(r.id for r in submitted)  # oldest first
-    assert outbox.claim(settings, limit=10) == []  # leased to that claim now
+    assert claims.claim(settings, limit=10) == []  # leased to that claim now
     assert claimed[0].message.headers == submitted[0].message.headers
     assert claimed[0].message.properties == submitted[0].message.properties
     assert claimed[0].message.body == submitted[0].message.body
@@ -132,7 +132,7 @@ def test_concurrent_claims_never_share_a_row(submitted: list[Row]) -> None:
             PING.send_event(n=n)
     expire_leases()
     settings = bus_settings()
-    claims: list[list[int]] = []
+    taken: list[list[int]] = []
     start = threading.Barrier(4)
 
     def claim_all() -> None:
@@ -141,15 +141,15 @@ def test_concurrent_claims_never_share_a_row(submitted: list[Row]) -> None:
         try:
             for _ in range(100):
                 try:
-                    rows = outbox.claim(settings, limit=7)
+                    rows = claims.claim(settings, limit=7)
                 except Exception:  # SQLite: "database is locked" under contention; try again
                     time.sleep(0.01)
                     continue
-                if not rows and len(mine) + sum(map(len, claims)) >= 300:
+                if not rows and len(mine) + sum(map(len, taken)) >= 300:
                     break
                 mine.extend(r.id for r in rows)
         finally:
-            claims.append(mine)
+            taken.append(mine)
             connection.close()
 
     threads = [threading.Thread(target=claim_all) for _ in range(4)]
@@ -158,7 +158,7 @@ def test_concurrent_claims_never_share_a_row(submitted: list[Row]) -> None:
     for thread in threads:
         thread.join()
 
-    everything = [pk for mine in claims for pk in mine]
+    everything = [pk for mine in taken for pk in mine]
     assert len(everything) == len(set(everything))
     assert set(everything) == set(OutboxMessage.objects.values_list("id", flat=True))
 
@@ -167,7 +167,7 @@ def test_deleting_confirmed_rows_leaves_the_rest(submitted: list[Row]) -> None:
     for n in range(5):
         PING.send_event(n=n)
 
-    outbox.delete(bus_settings(), [r.id for r in submitted[:3]])
+    claims.delete(bus_settings(), [r.id for r in submitted[:3]])
 
     assert set(OutboxMessage.objects.values_list("id", flat=True)) == {r.id for r in submitted[3:]}
 
@@ -177,7 +177,7 @@ def test_renewing_keeps_only_rows_still_owned(submitted: list[Row]) -> None:
         PING.send_event(n=n)
     OutboxMessage.objects.filter(id=submitted[1].id).update(locked_by="another relay")
 
-    renewed = outbox.renew(bus_settings(), submitted)
+    renewed = claims.renew(bus_settings(), submitted)
 
     assert [r.id for r in renewed] == [submitted[0].id]
     assert renewed[0].leased_at >= submitted[0].leased_at
@@ -189,14 +189,14 @@ def test_refused_rows_are_set_aside_after_too_many_refusals(submitted: list[Row]
     pk = submitted[0].id
 
     for _ in range(outbox.MAX_REFUSALS):
-        outbox.release(settings, [pk], retry_in=0.0, refused={pk: "basic.nack"})
+        claims.release(settings, [pk], retry_in=0.0, refused={pk: "basic.nack"})
 
     row = OutboxMessage.objects.get()
     assert row.attempts == outbox.MAX_REFUSALS
     assert row.last_error == "basic.nack"
     expire_leases()
-    assert outbox.claim(settings, limit=10) == []
-    assert [r.id for r in outbox.claim(settings, limit=10, include_refused=True)] == [pk]
+    assert claims.claim(settings, limit=10) == []
+    assert [r.id for r in claims.claim(settings, limit=10, include_refused=True)] == [pk]
     assert outbox.backlog(settings).refused == 1
 
 

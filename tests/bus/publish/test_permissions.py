@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from kombu import Connection
 
-from events_celery.bus.broker import topology
+from events_celery.bus.broker import declaring, topology
 from events_celery.bus.publish import background, outbox
 from events_celery.bus.publish.direct import _publishers
 from events_celery.conf import bus_settings
@@ -47,7 +47,7 @@ def pings(broker_user: BrokerUser, settings: Any) -> Iterator[BrokerUser]:
         FLAKY.event_type: {"pings": {"enabled": True}},
     }
     with Connection(broker_user.url) as connection:
-        topology.declare(connection, topology.producer_topology(bus_settings(), ["pings"]))
+        declaring.declare(connection, topology.producer_topology(bus_settings(), ["pings"]))
         channel: Any = connection.default_channel
         channel.queue_declare(PROBE, auto_delete=False)
         channel.queue_bind(PROBE, EXCHANGE, routing_key="#")
