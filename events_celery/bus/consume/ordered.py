@@ -25,8 +25,8 @@ so ``celery -A proj worker`` is still all it takes. Its path (``docs/decisions/0
    (``"stop"``).
 
 Receivers run in the worker's pool (prefork or solo). This module holds the bootstep; a
-subscription is :mod:`.ordered_topic`, its router :mod:`.router` (which publishes through
-:mod:`.forwarding`), a partition :mod:`.partition`.
+subscription is :mod:`.ordered_topic`, its router :mod:`.router`, a partition
+:mod:`.partition`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         self.slots = 1
         self._rebalance: Any = None
         self.connection: Any = None
-        self.hub: Any = None
         self.timer: Any = None
         self.pool: Any = None
 
@@ -107,12 +106,10 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
                 "--pool prefork (the default) or --pool solo"
             )
         self.connection, self.timer, self.pool = c.connection, c.timer, c.pool
-        self.hub = getattr(c, "hub", None)
         self.slots = max(int(getattr(c.pool, "num_processes", 1) or 1), 1)
         self.ready = False
         for old in self.topics:  # from before a reconnection: their channels are gone
             old.router.publisher.close()
-            old.router.pause()
         self._forget_flushed()
         declaring.declare_consumer(c.connection, settings, self.app.conf.task_queue_max_priority)
         self.topics = [OrderedTopic(self, settings, s) for s in subscriptions]
@@ -140,8 +137,6 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         gone anyway, and their messages back on the broker.
         """
         self.ready = False
-        for topic in self.topics:
-            topic.router.hold()
         self._finish_running(c)
         if self._rebalance is not None:
             self._rebalance.cancel()
@@ -170,7 +165,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         and runs again.
         """
         hub = getattr(c, "hub", None)
-        if hub is None or not self._unsettled() or c.connection is None:
+        if hub is None or not self.in_pool or c.connection is None:
             return
         started = time.monotonic()
         deadline = time.monotonic() + FINISH_WITHIN
@@ -178,7 +173,7 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             # Celery flushes the pool as it closes the consumer: the jobs no process took yet
             # are dropped without a result (their events go back with the channel).
             self._forget_flushed()
-            while self._unsettled() and time.monotonic() < deadline:
+            while self.in_pool and time.monotonic() < deadline:
                 hub.run_once()
                 self._forget_flushed()
         except Exception as exc:  # the connection is gone: the broker has them back anyway
@@ -189,10 +184,6 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
             time.monotonic() - started,
             self.in_pool,
         )
-
-    def _unsettled(self) -> bool:
-        # Events running in the pool, or routed copies whose confirms have not come yet.
-        return bool(self.in_pool or any(topic.router.in_flight for topic in self.topics))
 
     def shutdown(self, c: Any) -> None:
         """Close every channel: what was not finished goes back to the broker, in order."""
@@ -290,20 +281,27 @@ class OrderedConsumerStep(bootsteps.StartStopStep):
         run.partition.running -= 1
 
     def _forget_flushed(self) -> None:
-        """Forget the jobs a lost connection took out of the pool before they started.
+        """Follow the jobs Celery flushed out of the pool (at shutdown, or on a lost connection).
 
-        On a lost connection Celery flushes the prefork pool: jobs no process took yet are
-        dropped (their messages come back from the broker) and never call back. Left counted,
-        their keys would wait for them for ever. billiard keeps a job in its pool's cache
-        until its result comes back, so a job gone from the cache without a result was dropped.
+        Celery's flush drops from billiard's cache of jobs every job no process has
+        acknowledged yet, and that job then never calls back. One that never reached a process
+        does not run: it is forgotten here, and its messages go back. One already written to a
+        process runs all the same: it is put back in the cache, so that its result comes back
+        here and its events are acknowledged (or, after a lost connection, its keys wait for
+        it), instead of running twice.
         """
         for job_id, (job, batch) in list(self.jobs.items()):
             cache = getattr(job, "_cache", None)
-            if cache is not None and getattr(job, "_job", None) not in cache:
-                del self.jobs[job_id]
-                self.in_pool -= 1
-                for run in batch:
-                    self._forget(run)
+            if cache is None or getattr(job, "_job", None) in cache:
+                continue
+            process = getattr(job, "_write_to", None)
+            if process is not None and process._is_alive():
+                cache[job._job] = job
+                continue
+            del self.jobs[job_id]
+            self.in_pool -= 1
+            for run in batch:
+                self._forget(run)
 
     def kick(self, topic: str, key: str) -> None:
         """A run of ``key`` finished: its next event may start, in this worker's current topic."""

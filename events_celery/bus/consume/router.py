@@ -9,7 +9,6 @@ acknowledges what the broker confirmed, in order.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from events_celery.bus import hooks
 from events_celery.bus.broker import topology
 from events_celery.bus.broker.confirms import ConfirmingPublisher, Outcome, Outgoing
 from events_celery.bus.broker.connection import bus_connection, is_amqp, raw_body
-from events_celery.bus.consume.forwarding import CONFIRMED, WAITING, Forwarder
 from events_celery.bus.consume.handoff import Envelope, deliver_later, envelope
 from events_celery.bus.consume.keys import partition_of
 from events_celery.bus.consume.partition import close_channel
@@ -52,10 +50,6 @@ class Router:
             bus_connection(topic.settings, confirm_publish=False),
             window=topic.settings.publish_window,
         )
-        #: Publishes without waiting, where the worker has an event loop (see .forwarding).
-        self.forwarder: Forwarder | None = None
-        #: Intake events whose copies were sent, by their forwarder's delivery tag, in order.
-        self.in_flight: deque[tuple[Message, int]] = deque()
         self._batch: list[tuple[Message, Outgoing]] = []
         self._flush_entry: Any = None
         self._failures = 0  # routing failures in a row (see _reopen)
@@ -64,30 +58,17 @@ class Router:
 
     def open(self) -> None:
         self.paused = False
-        step = self.topic.step
-        self.multiple_acks = is_amqp(step.connection)
-        if self.multiple_acks and step.hub is not None and self.forwarder is None:
-            self.forwarder = Forwarder(
-                self.topic.settings, step.hub, step.timer, self._answered, self._give_back
-            )
+        self.multiple_acks = is_amqp(self.topic.step.connection)
         self.channel = self.topic.step.connection.channel()
         self.channel.basic_qos(0, self.topic.settings.consumer_batch_size * 2, False)
         Consumer(
             self.channel, queues=[self.queue], on_message=self.on_message, auto_declare=False
         ).consume()
 
-    def hold(self) -> None:
-        """Route nothing more; the copies sent are still confirmed and acknowledged."""
+    def pause(self) -> None:
         self.paused = True
         self._cancel_flush()
         self._batch = []  # unacknowledged: back to the intake, in order, with the channel
-
-    def pause(self) -> None:
-        """Route nothing more; what is not acknowledged goes back with the intake's channel."""
-        self.hold()
-        self.in_flight.clear()
-        if self.forwarder is not None:
-            self.forwarder.close()
 
     def on_message(self, message: Message) -> None:
         """Check an event and queue it for the partition of its key."""
@@ -132,9 +113,6 @@ class Router:
         batch, self._batch = self._batch, []
         if not batch or self.paused:
             return
-        if self.forwarder is not None:
-            self._forward(batch)
-            return
         outcome = self.publisher.publish(
             [outgoing for _, outgoing in batch], timeout=self.topic.settings.publish_timeout
         )
@@ -142,65 +120,6 @@ class Router:
             self._failures = 0
             return
         self._reopen()
-
-    def _forward(self, batch: list[tuple[Message, Outgoing]]) -> None:
-        """Send the batch's copies; the event loop reads their confirms (see _answered)."""
-        assert self.forwarder is not None
-        try:
-            if not self.forwarder.is_open:
-                self.forwarder.open()
-            tags = self.forwarder.send([outgoing for _, outgoing in batch])
-        except Exception as exc:
-            self._give_back(f"publishing failed: {exc!r}", unsent=len(batch))
-            return
-        self.in_flight.extend(zip((message for message, _ in batch), tags, strict=True))
-        self._answered()  # answers read while declaring a partition's queues (first time)
-
-    def _answered(self) -> None:
-        """Acknowledge the intake events whose copies are confirmed, from the first on.
-
-        Acknowledging past an unconfirmed copy would let later events of its key overtake
-        it; on a refusal the rest goes back to the intake.
-        """
-        forwarder = self.forwarder
-        if forwarder is None or not forwarder.is_open:
-            return
-        done: list[tuple[Message, int]] = []
-        refused = None
-        while self.in_flight:
-            state = forwarder.state(self.in_flight[0][1])
-            if state == WAITING:
-                break
-            if state != CONFIRMED:
-                refused = state
-                break
-            done.append(self.in_flight.popleft())
-        if done:
-            self._failures = 0
-            if self.multiple_acks:
-                done[-1][0].ack(multiple=True)
-            else:
-                for message, _ in done:
-                    message.ack()
-            forwarder.forget([tag for _, tag in done])
-        if refused is not None:
-            self._give_back(refused)
-
-    def _give_back(self, why: str, unsent: int = 0) -> None:
-        """The copies in flight were not all confirmed: their intake events go back."""
-        if self.in_flight or unsent:
-            logger.warning(
-                "routing %d event(s) of %s to their partitions was not confirmed (%s); they "
-                "go back to the intake queue",
-                len(self.in_flight) + unsent,
-                self.queue.name,
-                why,
-            )
-        self.in_flight.clear()
-        if self.forwarder is not None:
-            self.forwarder.close()
-        if not self.paused and self.channel is not None:
-            self._reopen()
 
     def _unordered(self, message: Message, item: Envelope) -> None:
         # An event without a key keeps no order (as a Kafka record without a key): the
@@ -214,9 +133,14 @@ class Router:
         message.ack()
 
     def _reopen(self) -> None:
-        """Give the intake's events back (in order) and register again after a backoff."""
+        """Give the intake's events back (in order) and register again after a backoff.
+
+        The publisher starts over too, declaring the partitions again (a returned copy means
+        one lost its queue or binding).
+        """
         close_channel(self.channel)
         self.channel = None
+        self.publisher.close()
         self._failures += 1
         pause = min(2.0 ** (self._failures - 1) * 0.5, 30.0)
         logger.warning("routing %s again in %.1fs", self.queue.name, pause)
